@@ -1,0 +1,97 @@
+"""Evaluation by rollouts against the task's simulator during and at the end of training, sharded over DDP ranks."""
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+import torch.distributed as dist
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lmrl_lightning.algorithms.base import Decoding
+from lmrl_lightning.env import Episode
+from lmrl_lightning.registry import get_task
+from lmrl_lightning.rollout import RolloutSummary, evaluate_task, format_transcript, summarise
+
+
+def gather_episodes(episodes: list[Episode]) -> list[Episode]:
+    """All ranks' episodes, in evaluation order, on every rank (identity without DDP)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[Optional[list[Episode]]] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, episodes)
+        episodes = [e for part in parts for e in part]
+    return sorted(episodes, key=lambda e: e.meta["index"])
+
+
+class RolloutEvaluation(L.Callback):
+    """Rolls the module's policy out with the task's evaluation protocol and logs the scores.
+
+    Runs every `every_n_epochs` training epochs and once more at the end of fit if the last epoch was not
+    evaluated. Episode seeds are split over DDP ranks and the episodes gathered, so every rank logs the same
+    summary: mean/std/min/max raw return, success rate, episode length and normalised score; the first
+    `n_transcripts` episodes go to TensorBoard as text.
+
+    Args:
+        task: registered task name.
+        variant: task variant (default: the task's first).
+        n_rollouts: rollouts per evaluation start (default: the paper's, e.g. 32 for the maze).
+        every_n_epochs: evaluation period in epochs (0: only at the end of fit).
+        decoding: ``sample`` (paper), ``greedy``, ``rerank`` or ``rerank_greedy`` (fixed candidate actions).
+        temperature: sampling temperature.
+        batch_size: episodes stepped together per rank.
+        policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
+        n_transcripts: transcripts logged per evaluation.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        variant: Optional[str] = None,
+        n_rollouts: Optional[int] = None,
+        every_n_epochs: int = 1,
+        decoding: Decoding = "sample",
+        temperature: float = 1.0,
+        batch_size: int = 256,
+        policy_seed: int = 0,
+        n_transcripts: int = 3,
+    ):
+        self.spec = get_task(task)
+        self.variant = self.spec.check_variant(variant or self.spec.variants[0])
+        self.n_rollouts = n_rollouts
+        self.every_n_epochs = every_n_epochs
+        self.decoding = decoding
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.policy_seed = policy_seed
+        self.n_transcripts = n_transcripts
+        self.results: list[tuple[int, RolloutSummary]] = []
+        self.last_episodes: list[Episode] = []
+        self._evaluated_step = -1
+
+    def evaluate(self, trainer: L.Trainer, module) -> RolloutSummary:
+        policy = module.policy(self.decoding, self.temperature, self.spec.candidate_actions)
+        mine = evaluate_task(
+            policy, self.spec, self.variant, self.n_rollouts, self.batch_size, self.policy_seed,
+            rank=trainer.global_rank, world_size=trainer.world_size, progress=trainer.is_global_zero,
+        )
+        episodes = gather_episodes(mine)
+        summary = summarise(episodes, self.spec.normalisation[self.variant])
+        self.results.append((trainer.global_step, summary))
+        self.last_episodes = episodes
+        self._evaluated_step = trainer.global_step
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(summary.as_metrics("eval/"), step=trainer.global_step)
+                if isinstance(logger, TensorBoardLogger):
+                    for i, e in enumerate(episodes[: self.n_transcripts]):
+                        logger.experiment.add_text(
+                            f"eval/transcript_{i}", f"```\n{format_transcript(e)}\n```", trainer.global_step
+                        )
+        return summary
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._evaluated_step != trainer.global_step:
+            self.evaluate(trainer, pl_module)

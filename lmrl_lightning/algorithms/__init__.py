@@ -1,0 +1,6 @@
+from lmrl_lightning.algorithms.base import LMRLModule
+from lmrl_lightning.algorithms.bc import BC, bc_loss
+
+ALGORITHMS = {"bc": BC}
+
+__all__ = ["ALGORITHMS", "BC", "LMRLModule", "bc_loss"]

@@ -1,0 +1,93 @@
+"""The LightningModule every algorithm extends: backbone + tokenizer, optimiser, evaluation policy.
+
+A new algorithm subclasses `LMRLModule` and implements `training_step` (usually: compute a pure loss function
+of the batch and log its metrics). Data, decoding, the evaluation callback and checkpoints are reused.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional, Sequence, Union
+
+import lightning as L
+import torch
+
+from lmrl_lightning.env import BatchedTextPolicy
+from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
+from lmrl_lightning.policies import LMPolicy, RerankPolicy
+
+Decoding = Literal["sample", "greedy", "rerank", "rerank_greedy"]
+
+
+class LMRLModule(L.LightningModule):
+    """Shared base of the algorithms.
+
+    Args:
+        backbone: the language model (preset, local directory or hub id) and its tokenizer.
+        lr: peak learning rate (paper: 1e-4 for BC on every task).
+        weight_decay: decoupled weight decay, not applied to biases and norm weights.
+        warmup_steps: linear warm-up steps, then a constant learning rate (the paper's schedule in effect).
+        betas: AdamW betas (the paper's Adafactor uses momentum 0.9 and decay 0.95).
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig = BackboneConfig(),
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+    ):
+        super().__init__()
+        if isinstance(backbone, dict):  # as stored in a checkpoint's hyper-parameters
+            backbone = BackboneConfig(**backbone)
+        # Plain types only in the checkpoint, so that it loads with weights_only=True.
+        self.save_hyperparameters(ignore=["backbone"])
+        self.hparams["backbone"] = dataclasses.asdict(backbone)
+        self.backbone_config = backbone
+        self.tokenizer = load_tokenizer(backbone)
+        self.model = build_backbone(backbone, self.tokenizer)
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    def policy(
+        self,
+        decoding: Decoding = "sample",
+        temperature: float = 1.0,
+        candidates: Optional[Sequence[str]] = None,
+        max_new_tokens: int = 16,
+    ) -> BatchedTextPolicy:
+        """The batched text policy this module acts with (evaluation, online rollouts).
+
+        ``sample``/``greedy`` generate a turn token by token; ``rerank``/``rerank_greedy`` choose among the task's
+        fixed `candidates` by their log-probability (sampled from the softmax, or the best one).
+        """
+        if decoding in ("rerank", "rerank_greedy"):
+            if not candidates:
+                raise ValueError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
+            return RerankPolicy(self.model, self.tokenizer, candidates, 0.0 if decoding == "rerank_greedy" else temperature)
+        if decoding not in ("sample", "greedy"):
+            raise ValueError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
+        return LMPolicy(self.model, self.tokenizer, 0.0 if decoding == "greedy" else temperature, 0, max_new_tokens)
+
+    # ---- optimisation -----------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "ln" in name or "norm" in name else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        warmup = max(1, self.hparams.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def action_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor):
+        """Next-token logits at action positions only, [N, V] (position t predicts token t+1).
+
+        Only these rows go through the output projection: with a 50k-token vocabulary the projection of every
+        position costs more than the transformer on short contexts.
+        """
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])

@@ -1,0 +1,108 @@
+"""Backbone factory: a tiny GPT-2 built from config with the task's tokenizer, a local HF directory, or a hub id."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+
+from lmrl_lightning.models.tokenizer import end_of_turn_id
+
+# GPT-2 architecture sizes for models trained from scratch on CPU.
+TINY_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"n_layer": 2, "n_embd": 128, "n_head": 4},
+    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4},
+}
+
+
+class BackboneError(ValueError):
+    """A model or tokenizer that cannot be loaded; the message says what to pass instead."""
+
+
+@dataclass
+class BackboneConfig:
+    """Which language model to train.
+
+    Args:
+        name_or_path: a preset built from config (``tiny``, ``small``), a local Hugging Face model directory,
+            or a hub id (only when it is already in the local cache: these machines have no network).
+        tokenizer: tokenizer directory; required for presets (``lmrl data`` writes one beside the data),
+            defaults to the model directory otherwise.
+        max_positions: context length of a preset model.
+        dropout: dropout of a preset model (residual, attention, embedding).
+        dtype: parameter dtype of the backbone (``float32``, ``bfloat16``, ``float16``).
+        trust_remote_code: allow a model directory to run its own code (off unless you trust it).
+    """
+
+    name_or_path: str = "tiny"
+    tokenizer: Optional[str] = None
+    max_positions: int = 512
+    dropout: float = 0.0
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+    @property
+    def is_preset(self) -> bool:
+        return self.name_or_path in TINY_PRESETS
+
+
+def load_tokenizer(config: BackboneConfig):
+    """Load the tokenizer and check that a newline (end of turn) is a single token."""
+    source = config.tokenizer or (None if config.is_preset else config.name_or_path)
+    if source is None:
+        raise BackboneError(
+            f"preset model {config.name_or_path!r} needs backbone.tokenizer: the tokenizer directory written by "
+            "`lmrl data` beside the dataset"
+        )
+    if not Path(source).is_dir() and (config.tokenizer is not None or _looks_like_path(source)):
+        raise BackboneError(f"tokenizer directory {source!r} does not exist")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, local_files_only=True, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise BackboneError(f"cannot load a tokenizer from {source!r}: {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    end_of_turn_id(tokenizer)
+    return tokenizer
+
+
+def build_backbone(config: BackboneConfig, tokenizer) -> PreTrainedModel:
+    """Build a preset from config or load a causal LM from a local directory / the local hub cache."""
+    dtype = getattr(torch, config.dtype)
+    if config.is_preset:
+        preset = TINY_PRESETS[config.name_or_path]
+        gpt2 = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=config.max_positions,
+            resid_pdrop=config.dropout,
+            embd_pdrop=config.dropout,
+            attn_pdrop=config.dropout,
+            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **preset,
+        )
+        return GPT2LMHeadModel(gpt2).to(dtype)
+    if _looks_like_path(config.name_or_path) and not Path(config.name_or_path).is_dir():
+        raise BackboneError(f"model directory {config.name_or_path!r} does not exist")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            config.name_or_path,
+            local_files_only=True,
+            dtype=dtype,
+            trust_remote_code=config.trust_remote_code,
+        )
+    except (OSError, ValueError) as e:
+        raise BackboneError(
+            f"model {config.name_or_path!r} not found locally ({str(e).splitlines()[0]}); pass a local model "
+            f"directory or a preset ({', '.join(TINY_PRESETS)})"
+        ) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    # A hub id is "name" or "org/name"; anything else is meant as a local directory.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1

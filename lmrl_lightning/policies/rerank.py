@@ -1,0 +1,73 @@
+"""Re-ranking decoding: score a task's fixed candidate actions (the maze's four moves) with the model."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from lmrl_lightning.data.tokenize import TurnTokenizer
+from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
+from lmrl_lightning.policies.sampling import encode_histories, left_pad, row_uniform
+
+
+@torch.inference_mode()
+def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
+    """Sum of log-probabilities of each candidate's tokens after each prompt: [len(prompts), len(candidates)].
+
+    All prompt x candidate sequences run as one left-padded batch.
+    """
+    rows = [p + c for p in prompts for c in candidates]
+    device = next(model.parameters()).device
+    ids, mask, positions = left_pad(rows, pad_id, device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    # position p - 1 predicts token p; every row ends at the last column (left padding)
+    token_logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    lengths = torch.tensor([len(c) for c in candidates] * len(prompts), device=device)
+    width = ids.shape[1]
+    in_candidate = torch.arange(width - 1, device=device)[None, :] >= (width - 1 - lengths)[:, None]
+    scores = (token_logp * in_candidate).sum(-1)
+    return scores.view(len(prompts), len(candidates))
+
+
+class RerankPolicy(BatchedTextPolicy):
+    """Picks one of a fixed set of candidate actions by the model's log-probability of its tokens.
+
+    Args:
+        model: a Hugging Face causal LM.
+        tokenizer: its tokenizer.
+        candidates: the action texts (each ending in a newline).
+        temperature: 0 takes the best-scoring candidate; otherwise samples from softmax(scores / temperature).
+    """
+
+    def __init__(self, model, tokenizer, candidates: Sequence[str], temperature: float = 1.0):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.candidates = list(candidates)
+        self.temperature = temperature
+        self.tokenize = TurnTokenizer(tokenizer)
+        self.candidate_ids = [self.tokenize(c) for c in self.candidates]
+        n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+        self.max_prompt_tokens = n_positions - max(len(c) for c in self.candidate_ids)
+
+    def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        prompts = encode_histories(histories, self.tokenize, self.max_prompt_tokens)
+        out = candidate_logprobs(self.model, self.tokenizer.pad_token_id, prompts, self.candidate_ids)
+        self.model.train(was_training)
+        return out
+
+    def act(self, histories, done=None, seeds=None):
+        done = list(done) if done is not None else [h is None for h in histories]
+        live = [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
+        results: list[Optional[TextHistory]] = [None] * len(histories)
+        if not live:
+            return results
+        scores = self.scores([histories[i] for i in live]).cpu()
+        if self.temperature > 0:
+            seeds = list(seeds) if seeds is not None else list(range(len(histories)))
+            u = row_uniform(torch.tensor([seeds[i] for i in live]), 0, len(self.candidates))
+            scores = scores / self.temperature - torch.log(-torch.log(u)).float()
+        for i, choice in zip(live, scores.argmax(dim=-1).tolist()):
+            results[i] = histories[i] + (Text(self.candidates[choice], True),)
+        return results

@@ -1,0 +1,150 @@
+"""Batched turn-by-turn decoding with a KV cache, and per-row randomness that does not depend on batching.
+
+Each row's random numbers are a hash of (its seed, decoding step, vocabulary index), so an episode samples the
+same tokens whether it shares its batch with 1 or 500 others, on any DDP rank.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from lmrl_lightning.data.tokenize import TurnTokenizer
+from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
+from lmrl_lightning.models.tokenizer import end_of_turn_id
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash (lowbias32) on int64 tensors holding 32-bit values; overflow wraps, low bits stay exact."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def row_uniform(seeds: torch.Tensor, step: int, n: int) -> torch.Tensor:
+    """Uniform numbers in (0, 1), shape [len(seeds), n], a pure function of (seed, step, column)."""
+    base = _mix32((seeds.long() & _M32) ^ _mix32(torch.tensor(step + 0x51ED27, dtype=torch.long)))
+    cols = torch.arange(n, dtype=torch.long, device=seeds.device) * 0x9E3779B9
+    x = _mix32(((base[:, None] + cols[None, :]) & _M32) ^ (base[:, None] >> 7))
+    return (x.double() + 0.5) / 2**32
+
+
+def sample_from_logits(
+    logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float = 1.0, top_k: int = 0
+) -> torch.Tensor:
+    """Greedy (temperature 0) or Gumbel-max sampling with per-row noise; optional top-k."""
+    logits = logits.float()
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    gumbel = -torch.log(-torch.log(row_uniform(seeds.cpu(), step, logits.shape[-1]))).to(logits.device)
+    return (logits / temperature + gumbel.float()).argmax(dim=-1)
+
+
+def encode_histories(
+    histories: Sequence[TextHistory], tokenize: TurnTokenizer, max_tokens: int
+) -> list[list[int]]:
+    """Tokenise each history turn by turn (as in training) and keep its last `max_tokens` tokens."""
+    out = []
+    for h in histories:
+        ids = [i for t in h for i in tokenize(t.text)]
+        out.append(ids[-max_tokens:] if max_tokens > 0 else [])
+    return out
+
+
+def left_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids, attention mask and position ids (counting real tokens only)."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+class LMPolicy(BatchedTextPolicy):
+    """Samples one turn per history from a causal LM: prompt = the history, stop at the newline token.
+
+    Args:
+        model: a Hugging Face causal LM.
+        tokenizer: its tokenizer.
+        temperature: 0 for greedy decoding; 1 samples from the model (the paper's evaluation).
+        top_k: keep the k most likely tokens before sampling (0: all).
+        max_new_tokens: longest action; a turn cut here gets its newline appended.
+    """
+
+    def __init__(self, model, tokenizer, temperature: float = 1.0, top_k: int = 0, max_new_tokens: int = 16):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.temperature = temperature
+        self.top_k = top_k
+        self.max_new_tokens = max_new_tokens
+        self.tokenize = TurnTokenizer(tokenizer)
+        self.eot = end_of_turn_id(tokenizer)
+        n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings")
+        self.max_prompt_tokens = n_positions - max_new_tokens
+        vocab = model.get_output_embeddings().weight.shape[0]
+        banned = {t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) if t is not None}
+        # Special tokens and padded embedding rows are never actions.
+        self.logit_bias = torch.zeros(vocab)
+        self.logit_bias[sorted(banned)] = float("-inf")
+        self.logit_bias[len(tokenizer):] = float("-inf")
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
+        """Generated token ids per row, each ending with the end-of-turn token when it was produced."""
+        model = self.model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        ids, mask, positions = left_pad(prompts, self.tokenizer.pad_token_id, device)
+        seed_t = torch.tensor(list(seeds), dtype=torch.long)
+        bias = self.logit_bias.to(device)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        generated = []
+        for step in range(self.max_new_tokens):
+            token = sample_from_logits(logits.float() + bias, seed_t, step, self.temperature, self.top_k)
+            token = torch.where(finished, torch.full_like(token, self.tokenizer.pad_token_id), token)
+            generated.append(token)
+            finished |= token == self.eot
+            if bool(finished.all()) or step == self.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            out = model(
+                input_ids=token[:, None], attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1]
+        model.train(was_training)
+        tokens = torch.stack(generated, dim=1).tolist()
+        rows = []
+        for row in tokens:
+            cut = row.index(self.eot) + 1 if self.eot in row else len(row)
+            rows.append(row[:cut])
+        return rows
+
+    def act(self, histories, done=None, seeds=None):
+        done = list(done) if done is not None else [h is None for h in histories]
+        live = [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
+        results: list[Optional[TextHistory]] = [None] * len(histories)
+        if not live:
+            return results
+        seeds = list(seeds) if seeds is not None else list(range(len(histories)))
+        prompts = encode_histories([histories[i] for i in live], self.tokenize, self.max_prompt_tokens)
+        for i, ids in zip(live, self.generate(prompts, [seeds[i] for i in live])):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            action = text if text.endswith(END_OF_TURN) else text.split(END_OF_TURN, 1)[0] + END_OF_TURN
+            results[i] = histories[i] + (Text(action, True),)
+        return results

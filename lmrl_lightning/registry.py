@@ -1,0 +1,69 @@
+"""Task registry: the core finds tasks by name here and never imports a task package directly."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from lmrl_lightning.env import TextEnv
+from lmrl_lightning.scoring import Normalisation
+
+
+@dataclass(frozen=True)
+class EvalEpisode:
+    """One evaluation episode: its global index, the env seed and reset options."""
+
+    index: int
+    seed: int
+    options: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class TaskSpec:
+    """Everything generic code needs to know about a task.
+
+    make_env(variant) builds the simulator; eval_episodes(variant, n_rollouts) lists the paper's evaluation
+    episodes; candidate_actions, when set, is the task's fixed action set for re-ranking decoding;
+    history_window[variant] is how many recent texts the environment shows the agent (None: all).
+    """
+
+    name: str
+    variants: tuple[str, ...]
+    make_env: Callable[[str], TextEnv]
+    normalisation: dict[str, Normalisation]
+    eval_episodes: Callable[[str, int], list[EvalEpisode]]
+    default_eval_rollouts: int
+    history_window: dict[str, Optional[int]] = field(default_factory=dict)
+    candidate_actions: Optional[tuple[str, ...]] = None
+    generate_dataset: Optional[Callable[..., Any]] = None
+    description: str = ""
+
+    def check_variant(self, variant: str) -> str:
+        if variant not in self.variants:
+            raise ValueError(f"task {self.name!r} has no variant {variant!r}; valid: {', '.join(self.variants)}")
+        return variant
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def task_names() -> list[str]:
+    _load_builtin_tasks()
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    _load_builtin_tasks()
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def _load_builtin_tasks() -> None:
+    # The tasks package registers each built-in task on import.
+    importlib.import_module("lmrl_lightning.tasks")

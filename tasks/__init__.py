@@ -1,0 +1,4 @@
+"""Built-in tasks, installed as `lmrl_lightning.tasks`; importing this package registers every task."""
+from lmrl_lightning.tasks import maze
+
+__all__ = ["maze"]

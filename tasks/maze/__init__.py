@@ -1,0 +1,71 @@
+"""The maze task (spec §2.1): FO and PO variants of the double-T maze, registered as "maze"."""
+from __future__ import annotations
+
+from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
+from lmrl_lightning.scoring import Normalisation
+from lmrl_lightning.tasks.maze.datagen import format_stats_table, generate_dataset
+from lmrl_lightning.tasks.maze.env import DEFAULT_LAST_K, GOAL, MOVES, START_POSITIONS, MazeEnv
+from lmrl_lightning.tasks.maze.policies import (
+    MixturePolicy,
+    OptimalMazePolicy,
+    RandomMazePolicy,
+    SuboptimalMazeSolver,
+)
+
+VARIANTS: tuple[str, ...] = ("fo", "po")
+
+# Spec §2.9 / paper Table 5: minimum return, dataset-average return, expert return. The FO maximum is the
+# BFS optimum averaged over the 25 starts; the PO maximum's policy is not known.
+NORMALISATION: dict[str, Normalisation] = {
+    "fo": Normalisation(minimum=-101.0, dataset_average=-83.0, maximum=-6.84),
+    "po": Normalisation(minimum=-101.0, dataset_average=-83.0, maximum=-25.75),
+}
+
+
+def make_env(variant: str) -> MazeEnv:
+    return MazeEnv(TASK.check_variant(variant))
+
+
+def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
+    """The paper's protocol (E.1): `n_rollouts` episodes from each of the 25 starts, start-major; the
+    episode index doubles as its env seed (the start is fixed by the options, so the seed is unused)."""
+    TASK.check_variant(variant)
+    return [
+        EvalEpisode(i * n_rollouts + k, i * n_rollouts + k, {"init_position": list(start)})
+        for i, start in enumerate(START_POSITIONS)
+        for k in range(n_rollouts)
+    ]
+
+
+TASK: TaskSpec = register_task(
+    TaskSpec(
+        name="maze",
+        variants=VARIANTS,
+        make_env=make_env,
+        normalisation=NORMALISATION,
+        eval_episodes=eval_episodes,
+        default_eval_rollouts=32,
+        history_window=dict(DEFAULT_LAST_K),
+        candidate_actions=MOVES,
+        generate_dataset=generate_dataset,
+        description="Double-T maze: reach the goal at (8, 6) with 'move left/right/up/down'; "
+        "FO shows the position, PO only the adjacent walls.",
+    )
+)
+
+__all__ = [
+    "GOAL",
+    "MOVES",
+    "NORMALISATION",
+    "START_POSITIONS",
+    "TASK",
+    "MazeEnv",
+    "MixturePolicy",
+    "OptimalMazePolicy",
+    "RandomMazePolicy",
+    "SuboptimalMazeSolver",
+    "eval_episodes",
+    "format_stats_table",
+    "generate_dataset",
+    "make_env",
+]

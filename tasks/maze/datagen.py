@@ -1,0 +1,208 @@
+"""The maze's offline dataset (paper C.1, Table 1): mixture-policy episodes confined to submazes.
+
+Each episode starts at one of the 25 start cells drawn uniformly by the seed (the env's own start
+distribution: 9 in the left T, 9 in the right T, 7 in the centre T, see `policies`) and is played by
+`MixturePolicy(solver_prob, confine=True)`: 15% depth-first-solver moves, 85% random moves, never leaving
+the start's submaze. Only centre-T episodes can reach the goal, so the data holds no start-to-goal
+demonstration from the other two thirds of the maze: a learner has to stitch the value of the centre into
+them (the point of the paper's construction).
+
+Horizon. The paper's statistics (mean length 19.7 turns, std 24.5, success 0.11) cannot come from playing
+every episode to the env's end (an episode that cannot succeed would always last 101 turns), and no single
+shorter horizon fits them either: with a fixed horizon H most episodes last exactly H, so the std of the
+length would be far below its mean, whereas the paper's std is larger than its mean. So each episode is cut
+at its own horizon, drawn log-uniformly from `max_episode_steps = (1, 101)` (P(H = h) proportional to
+log((h + 1) / h)): lengths spread over the whole range, short episodes most often, a few running through
+all 100 moves and the failure step. Expected statistics (30k episodes): mean length 18.7, std 23.3, success
+0.105, mean return -18.6, std 23.3, against Table 1's 19.7, 24.5, 0.11, -19.7, 24.5; one 1240-episode
+draw varies by about one turn. An episode cut at its horizon before the env ended it is written with
+`done=false` (truncated: value methods bootstrap rather than treat it as terminal). An int
+`max_episode_steps` gives every episode the same horizon instead; 101 plays every episode to the env's end.
+
+FO and PO datasets are the same interactions: the players read the simulator, not the text, so with the
+same seed both variants make the same moves and differ only in the observation wording.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+from tqdm.auto import tqdm
+
+from lmrl_lightning.data.jsonl import write_episodes
+from lmrl_lightning.env import Episode
+from lmrl_lightning.registry import EvalEpisode
+from lmrl_lightning.rollout import rollout
+from lmrl_lightning.tasks.maze.env import DEFAULT_MAX_STEPS, START_POSITIONS, MazeEnv, Position, Variant
+from lmrl_lightning.tasks.maze.policies import SUBMAZES, MixturePolicy, submaze_of
+
+# The env's longest episode: `max_steps` moves and the failure step.
+FULL_EPISODE_TURNS = DEFAULT_MAX_STEPS + 1
+
+# Paper Table 1 (spec §4.3), maze column.
+PAPER_TABLE1: dict[str, float] = {
+    "n_episodes": 1240,
+    "mean_length": 19.7,
+    "std_length": 24.5,
+    "success_rate": 0.11,
+    "mean_return": -19.7,
+    "std_return": 24.5,
+}
+
+Horizon = Union[int, tuple[int, int]]
+
+
+def sample_horizon(rng: random.Random, max_episode_steps: Horizon) -> int:
+    """One episode's horizon: the int itself, or a log-uniform draw from the inclusive range `(low, high)`."""
+    if isinstance(max_episode_steps, int):
+        return max_episode_steps
+    low, high = max_episode_steps
+    # floor(exp(U)) with U uniform on [log low, log(high + 1)) gives P(h) proportional to log((h + 1) / h).
+    return min(high, int(math.exp(rng.uniform(math.log(low), math.log(high + 1)))))
+
+
+def plan_episodes(
+    n_episodes: int, seed: int, max_episode_steps: Horizon
+) -> list[tuple[EvalEpisode, str, int]]:
+    """For each episode: its `EvalEpisode` (start position in the options), its submaze and its horizon."""
+    rng = random.Random(seed)
+    plan = []
+    for i in range(n_episodes):
+        start: Position = rng.choice(START_POSITIONS)
+        horizon = sample_horizon(rng, max_episode_steps)
+        plan.append((EvalEpisode(i, i, {"init_position": list(start)}), submaze_of(start), horizon))
+    return plan
+
+
+def generate_dataset(
+    out_dir: Union[str, os.PathLike],
+    variant: Variant = "fo",
+    n_episodes: int = 1240,
+    seed: int = 0,
+    solver_prob: float = 0.15,
+    max_episode_steps: Horizon = (1, FULL_EPISODE_TURNS),
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Play the confined mixture policy and write `out_dir/train.jsonl` and `out_dir/stats.json`.
+
+    Args:
+        out_dir: directory for the dataset (created if missing).
+        variant: "fo" or "po" observations; the moves are the same for both.
+        n_episodes: number of episodes (paper: 1.24k).
+        seed: seeds the plan (starts, horizons) and the players' moves.
+        solver_prob: probability that a move comes from the depth-first solver rather than at random.
+        max_episode_steps: agent turns after which an episode is cut (done=false): an int for all episodes,
+            or `(low, high)` to draw each episode's horizon log-uniformly (see the module docstring).
+        batch_size: episodes stepped together by the rollout engine.
+        progress: show a progress bar.
+
+    Returns:
+        The dataset statistics beside the paper's Table 1 (also written to `stats.json`).
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    _check_horizon(max_episode_steps)
+    env = MazeEnv(variant)
+    policy = MixturePolicy(solver_prob, confine=True)
+    plan = plan_episodes(n_episodes, seed, max_episode_steps)
+
+    # The rollout engine cuts episodes at one `max_turns` per call, so episodes are grouped by horizon. A
+    # player's moves depend only on (seed, episode index, turn), so the grouping does not change them.
+    by_horizon: dict[int, list[EvalEpisode]] = defaultdict(list)
+    for spec, _, horizon in plan:
+        by_horizon[horizon].append(spec)
+    played: dict[int, Episode] = {}
+    with tqdm(total=n_episodes, desc=f"maze {variant} dataset", disable=not progress) as bar:
+        for horizon, specs in sorted(by_horizon.items()):
+            for episode in rollout(env, policy, specs, batch_size=batch_size, policy_seed=seed, max_turns=horizon):
+                played[episode.meta["index"]] = episode
+            bar.update(len(specs))
+
+    episodes = []
+    for spec, submaze, horizon in plan:
+        episode = played[spec.index]
+        episode.meta.update(
+            {"start": spec.options["init_position"], "submaze": submaze, "horizon": horizon, "variant": variant}
+        )
+        episodes.append(episode)
+
+    out = Path(out_dir)
+    write_episodes(out / "train.jsonl", episodes)
+    stats = dataset_stats(episodes)
+    stats["config"] = {
+        "variant": variant,
+        "n_episodes": n_episodes,
+        "seed": seed,
+        "solver_prob": solver_prob,
+        "max_episode_steps": max_episode_steps,
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    return stats
+
+
+def dataset_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
+    """Table 1 statistics (population std, as `rollout.summarise`), each as `{"ours", "paper"}`, plus the
+    success rate and episode count per submaze and the share of truncated episodes."""
+    lengths = [float(e.num_actions) for e in episodes]
+    returns = [e.total_reward for e in episodes]
+    ours = {
+        "n_episodes": len(episodes),
+        "mean_length": _mean(lengths),
+        "std_length": _std(lengths),
+        "success_rate": _mean([float(e.success) for e in episodes]),
+        "mean_return": _mean(returns),
+        "std_return": _std(returns),
+    }
+    stats: dict[str, Any] = {k: {"ours": v, "paper": PAPER_TABLE1[k]} for k, v in ours.items()}
+    per_submaze: dict[str, dict[str, float]] = {}
+    for name in SUBMAZES:
+        group = [e for e in episodes if e.meta.get("submaze") == name]
+        if group:
+            per_submaze[name] = {"n_episodes": len(group), "success_rate": _mean([float(e.success) for e in group])}
+    stats["per_submaze"] = per_submaze
+    stats["truncated_fraction"] = _mean([float(not e.done) for e in episodes])
+    return stats
+
+
+def format_stats_table(stats: dict[str, Any]) -> str:
+    """A small text table of the statistics beside the paper's Table 1."""
+    rows = [
+        ("episodes", "n_episodes", "{:.0f}"),
+        ("mean length (turns)", "mean_length", "{:.2f}"),
+        ("std length", "std_length", "{:.2f}"),
+        ("success rate", "success_rate", "{:.3f}"),
+        ("mean return", "mean_return", "{:.2f}"),
+        ("std return", "std_return", "{:.2f}"),
+    ]
+    lines = [f"{'':<22}{'ours':>10}{'paper':>10}"]
+    for label, key, fmt in rows:
+        lines.append(f"{label:<22}{fmt.format(stats[key]['ours']):>10}{fmt.format(stats[key]['paper']):>10}")
+    for name, group in stats.get("per_submaze", {}).items():
+        lines.append(f"{'success, ' + name:<22}{group['success_rate']:>10.3f}{'':>10}   ({group['n_episodes']} episodes)")
+    if "truncated_fraction" in stats:
+        lines.append(f"{'truncated (done=false)':<22}{stats['truncated_fraction']:>10.3f}")
+    return "\n".join(lines)
+
+
+def _check_horizon(max_episode_steps: Horizon) -> None:
+    if isinstance(max_episode_steps, int):
+        low = high = max_episode_steps
+    else:
+        low, high = max_episode_steps
+    if not 1 <= low <= high:
+        raise ValueError(f"max_episode_steps must be >= 1 (or a range 1 <= low <= high), got {max_episode_steps}")
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std(xs: Sequence[float]) -> float:
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
