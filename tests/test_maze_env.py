@@ -335,8 +335,11 @@ def test_generator_fo_and_po_share_interactions(tmp_path):
     generate_dataset(tmp_path / "po", "po", n_episodes=30, seed=5, progress=False)
     generate_dataset(tmp_path / "fo2", "fo", n_episodes=30, seed=5, progress=False)
     fo, po = read_episodes(tmp_path / "fo" / "train.jsonl"), read_episodes(tmp_path / "po" / "train.jsonl")
+    def actions(e):
+        return [(t.text, t.reward) for t in e.turns if t.is_action]
+
     for a, b in zip(fo, po):
-        assert [(t.text, t.reward) for t in a.turns if t.is_action] == [(t.text, t.reward) for t in b.turns if t.is_action]
+        assert actions(a) == actions(b)
         assert a.done == b.done and a.success == b.success
         assert not any("position" in t.text for t in b.turns)
     assert (tmp_path / "fo" / "train.jsonl").read_bytes() == (tmp_path / "fo2" / "train.jsonl").read_bytes()

@@ -184,7 +184,8 @@ def format_stats_table(stats: dict[str, Any]) -> str:
     for label, key, fmt in rows:
         lines.append(f"{label:<22}{fmt.format(stats[key]['ours']):>10}{fmt.format(stats[key]['paper']):>10}")
     for name, group in stats.get("per_submaze", {}).items():
-        lines.append(f"{'success, ' + name:<22}{group['success_rate']:>10.3f}{'':>10}   ({group['n_episodes']} episodes)")
+        label = f"success, {name}"
+        lines.append(f"{label:<22}{group['success_rate']:>10.3f}{'':>10}   ({group['n_episodes']} episodes)")
     if "truncated_fraction" in stats:
         lines.append(f"{'truncated (done=false)':<22}{stats['truncated_fraction']:>10.3f}")
     return "\n".join(lines)

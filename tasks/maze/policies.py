@@ -6,18 +6,26 @@ turn), so a player is deterministic and keeps no state of its own between calls:
 the episode so far is in the env, which makes one player object safe to share across episodes and batches.
 
 Submazes (paper C.1: "maze split into 3 symmetric submazes, each trajectory confined to one submaze").
-The double T is three T shapes, each a five-cell bar with a stem hanging from its middle:
+The double T is three T shapes, each a five-cell bar with a stem hanging from its middle
+(L: left T, R: right T, C: centre T, G: the goal, which belongs to the centre T):
 
-    row 1   . L L L L L # R R R R R .        L: left T   bar (1,1)-(1,5), stem (2,3)-(5,3)   9 cells
-    row 2-4       L           R              R: right T  bar (1,7)-(1,11), stem (2,9)-(5,9)  9 cells
-    row 5         L C C C C C R              C: centre T bar (5,4)-(5,8), stem (6,6)-(8,6)   8 cells,
-    row 6-8             C                       the goal (8,6) at the foot of its stem
+    col    0123456789012
+    row 0  #############       left T   bar (1,1)-(1,5),  stem (2,3)-(5,3)   9 cells
+    row 1  #LLLLL#RRRRR#       right T  bar (1,7)-(1,11), stem (2,9)-(5,9)   9 cells
+    row 2  ###L#####R###       centre T bar (5,4)-(5,8),  stem (6,6)-(8,6)   8 cells
+    row 3  ###L#####R###
+    row 4  ###L#####R###
+    row 5  ###LCCCCCR###
+    row 6  ######C######
+    row 7  ######C######
+    row 8  ######G######
+    row 9  #############
 
-Left and right are mirror images and all three are congruent up to stem length (4, 4, 3), which is the
-closest to "3 symmetric submazes" the layout allows. The corners (5,3) and (5,9) go with the upper T's,
-whose stems they end. Starts: 9 left, 9 right, 7 centre. A confined player never chooses a move that
-would enter another submaze (moves into walls stay allowed: they are ordinary, if wasted, moves), so only
-episodes that start in the centre T can reach the goal.
+Left and right are mirror images and all three are congruent up to stem length (4, 4, 3), the most
+symmetric three-way split of this layout: the corners (5,3) and (5,9) end the upper T's stems. Starts:
+9 left, 9 right, 7 centre. A confined player never chooses a move that would enter another submaze (moves
+into walls stay allowed: they are ordinary, if wasted, moves), so only episodes that start in the centre T
+can reach the goal.
 """
 from __future__ import annotations
 
