@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from lmrl_lightning.env import TextEnv
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.scoring import Normalisation
 
 
@@ -23,7 +24,8 @@ class TaskSpec:
     """Everything generic code needs to know about a task.
 
     make_env(variant) builds the simulator; eval_episodes(variant, n_rollouts) lists the paper's evaluation
-    episodes; candidate_actions, when set, is the task's fixed action set for re-ranking decoding;
+    episodes; generate_dataset(out_dir, variant=, n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and
+    returns statistics that format_stats prints; candidate_actions, when set, is the task's fixed action set for re-ranking decoding;
     history_window[variant] is how many recent texts the environment shows the agent (None: all).
     """
 
@@ -36,11 +38,12 @@ class TaskSpec:
     history_window: dict[str, Optional[int]] = field(default_factory=dict)
     candidate_actions: Optional[tuple[str, ...]] = None
     generate_dataset: Optional[Callable[..., Any]] = None
+    format_stats: Optional[Callable[[dict[str, Any]], str]] = None
     description: str = ""
 
     def check_variant(self, variant: str) -> str:
         if variant not in self.variants:
-            raise ValueError(f"task {self.name!r} has no variant {variant!r}; valid: {', '.join(self.variants)}")
+            raise LMRLError(f"task {self.name!r} has no variant {variant!r}; valid: {', '.join(self.variants)}")
         return variant
 
 
@@ -60,7 +63,7 @@ def task_names() -> list[str]:
 def get_task(name: str) -> TaskSpec:
     _load_builtin_tasks()
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
+        raise LMRLError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]
 
 

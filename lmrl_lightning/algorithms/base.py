@@ -6,12 +6,15 @@ of the batch and log its metrics). Data, decoding, the evaluation callback and c
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from pathlib import Path
 from typing import Literal, Optional, Sequence, Union
 
 import lightning as L
 import torch
 
 from lmrl_lightning.env import BatchedTextPolicy
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
 from lmrl_lightning.policies import LMPolicy, RerankPolicy
 
@@ -62,10 +65,10 @@ class LMRLModule(L.LightningModule):
         """
         if decoding in ("rerank", "rerank_greedy"):
             if not candidates:
-                raise ValueError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
+                raise LMRLError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
             return RerankPolicy(self.model, self.tokenizer, candidates, 0.0 if decoding == "rerank_greedy" else temperature)
         if decoding not in ("sample", "greedy"):
-            raise ValueError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
+            raise LMRLError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
         return LMPolicy(self.model, self.tokenizer, 0.0 if decoding == "greedy" else temperature, 0, max_new_tokens)
 
     # ---- optimisation -----------------------------------------------------------------------------------------
@@ -91,3 +94,40 @@ class LMRLModule(L.LightningModule):
         """
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What `lmrl eval` needs to rebuild this module and its evaluation without the training config.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["lmrl"] = {
+            "algorithm": f"{type(self).__module__}.{type(self).__qualname__}",
+            "task": getattr(datamodule, "task", None),
+            "variant": getattr(datamodule, "variant", None),
+        }
+
+
+def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
+    """Rebuild a trained module from a Lightning checkpoint (read with weights_only=True) and its lmrl metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise LMRLError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle refusing a non-weight object, ...
+        raise LMRLError(
+            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "it may be truncated or not a Lightning checkpoint"
+        ) from None
+    meta = checkpoint.get("lmrl") if isinstance(checkpoint, dict) else None
+    if not meta or "state_dict" not in checkpoint:
+        raise LMRLError(f"checkpoint {str(path)!r} was not written by an lmrl-lightning algorithm module")
+    module_name, _, class_name = meta["algorithm"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise LMRLError(f"checkpoint {str(path)!r} needs algorithm {meta['algorithm']!r}, which cannot be imported") from None
+    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
+        raise LMRLError(f"checkpoint {str(path)!r} names {meta['algorithm']!r}, which is not an LMRLModule")
+    module = cls(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module, meta

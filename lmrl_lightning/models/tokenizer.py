@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lmrl_lightning.env import END_OF_TURN
+from lmrl_lightning.errors import LMRLError
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -39,7 +40,7 @@ def end_of_turn_id(tokenizer) -> int:
     """The id of the newline token that ends a turn; a tokenizer that cannot encode it alone is rejected."""
     ids = tokenizer.encode(END_OF_TURN, add_special_tokens=False)
     if len(ids) != 1 or tokenizer.decode(ids) != END_OF_TURN:
-        raise ValueError(
+        raise LMRLError(
             f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} does not encode a newline as one token "
             f"(got ids {ids}); turns end with a newline, so this model cannot be used"
         )

@@ -7,7 +7,7 @@ import torch
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
-from lmrl_lightning.policies.sampling import encode_histories, left_pad, row_uniform
+from lmrl_lightning.policies.sampling import encode_histories, left_pad, row_uniform, unique_rows
 
 
 @torch.inference_mode()
@@ -50,12 +50,13 @@ class RerankPolicy(BatchedTextPolicy):
         self.max_prompt_tokens = n_positions - max(len(c) for c in self.candidate_ids)
 
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
+        """Log-probability of each candidate after each history, [len(histories), len(candidates)]."""
         was_training = self.model.training
         self.model.eval()
-        prompts = encode_histories(histories, self.tokenize, self.max_prompt_tokens)
-        out = candidate_logprobs(self.model, self.tokenizer.pad_token_id, prompts, self.candidate_ids)
+        unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
+        out = candidate_logprobs(self.model, self.tokenizer.pad_token_id, unique, self.candidate_ids)
         self.model.train(was_training)
-        return out
+        return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):
         done = list(done) if done is not None else [h is None for h in histories]

@@ -58,6 +58,13 @@ def encode_histories(
     return out
 
 
+def unique_rows(rows: Sequence[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct rows, and for each input row the index of its distinct row."""
+    index: dict[tuple[int, ...], int] = {}
+    inverse = [index.setdefault(tuple(r), len(index)) for r in rows]
+    return [list(r) for r in index], inverse
+
+
 def left_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-padded ids, attention mask and position ids (counting real tokens only)."""
     width = max(1, max(len(r) for r in rows))
@@ -106,11 +113,17 @@ class LMPolicy(BatchedTextPolicy):
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        ids, mask, positions = left_pad(prompts, self.tokenizer.pad_token_id, device)
+        # Episodes often share a context (every maze episode at the same cell, every Wordle opening): run each
+        # distinct prompt once, then give every row its own copy of the cache to sample from.
+        unique, rows = unique_rows(prompts)
+        ids, mask, positions = left_pad(unique, self.tokenizer.pad_token_id, device)
         seed_t = torch.tensor(list(seeds), dtype=torch.long)
         bias = self.logit_bias.to(device)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache, logits = out.cache, out.logits[:, -1]
+        rows_t = torch.tensor(rows, device=device)
+        cache.reorder_cache(rows_t)
+        logits, mask, positions = logits[rows_t], mask[rows_t], positions[rows_t]
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         generated = []
         for step in range(self.max_new_tokens):
@@ -122,11 +135,8 @@ class LMPolicy(BatchedTextPolicy):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
-            out = model(
-                input_ids=token[:, None], attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True,
-            )
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            cache, logits = out.cache, out.logits[:, -1]
         model.train(was_training)
         tokens = torch.stack(generated, dim=1).tolist()
         rows = []

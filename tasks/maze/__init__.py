@@ -48,6 +48,7 @@ TASK: TaskSpec = register_task(
         history_window=dict(DEFAULT_LAST_K),
         candidate_actions=MOVES,
         generate_dataset=generate_dataset,
+        format_stats=format_stats_table,
         description="Double-T maze: reach the goal at (8, 6) with 'move left/right/up/down'; "
         "FO shows the position, PO only the adjacent walls.",
     )

@@ -1,0 +1,162 @@
+"""The `lmrl` command.
+
+    lmrl data maze --variant fo --out data/maze_fo        generate an offline dataset + tokenizer
+    lmrl fit -c examples/configs/maze_fo_bc.yaml           train (LightningCLI: --model, --data, --trainer)
+    lmrl eval CKPT [--task maze --variant fo]              roll a checkpoint out with the task's protocol
+    lmrl play maze                                         play a task yourself in the terminal
+    lmrl quickstart                                        data -> BC and filtered BC -> evaluation -> table
+
+Bad input (a malformed dataset, an unknown name, a missing file) ends with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+from lmrl_lightning.errors import LMRLError
+
+
+def _data(args: argparse.Namespace) -> None:
+    from lmrl_lightning.data.prepare import prepare_task_data
+    from lmrl_lightning.registry import get_task
+
+    stats = prepare_task_data(args.task, args.variant, args.out, args.episodes, args.seed, args.vocab_size)
+    format_stats = get_task(args.task).format_stats
+    print(format_stats(stats) if format_stats else json.dumps(stats, indent=2))
+    print(f"wrote {args.out}/train.jsonl and {args.out}/tokenizer/")
+
+
+def _fit(rest: Sequence[str]) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    from lmrl_lightning.algorithms.base import LMRLModule
+    from lmrl_lightning.data.datamodule import EpisodeDataModule
+
+    LightningCLI(
+        LMRLModule,
+        EpisodeDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=["fit", *rest],
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from lmrl_lightning.algorithms.base import load_module
+    from lmrl_lightning.registry import get_task
+    from lmrl_lightning.rollout import evaluate_task, format_transcript, summarise
+
+    module, meta = load_module(args.checkpoint)
+    task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
+    variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
+    policy = module.policy(args.decoding, args.temperature, task.candidate_actions)
+    episodes = evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed, progress=True)
+    summary = summarise(episodes, task.normalisation[variant])
+    print(format_transcript(episodes[0]))
+    print(json.dumps({"task": task.name, "variant": variant, **vars(summary)}, indent=2))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
+                       "returns": [e.total_reward for e in episodes]}, f, indent=2)
+
+
+def _play(args: argparse.Namespace) -> None:
+    from lmrl_lightning.env import Text
+    from lmrl_lightning.registry import get_task
+
+    task = get_task(args.task)
+    variant = task.check_variant(args.variant or task.variants[0])
+    env = task.make_env(variant)
+    history = env.reset(seed=args.seed)
+    total, done = 0.0, False
+    hint = f" (one of: {', '.join(a.strip() for a in task.candidate_actions)})" if task.candidate_actions else ""
+    print(f"{task.name} ({variant}): type your action{hint}; an empty line or Ctrl-D quits.")
+    while not done:
+        print(history[-1].text, end="")
+        try:
+            line = input("> ")
+        except EOFError:
+            line = ""
+        if not line.strip():
+            print("\nquit.")
+            return
+        history, reward, done = env.step(history + (Text(line.strip() + "\n", True),))
+        total += reward
+        print(f"  reward {reward:g}, return so far {total:g}")
+    print(history[-1].text, end="")
+    print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
+
+
+def _missing(what: str):
+    raise LMRLError(f"missing {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="generate a task's offline dataset and tokenizer")
+    p.add_argument("task")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the paper's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the task tokenizer")
+
+    sub.add_parser("fit", help="train from a config (LightningCLI; see `lmrl fit --help`)", add_help=False)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint with the task's protocol")
+    p.add_argument("checkpoint")
+    p.add_argument("--task", default=None, help="default: the task recorded in the checkpoint")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--rollouts", type=int, default=None, help="rollouts per evaluation start (default: paper)")
+    p.add_argument("--decoding", default="sample", choices=["sample", "greedy", "rerank", "rerank_greedy"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
+    p.add_argument("--out", default=None, help="write the summary and returns as JSON")
+
+    p = sub.add_parser("play", help="play a task yourself")
+    p.add_argument("task")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+    p = sub.add_parser("quickstart", help="maze: data -> BC and filtered BC -> evaluation -> score table")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--variant", default="fo", choices=["fo", "po"])
+    p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per algorithm (default: quickstart's)")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if argv and argv[0] == "fit":
+            _fit(argv[1:])
+            return 0
+        args = build_parser().parse_args(argv)
+        if args.command == "data":
+            _data(args)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "play":
+            _play(args)
+        elif args.command == "quickstart":
+            from lmrl_lightning.quickstart import run_quickstart
+
+            run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.seed)
+    except LMRLError as e:
+        print(f"lmrl: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
