@@ -66,7 +66,8 @@ def quiet_libraries() -> None:
     import logging
     import warnings
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")

@@ -35,7 +35,8 @@ class RolloutEvaluation(L.Callback):
         variant: task variant (default: the task's first).
         n_rollouts: rollouts per evaluation start (default: the paper's, e.g. 32 for the maze).
         every_n_epochs: evaluation period in epochs (0: only at the end of fit).
-        decoding: ``sample`` (paper), ``greedy``, ``rerank`` or ``rerank_greedy`` (fixed candidate actions).
+        decoding: ``sample``, ``greedy``, ``rerank`` or ``rerank_greedy`` (fixed candidate actions); default: the
+            task's default decoding.
         temperature: sampling temperature.
         batch_size: episodes stepped together per rank.
         policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
@@ -48,7 +49,7 @@ class RolloutEvaluation(L.Callback):
         variant: Optional[str] = None,
         n_rollouts: Optional[int] = None,
         every_n_epochs: int = 1,
-        decoding: Decoding = "sample",
+        decoding: Optional[Decoding] = None,
         temperature: float = 1.0,
         batch_size: int = 256,
         policy_seed: int = 0,
@@ -58,7 +59,7 @@ class RolloutEvaluation(L.Callback):
         self.variant = self.spec.check_variant(variant or self.spec.variants[0])
         self.n_rollouts = n_rollouts
         self.every_n_epochs = every_n_epochs
-        self.decoding = decoding
+        self.decoding = decoding or self.spec.default_decoding
         self.temperature = temperature
         self.batch_size = batch_size
         self.policy_seed = policy_seed

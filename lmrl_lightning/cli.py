@@ -53,7 +53,7 @@ def _eval(args: argparse.Namespace) -> None:
     module, meta = load_module(args.checkpoint)
     task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
-    policy = module.policy(args.decoding, args.temperature, task.candidate_actions)
+    policy = module.policy(args.decoding or task.default_decoding, args.temperature, task.candidate_actions)
     episodes = evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed, progress=True)
     summary = summarise(episodes, task.normalisation[variant])
     print(format_transcript(episodes[0]))
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="default: the task recorded in the checkpoint")
     p.add_argument("--variant", default=None)
     p.add_argument("--rollouts", type=int, default=None, help="rollouts per evaluation start (default: paper)")
-    p.add_argument("--decoding", default="sample", choices=["sample", "greedy", "rerank", "rerank_greedy"])
+    p.add_argument("--decoding", default=None, choices=["sample", "greedy", "rerank", "rerank_greedy"],
+                   help="default: the task's (maze: rerank, sampled over the four moves)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")

@@ -26,7 +26,8 @@ class TaskSpec:
     make_env(variant) builds the simulator; eval_episodes(variant, n_rollouts) lists the paper's evaluation
     episodes; generate_dataset(out_dir, variant=, n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and
     returns statistics that format_stats prints; candidate_actions, when set, is the task's fixed action set for re-ranking decoding;
-    history_window[variant] is how many recent texts the environment shows the agent (None: all).
+    history_window[variant] is how many recent texts the environment shows the agent (None: all);
+    default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`).
     """
 
     name: str
@@ -37,6 +38,7 @@ class TaskSpec:
     default_eval_rollouts: int
     history_window: dict[str, Optional[int]] = field(default_factory=dict)
     candidate_actions: Optional[tuple[str, ...]] = None
+    default_decoding: str = "sample"
     generate_dataset: Optional[Callable[..., Any]] = None
     format_stats: Optional[Callable[[dict[str, Any]], str]] = None
     description: str = ""

@@ -47,6 +47,10 @@ TASK: TaskSpec = register_task(
         default_eval_rollouts=32,
         history_window=dict(DEFAULT_LAST_K),
         candidate_actions=MOVES,
+        # Sampled re-ranking of the four moves (the original's ReRankerSamplePolicy). Free generation
+        # (`decoding="sample"`, the paper's BC protocol) also works, but a model trained from scratch has no
+        # prior over text it never saw, so in states outside its data it writes invalid moves (-4 each).
+        default_decoding="rerank",
         generate_dataset=generate_dataset,
         format_stats=format_stats_table,
         description="Double-T maze: reach the goal at (8, 6) with 'move left/right/up/down'; "
