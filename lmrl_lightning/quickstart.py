@@ -1,8 +1,9 @@
 """`lmrl quickstart`: the maze end to end on 2 CPU cores in a few minutes.
 
-Generates the maze dataset, trains BC and filtered BC (successful episodes only) on the tiny default model,
-evaluates both with the paper's protocol (25 start positions x `rollouts` sampled episodes) and prints raw
-return, success rate and normalised score beside the paper's numbers.
+Generates the maze dataset, trains BC and filtered BC (successful episodes only) on the tiny default model, then
+ILQL starting from the BC checkpoint, evaluates each with the paper's protocol (25 start positions x `rollouts`
+sampled episodes) and prints raw return, success rate and normalised score beside the paper's numbers.
+The same `train_and_evaluate` runs every algorithm in `benchmarks/maze_scores.py`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lmrl_lightning.algorithms.bc import BC
+from lmrl_lightning.algorithms import BC, ILQL, MCReturns
 from lmrl_lightning.callbacks import RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_task_data
@@ -24,21 +25,38 @@ from lmrl_lightning.registry import get_task
 
 # Paper Table 2 (normalised) and Table 4 (raw return), maze rows.
 PAPER = {
-    "fo": {"BC": (58.2, -72.1), "%BC": (68.9, -56.4)},
-    "po": {"BC": (53.1, -79.5), "%BC": (50.1, -82.9)},
+    "fo": {"BC": (58.2, -72.1), "%BC": (68.9, -56.4), "MC": (75.0, -48.1), "ILQL": (99.9, -6.97)},
+    "po": {"BC": (53.1, -79.5), "%BC": (50.1, -82.9), "MC": (52.4, -80.3), "ILQL": (76.3, -52.9)},
 }
 DEFAULT_STEPS = 800
+DEFAULT_VALUE_STEPS = 600
 # A model trained from scratch takes a larger step than the paper's 1e-4 for fine-tuning pretrained GPT-2.
 LEARNING_RATE = 1e-3
+VALUE_LEARNING_RATE = 3e-4
+
+
+def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path]):
+    """The module of one quickstart row: BC/%BC from scratch, MC/ILQL from the BC checkpoint (maze script
+    settings: gamma 0.99, tau 0.95, no CQL term, beta 8)."""
+    if algorithm in ("BC", "%BC"):
+        return BC(BackboneConfig("tiny", tokenizer=str(tokenizer_dir)), lr=LEARNING_RATE, warmup_steps=50)
+    if init_from is None:
+        raise ValueError(f"{algorithm} starts from a BC checkpoint")
+    if algorithm == "MC":
+        return MCReturns(init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=8.0)
+    if algorithm == "ILQL":
+        return ILQL(init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=8.0, tau=0.95)
+    raise ValueError(f"unknown quickstart algorithm {algorithm!r}")
 
 
 def train_and_evaluate(
-    name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, rollouts: int, seed: int
+    name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, rollouts: int, seed: int,
+    init_from: Optional[Path] = None,
 ) -> dict:
-    """Train one BC variant and evaluate it; returns its summary as a dict."""
+    """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict."""
     L.seed_everything(seed, verbose=False)
     slug = name.replace("%", "filtered_").lower()
-    module = BC(BackboneConfig("tiny", tokenizer=str(data_dir / TOKENIZER_DIR)), lr=LEARNING_RATE, warmup_steps=50)
+    module = make_module(name, data_dir / TOKENIZER_DIR, init_from)
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant=variant, filter=filter, batch_size=64)
     evaluation = RolloutEvaluation("maze", variant, n_rollouts=rollouts, every_n_epochs=0, batch_size=1024)
     trainer = L.Trainer(
@@ -57,8 +75,9 @@ def train_and_evaluate(
     start = time.time()
     trainer.fit(module, data)
     summary = evaluation.results[-1][1]
-    return {"algorithm": name, "filter": filter, "train_chunks": len(data.train_chunks),
-            "seconds": time.time() - start, **vars(summary)}
+    return {"algorithm": name, "filter": filter, "steps": steps, "train_chunks": len(data.train_chunks),
+            "seconds": time.time() - start, "checkpoint": str(out / "checkpoints" / f"{slug}.ckpt"),
+            **vars(summary)}
 
 
 def format_table(rows: list[dict], variant: str) -> str:
@@ -73,22 +92,49 @@ def format_table(rows: list[dict], variant: str) -> str:
     return "\n".join(lines)
 
 
+def prepare_maze_data(data_dir: Path, variant: str, seed: int) -> None:
+    if (data_dir / TRAIN_FILE).is_file() and (data_dir / TOKENIZER_DIR).is_dir():
+        print("      (already there, reused)")
+    else:
+        print(get_task("maze").format_stats(prepare_task_data("maze", variant, data_dir, seed=seed)))
+
+
+def run_algorithms(
+    algorithms: list[str], out_dir: Path, variant: str, rollouts: int, steps: int, value_steps: int, seed: int,
+    first_stage: int = 2, n_stages: Optional[int] = None,
+) -> list[dict]:
+    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint."""
+    data_dir = out_dir / "data" / f"maze_{variant}"
+    n_stages = n_stages or first_stage + len(algorithms) - 1
+    rows: list[dict] = []
+    for i, name in enumerate(algorithms, start=first_stage):
+        value = name in ("MC", "ILQL")
+        bc_rows = [r for r in rows if r["algorithm"] == "BC"]
+        if value and not bc_rows:
+            raise ValueError(f"{name} needs BC earlier in the list")
+        n = value_steps if value else steps
+        origin = " from the BC checkpoint" if value else ""
+        print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate 25 starts x {rollouts} rollouts")
+        rows.append(train_and_evaluate(
+            name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, rollouts, seed,
+            Path(bc_rows[0]["checkpoint"]) if value else None,
+        ))
+    return rows
+
+
 def run_quickstart(
-    out: str = "runs/quickstart", variant: str = "fo", rollouts: int = 32, steps: Optional[int] = None, seed: int = 0
+    out: str = "runs/quickstart", variant: str = "fo", rollouts: int = 32, steps: Optional[int] = None,
+    value_steps: Optional[int] = None, seed: int = 0,
 ) -> list[dict]:
     started = time.time()
     out_dir = Path(out)
     data_dir = out_dir / "data" / f"maze_{variant}"
-    task = get_task("maze")
-    print(f"[1/3] maze {variant.upper()} dataset -> {data_dir}")
-    if (data_dir / TRAIN_FILE).is_file() and (data_dir / TOKENIZER_DIR).is_dir():
-        print("      (already there, reused)")
-    else:
-        print(task.format_stats(prepare_task_data("maze", variant, data_dir, seed=seed)))
-    rows = []
-    for i, (name, filter) in enumerate([("BC", "none"), ("%BC", "success")], start=2):
-        print(f"[{i}/3] {name}: train {steps or DEFAULT_STEPS} steps, then evaluate 25 starts x {rollouts} rollouts")
-        rows.append(train_and_evaluate(name, data_dir, out_dir, variant, filter, steps or DEFAULT_STEPS, rollouts, seed))
+    print(f"[1/4] maze {variant.upper()} dataset -> {data_dir}")
+    prepare_maze_data(data_dir, variant, seed)
+    rows = run_algorithms(
+        ["BC", "%BC", "ILQL"], out_dir, variant, rollouts, steps or DEFAULT_STEPS, value_steps or DEFAULT_VALUE_STEPS,
+        seed,
+    )
     table = format_table(rows, variant)
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print()

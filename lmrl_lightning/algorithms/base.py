@@ -26,6 +26,8 @@ class LMRLModule(L.LightningModule):
 
     Args:
         backbone: the language model (preset, local directory or hub id) and its tokenizer.
+        init_from: a checkpoint of a trained module (e.g. BC) to start from: its backbone config and weights
+            replace `backbone`'s (the RL algorithms start from the BC policy, spec §3.1).
         lr: peak learning rate (paper: 1e-4 for BC on every task).
         weight_decay: decoupled weight decay, not applied to biases and norm weights.
         warmup_steps: linear warm-up steps, then a constant learning rate (the paper's schedule in effect).
@@ -35,6 +37,7 @@ class LMRLModule(L.LightningModule):
     def __init__(
         self,
         backbone: BackboneConfig = BackboneConfig(),
+        init_from: Optional[str] = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -43,12 +46,18 @@ class LMRLModule(L.LightningModule):
         super().__init__()
         if isinstance(backbone, dict):  # as stored in a checkpoint's hyper-parameters
             backbone = BackboneConfig(**backbone)
+        init_checkpoint = read_checkpoint(init_from) if init_from else None
+        if init_checkpoint is not None:
+            backbone = BackboneConfig(**init_checkpoint["hyper_parameters"]["backbone"])
         # Plain types only in the checkpoint, so that it loads with weights_only=True.
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["backbone"] = dataclasses.asdict(backbone)
         self.backbone_config = backbone
         self.tokenizer = load_tokenizer(backbone)
         self.model = build_backbone(backbone, self.tokenizer)
+        if init_checkpoint is not None:
+            weights = {k[len("model."):]: v for k, v in init_checkpoint["state_dict"].items() if k.startswith("model.")}
+            self.model.load_state_dict(weights)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def policy(
@@ -106,8 +115,8 @@ class LMRLModule(L.LightningModule):
         }
 
 
-def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
-    """Rebuild a trained module from a Lightning checkpoint (read with weights_only=True) and its lmrl metadata."""
+def read_checkpoint(path: Union[str, Path]) -> dict:
+    """A checkpoint written by an lmrl-lightning module, read with weights_only=True; clear errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise LMRLError(f"checkpoint {str(path)!r} does not exist")
@@ -121,6 +130,13 @@ def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
     meta = checkpoint.get("lmrl") if isinstance(checkpoint, dict) else None
     if not meta or "state_dict" not in checkpoint:
         raise LMRLError(f"checkpoint {str(path)!r} was not written by an lmrl-lightning algorithm module")
+    return checkpoint
+
+
+def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
+    """Rebuild a trained module from a Lightning checkpoint (read with weights_only=True) and its lmrl metadata."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint["lmrl"]
     module_name, _, class_name = meta["algorithm"].rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -128,6 +144,7 @@ def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
         raise LMRLError(f"checkpoint {str(path)!r} needs algorithm {meta['algorithm']!r}, which cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
         raise LMRLError(f"checkpoint {str(path)!r} names {meta['algorithm']!r}, which is not an LMRLModule")
-    module = cls(**checkpoint["hyper_parameters"])
+    # The state dict holds every weight: do not read the checkpoint this one was initialised from.
+    module = cls(**{**checkpoint["hyper_parameters"], "init_from": None})
     module.load_state_dict(checkpoint["state_dict"])
     return module, meta

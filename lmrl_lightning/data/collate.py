@@ -30,7 +30,9 @@ def collate_chunks(chunks: Sequence[TokenChunk], pad_id: int) -> dict[str, torch
     """Right-pad a list of chunks into a batch.
 
     Keys: input_ids, attention_mask [B,T]; action_mask, rewards, next_action_index [B,T-1];
-    dones [B]; next_state_ids, next_state_mask [B,S] (S >= 1) and has_next_state [B].
+    dones [B]; next_state_ids, next_state_mask [B,S] (S >= 1) and has_next_state [B]; later_action_lengths,
+    later_action_rewards [B,F] (F >= 1, zero-padded): the token count and reward of each later action of the
+    episode, beyond the chunk.
     """
     b = len(chunks)
     t = max(len(c.input_ids) for c in chunks)
@@ -41,8 +43,14 @@ def collate_chunks(chunks: Sequence[TokenChunk], pad_id: int) -> dict[str, torch
     s = max([len(c.next_state_ids) for c in chunks if c.next_state_ids] or [1])
     next_ids = torch.full((b, s), pad_id, dtype=torch.long)
     next_mask = torch.zeros((b, s), dtype=torch.bool)
+    f = max([len(c.later_actions) for c in chunks] + [1])
+    later_lengths = torch.zeros((b, f), dtype=torch.long)
+    later_rewards = torch.zeros((b, f), dtype=torch.float32)
     for i, c in enumerate(chunks):
         n = len(c.input_ids)
+        if c.later_actions:
+            later_lengths[i, : len(c.later_actions)] = torch.tensor([n_tok for n_tok, _ in c.later_actions])
+            later_rewards[i, : len(c.later_actions)] = torch.tensor([r for _, r in c.later_actions])
         input_ids[i, :n] = torch.tensor(c.input_ids)
         attention[i, :n] = True
         is_action[i, :n] = torch.tensor(c.is_action)
@@ -61,4 +69,6 @@ def collate_chunks(chunks: Sequence[TokenChunk], pad_id: int) -> dict[str, torch
         "next_state_ids": next_ids,
         "next_state_mask": next_mask,
         "has_next_state": next_mask.any(dim=1),
+        "later_action_lengths": later_lengths,
+        "later_action_rewards": later_rewards,
     }

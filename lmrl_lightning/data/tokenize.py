@@ -26,6 +26,8 @@ class TokenChunk:
         done: the episode truly ends after this chunk's last action (a value after it is 0).
         next_state_ids: tokens of the agent's context before its next action (the next chunk's prefix), to
             bootstrap from; None when the episode ends here or was cut right after this chunk's action.
+        later_actions: (token count, reward) of each of the episode's actions after this chunk, so that a
+            Monte-Carlo return can reach past the chunk (empty for a whole-episode chunk).
         source: `file:line` of the episode, for error messages.
     """
 
@@ -35,6 +37,7 @@ class TokenChunk:
     done: bool
     next_state_ids: Optional[list[int]]
     source: Optional[str] = None
+    later_actions: Sequence[tuple[int, float]] = ()
 
 
 class TurnTokenizer:
@@ -106,6 +109,7 @@ def episode_to_chunks(
     def context_ids(before: int) -> list[int]:
         return _flatten(episode, turn_ids, max(0, before - window), before)[0]
 
+    action_summaries = [(len(turn_ids[a]), episode.turns[a].reward) for a in actions]
     chunks = []
     for k, a in enumerate(actions):
         # The context is the state the agent acted in (past moves included, as in the original's
@@ -122,7 +126,9 @@ def episode_to_chunks(
             next_state = context_ids(n_turns)  # truncated episode: the state the agent would act in next
         else:
             next_state = None
-        chunk = TokenChunk(ids, is_action, rewards, episode.done and last, next_state, episode.source)
+        chunk = TokenChunk(
+            ids, is_action, rewards, episode.done and last, next_state, episode.source, action_summaries[k + 1:]
+        )
         chunks.append(_fit(chunk, max_length, overflow, f"the transition of action {k}"))
         if next_state is not None and len(next_state) > max_length:
             if overflow == "error":

@@ -1,36 +1,56 @@
 """Re-ranking decoding: score a task's fixed candidate actions (the maze's four moves) with the model."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
-from lmrl_lightning.policies.sampling import encode_histories, left_pad, row_uniform, unique_rows
+from lmrl_lightning.policies.sampling import encode_histories, eval_mode, left_pad, row_uniform, unique_rows
+
+
+def next_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """log p(token p+1 | tokens <= p) at each position p of a batch: [B, W-1]."""
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    return torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
 
 
 @torch.inference_mode()
-def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
-    """Sum of log-probabilities of each candidate's tokens after each prompt: [len(prompts), len(candidates)].
+def candidate_scores(
+    token_scores: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    pad_id: int,
+    prompts: Sequence[list[int]],
+    candidates: Sequence[list[int]],
+) -> torch.Tensor:
+    """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
-    All prompt x candidate sequences run as one left-padded batch.
+    All prompt x candidate sequences run as one left-padded batch; `token_scores(ids, mask, positions)` gives
+    [B, W-1], the score at position p of token p+1.
     """
     rows = [p + c for p in prompts for c in candidates]
-    device = next(model.parameters()).device
-    ids, mask, positions = left_pad(rows, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
-    # position p - 1 predicts token p; every row ends at the last column (left padding)
-    token_logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    ids, mask, positions = left_pad(rows, pad_id, "cpu")
+    scores = token_scores(ids, mask, positions)
+    device = scores.device
     lengths = torch.tensor([len(c) for c in candidates] * len(prompts), device=device)
     width = ids.shape[1]
+    # every row ends at the last column (left padding)
     in_candidate = torch.arange(width - 1, device=device)[None, :] >= (width - 1 - lengths)[:, None]
-    scores = (token_logp * in_candidate).sum(-1)
-    return scores.view(len(prompts), len(candidates))
+    return (scores * in_candidate).sum(-1).view(len(prompts), len(candidates))
+
+
+def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
+    """Log-probability of each candidate's tokens after each prompt: [len(prompts), len(candidates)]."""
+    device = next(model.parameters()).device
+    return candidate_scores(
+        lambda ids, mask, pos: next_token_logprobs(model, ids.to(device), mask.to(device), pos.to(device)),
+        pad_id, prompts, candidates,
+    )
 
 
 class RerankPolicy(BatchedTextPolicy):
-    """Picks one of a fixed set of candidate actions by the model's log-probability of its tokens.
+    """Picks one of a fixed set of candidate actions by a score summed over its tokens (here: the model's
+    log-probability; value-based modules add their advantage).
 
     Args:
         model: a Hugging Face causal LM.
@@ -49,13 +69,20 @@ class RerankPolicy(BatchedTextPolicy):
         n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
         self.max_prompt_tokens = n_positions - max(len(c) for c in self.candidate_ids)
 
+    def modules(self) -> list:
+        """The networks this policy runs (put in eval mode while it scores)."""
+        return [self.model]
+
+    def token_scores(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Per-token score whose sum over a candidate ranks it, [B, W-1]: here the model's log-probability."""
+        device = next(self.model.parameters()).device
+        return next_token_logprobs(self.model, ids.to(device), mask.to(device), positions.to(device))
+
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
-        """Log-probability of each candidate after each history, [len(histories), len(candidates)]."""
-        was_training = self.model.training
-        self.model.eval()
+        """Score of each candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
-        out = candidate_logprobs(self.model, self.tokenizer.pad_token_id, unique, self.candidate_ids)
-        self.model.train(was_training)
+        with eval_mode(*self.modules()):
+            out = candidate_scores(self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids)
         return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):

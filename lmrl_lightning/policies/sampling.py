@@ -5,7 +5,8 @@ same tokens whether it shares its batch with 1 or 500 others, on any DDP rank.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -45,6 +46,19 @@ def sample_from_logits(
         logits = logits.masked_fill(logits < kth, float("-inf"))
     gumbel = -torch.log(-torch.log(row_uniform(seeds.cpu(), step, logits.shape[-1]))).to(logits.device)
     return (logits / temperature + gumbel.float()).argmax(dim=-1)
+
+
+@contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Run `modules` in eval mode (no dropout), then restore their training flags."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 def encode_histories(
@@ -106,23 +120,43 @@ class LMPolicy(BatchedTextPolicy):
         self.logit_bias[sorted(banned)] = float("-inf")
         self.logit_bias[len(tokenizer):] = float("-inf")
 
+    def modules(self) -> list:
+        """The networks this policy runs (put in eval mode while it decodes)."""
+        return [self.model]
+
+    def next_token_logits(self, ids, mask, positions, state):
+        """Logits for the token after the last column, and the decoding state (the KV cache) after `ids`."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1], out.cache
+
+    def reorder(self, state, rows: torch.Tensor):
+        """The decoding state with its batch rows gathered by `rows` (one copy per episode of each prompt)."""
+        state.reorder_cache(rows)
+        return state
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         """Generated token ids per row, each ending with the end-of-turn token when it was produced."""
-        model = self.model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
+        with eval_mode(*self.modules()):
+            tokens = self._generate(prompts, seeds)
+        rows = []
+        for row in tokens:
+            cut = row.index(self.eot) + 1 if self.eot in row else len(row)
+            rows.append(row[:cut])
+        return rows
+
+    def _generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
+        device = next(self.model.parameters()).device
         # Episodes often share a context (every maze episode at the same cell, every Wordle opening): run each
         # distinct prompt once, then give every row its own copy of the cache to sample from.
         unique, rows = unique_rows(prompts)
         ids, mask, positions = left_pad(unique, self.tokenizer.pad_token_id, device)
         seed_t = torch.tensor(list(seeds), dtype=torch.long)
         bias = self.logit_bias.to(device)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        cache, logits = out.cache, out.logits[:, -1]
+        logits, state = self.next_token_logits(ids, mask, positions, None)
         rows_t = torch.tensor(rows, device=device)
-        cache.reorder_cache(rows_t)
+        state = self.reorder(state, rows_t)
         logits, mask, positions = logits[rows_t], mask[rows_t], positions[rows_t]
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         generated = []
@@ -135,15 +169,8 @@ class LMPolicy(BatchedTextPolicy):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-            cache, logits = out.cache, out.logits[:, -1]
-        model.train(was_training)
-        tokens = torch.stack(generated, dim=1).tolist()
-        rows = []
-        for row in tokens:
-            cut = row.index(self.eot) + 1 if self.eot in row else len(row)
-            rows.append(row[:cut])
-        return rows
+            logits, state = self.next_token_logits(token[:, None], mask, positions, state)
+        return torch.stack(generated, dim=1).tolist()
 
     def act(self, histories, done=None, seeds=None):
         done = list(done) if done is not None else [h is None for h in histories]

@@ -1,0 +1,28 @@
+# `make run`: the quickstart (maze data -> BC and filtered BC -> evaluation -> score table).
+# `make test`: the test suite. Both create .venv with the pinned CPU stack on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test install clean
+
+run: $(STAMP)
+	$(BIN)/lmrl quickstart $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+install: $(STAMP)
+
+# torch is pinned in the same pip command as everything else: otherwise pip resolves a multi-GB CUDA build.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

@@ -1,0 +1,64 @@
+"""Maze scores: BC, %BC, MC Returns and ILQL on the maze (FO or PO), evaluated with the paper's protocol (25 start
+positions x `--rollouts`), beside the paper's Table 2 (normalised) and Table 4 (raw return) numbers.
+
+Each algorithm runs through `lmrl_lightning.quickstart.train_and_evaluate` (the same code as `lmrl quickstart`):
+BC and %BC train the tiny preset from scratch; MC and ILQL start from the BC row's checkpoint.
+
+Run:  python benchmarks/maze_scores.py --variant fo     (writes benchmarks/results/maze_scores_fo.json)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, write_json  # noqa: E402
+
+quiet_libraries()
+
+from lmrl_lightning.quickstart import (  # noqa: E402
+    DEFAULT_STEPS, DEFAULT_VALUE_STEPS, PAPER, format_table, prepare_maze_data, run_algorithms,
+)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", default="fo", choices=["fo", "po"])
+    p.add_argument("--algorithms", default="BC,%BC,MC,ILQL", help="comma-separated, in order; MC/ILQL need BC first")
+    p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="BC and %%BC training steps")
+    p.add_argument("--value-steps", type=int, default=DEFAULT_VALUE_STEPS, help="MC and ILQL training steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")
+    p.add_argument("--results", default=None, help="JSON output (default: benchmarks/results/maze_scores_<variant>.json)")
+    args = p.parse_args(argv)
+
+    started = time.time()
+    out_dir = Path(args.out) / args.variant
+    print(f"[1/{1 + len(args.algorithms.split(','))}] maze {args.variant.upper()} dataset")
+    prepare_maze_data(out_dir / "data" / f"maze_{args.variant}", args.variant, args.seed)
+    rows = run_algorithms(
+        args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed
+    )
+    table = format_table(rows, args.variant)
+    print()
+    print(table)
+    payload = {
+        "benchmark": "maze_scores",
+        "command": command_line(),
+        "machine": machine_info(),
+        "config": vars(args),
+        "rows": rows,
+        "paper": {name: {"normalised": s, "return": r} for name, (s, r) in PAPER[args.variant].items()},
+        "table": table,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    path = write_json(Path(args.results) if args.results else RESULTS_DIR / f"maze_scores_{args.variant}.json", payload)
+    print(f"\nwall time {payload['wall_seconds']} s; results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""ILQL (spec §3.5): token-level implicit Q-learning with two Q heads, Polyak-averaged targets, an expectile V and
+an optional CQL-style term; decode with logits_pi_beta + beta * (min(Q1, Q2) - V).
+
+Per action step t (token t+1 is an action token):
+  Q_i(s_t, a_t)   = Q_i(h_t)[x_{t+1}]                          online trunk and heads
+  Qbar(s_t, a_t)  = min(Qbar_1, Qbar_2)(hbar_t)[x_{t+1}]      target trunk and target heads
+  y_t             = r_t + d_t * V(s')                          s' = the next action step (skipping the environment's
+                                                               tokens), the next chunk's state, or 0 at the end
+  L = sum_i mean 1/2 (Q_i - y)^2 + mean |tau - 1[Qbar < V]| 1/2 (V - Qbar)^2 + cql_weight * sum_i CE(Q_i, x_{t+1})
+Targets y and Qbar are not differentiated; the trunk and all online heads are.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, next_state_values
+from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models.heads import HeadKind, frozen_copy, make_q_head, make_v_head, polyak_update
+from lmrl_lightning.policies.sampling import eval_mode
+
+
+def expectile_weights(target_q: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
+    """|tau - 1[Qbar < V]|: tau where the target Q is at least V, 1 - tau below it."""
+    return torch.where(target_q < v, torch.full_like(v, 1 - tau), torch.full_like(v, tau))
+
+
+def ilql_loss(
+    q1: torch.Tensor,
+    q2: torch.Tensor,
+    v: torch.Tensor,
+    target_q: torch.Tensor,
+    q_target: torch.Tensor,
+    tau: float,
+    cql_weight: float = 0.0,
+    q1_logits: Optional[torch.Tensor] = None,
+    q2_logits: Optional[torch.Tensor] = None,
+    actions: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ILQL loss over N action steps (see the module docstring); means over action steps.
+
+    Args:
+        q1, q2: [N] online Q of the taken actions. v: [N] online V of their states.
+        target_q: [N] min of the two target Q heads (treated as a constant).
+        q_target: [N] r + d * V(s') (treated as a constant).
+        q1_logits, q2_logits, actions: [N, V], [N, V], [N], needed when cql_weight > 0.
+    """
+    if q1.numel() == 0:
+        raise ValueError("the batch has no action token: nothing to learn from")
+    target_q, q_target = target_q.detach(), q_target.detach()
+    q_loss = 0.5 * ((q1 - q_target) ** 2).mean() + 0.5 * ((q2 - q_target) ** 2).mean()
+    v_loss = (expectile_weights(target_q, v.detach(), tau) * 0.5 * (v - target_q) ** 2).mean()
+    loss = q_loss + v_loss
+    metrics = {"q_loss": q_loss.detach(), "v_loss": v_loss.detach()}
+    if cql_weight > 0:
+        cql = F.cross_entropy(q1_logits, actions) + F.cross_entropy(q2_logits, actions)
+        metrics["cql_loss"] = cql.detach()
+        loss = loss + cql_weight * cql
+    return loss, metrics
+
+
+class ILQL(ValueModule):
+    """Implicit Language Q-Learning.
+
+    Args (beyond `ValueModule`'s):
+        tau: expectile of V (paper: 0.7; maze scripts 0.95).
+        polyak: target update rate after every optimiser step (paper: 0.005).
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig = BackboneConfig(),
+        init_from: Optional[str] = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        gamma: float = 0.99,
+        discount_per: DiscountPer = "token",
+        beta: float = 8.0,
+        head: HeadKind = "mlp",
+        head_bias: float = 0.0,
+        cql_weight: float = 0.0,
+        tau: float = 0.7,
+        polyak: float = 0.005,
+    ):
+        super().__init__(
+            backbone, init_from, lr, weight_decay, warmup_steps, betas, gamma, discount_per, beta, head, head_bias,
+            cql_weight,
+        )
+
+    def build_heads(self) -> None:
+        kind, bias = self.hparams.head, self.hparams.head_bias
+        self.q1 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
+        self.q2 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
+        self.v = make_v_head(kind, self.hidden_size, bias)
+        self.target_trunk = frozen_copy(self.trunk)
+        self.target_q1 = self._target_head(self.q1)
+        self.target_q2 = self._target_head(self.q2)
+
+    def _target_head(self, online):
+        head = make_q_head(
+            self.hparams.head, self.hidden_size, self.vocab_size, self.hparams.head_bias,
+            lambda: self.target_trunk.get_output_embeddings().weight,
+        )
+        head.load_state_dict(online.state_dict())
+        return head.requires_grad_(False)
+
+    # ---- decoding -----------------------------------------------------------------------------------------
+    def guidance(self, hidden):
+        return torch.minimum(self.q1(hidden), self.q2(hidden)) - self.v(hidden)
+
+    def guidance_at(self, hidden, tokens):
+        return torch.minimum(self.q1.at(hidden, tokens), self.q2.at(hidden, tokens)) - self.v(hidden).squeeze(-1)
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        mask = batch["action_mask"]
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        actions = ids[:, 1:][mask]
+        hidden_all = self.hidden(self.trunk, ids, attention)
+        hidden = hidden_all[:, :-1][mask]
+        values_all = self.v(hidden_all).squeeze(-1)
+        with torch.no_grad():
+            with eval_mode(self.target_trunk):
+                target_hidden = self.hidden(self.target_trunk, ids, attention)[:, :-1][mask]
+            target_q = torch.minimum(self.target_q1.at(target_hidden, actions), self.target_q2.at(target_hidden, actions))
+            next_chunk = None
+            if bool(batch["has_next_state"].any()):
+                next_chunk = self.v(self.next_state_hidden(self.trunk, batch)).squeeze(-1)
+            v_next = next_state_values(values_all.detach(), batch, next_chunk)[mask]
+            q_target = batch["rewards"][mask] + self.discounts(batch)[mask] * v_next
+
+        cql = self.hparams.cql_weight > 0
+        q1_logits = self.q1(hidden) if cql else None
+        q2_logits = self.q2(hidden) if cql else None
+        q1 = q1_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q1.at(hidden, actions)
+        q2 = q2_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q2.at(hidden, actions)
+        v = values_all[:, :-1][mask]
+        loss, metrics = ilql_loss(
+            q1, q2, v, target_q, q_target, self.hparams.tau, self.hparams.cql_weight, q1_logits, q2_logits, actions
+        )
+
+        batch_size = ids.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in metrics.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log_stats("q1", q1, batch_size)
+        self.log_stats("q2", q2, batch_size)
+        self.log_stats("v", v, batch_size)
+        self.log_stats("target_q", target_q, batch_size)
+        self.log_stats("advantage", torch.minimum(q1, q2) - v, batch_size)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        self.update_targets()
+
+    def update_targets(self) -> None:
+        """Move the target trunk and target Q heads a step `polyak` towards the online ones."""
+        alpha = self.hparams.polyak
+        polyak_update(self.target_trunk, self.trunk, alpha)
+        polyak_update(self.target_q1, self.q1, alpha)
+        polyak_update(self.target_q2, self.q2, alpha)

@@ -1,0 +1,244 @@
+"""Shared machinery of the value-based algorithms (MC Returns, ILQL; spec §3.1, §3.4, §3.5).
+
+A value module holds three things:
+  `model`: the frozen BC policy pi_beta (loaded from `init_from`), used only to decode;
+  `trunk`: a trainable copy of it that the value losses train (no LM loss); heads read its last hidden state;
+  heads: defined by the subclass.
+It decodes with `logits_pi_beta + beta * guidance(h)` at every token, where `guidance` is the subclass's value
+of each next token (MC: Q; ILQL: min(Q1, Q2) - V), and re-ranks fixed candidates by
+`sum over the action's tokens of (log pi_beta + beta * guidance)`, the sequence-level form of the same policy.
+
+Index convention (spec §1.6): arrays of length T-1, index t is the prediction at position t of token t+1; the
+"action steps" are the indices where token t+1 is an action token.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Literal, Optional, Sequence
+
+import torch
+
+from lmrl_lightning.algorithms.base import Decoding, LMRLModule
+from lmrl_lightning.env import BatchedTextPolicy
+from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models.heads import HeadKind
+from lmrl_lightning.policies.rerank import RerankPolicy, next_token_logprobs
+from lmrl_lightning.policies.sampling import LMPolicy
+
+DiscountPer = Literal["token", "turn"]
+
+
+# ---- targets ------------------------------------------------------------------------------------------------------
+def step_discounts(next_action_index: torch.Tensor, gamma: float, per: DiscountPer) -> torch.Tensor:
+    """Discount between each action step and the next one, [B, T-1].
+
+    per="token" (the paper's code): gamma at every action token. per="turn": gamma only where the action ends
+    (the next action step is not the very next index, or there is none in the chunk), 1 inside an action.
+    """
+    if per == "token":
+        return torch.full(next_action_index.shape, gamma, device=next_action_index.device)
+    if per != "turn":
+        raise ValueError(f"discount per {per!r}: valid: token, turn")
+    idx = torch.arange(next_action_index.shape[1], device=next_action_index.device)
+    turn_end = next_action_index != idx + 1
+    return torch.where(turn_end, torch.full(turn_end.shape, gamma), torch.ones(turn_end.shape)).to(next_action_index.device)
+
+
+def later_returns(lengths: torch.Tensor, rewards: torch.Tensor, gamma: float, per: DiscountPer) -> torch.Tensor:
+    """Discounted return from the first token of the next chunk's action to the episode's end, [B].
+
+    lengths, rewards: [B, F] token count and reward of each later action (zero-padded: a zero-length action adds
+    nothing). Rewards sit on an action's last token, so per token an action of n tokens contributes
+    gamma^(n-1) * r and passes on gamma^n; per turn it contributes r and passes on gamma.
+    """
+    ret = torch.zeros(lengths.shape[0], device=rewards.device)
+    present = lengths > 0
+    for i in reversed(range(lengths.shape[1])):
+        n = lengths[:, i].float()
+        if per == "token":
+            update = gamma ** (n - 1) * rewards[:, i] + gamma**n * ret
+        else:
+            update = rewards[:, i] + gamma * ret
+        ret = torch.where(present[:, i], update, ret)
+    return ret
+
+
+def reward_to_go(
+    rewards: torch.Tensor, action_mask: torch.Tensor, discounts: torch.Tensor, after: torch.Tensor
+) -> torch.Tensor:
+    """Discounted reward-to-go at each action step, counting action steps only (spec §3.4), [B, T-1].
+
+    R_t = r_t + d_t * R_next(t), where next(t) is the next action step; after the chunk's last one, `after` [B]
+    (the return of the rest of the episode). Zero at non-action steps.
+    """
+    out = torch.zeros_like(rewards)
+    carry = after.to(rewards.dtype)
+    for t in reversed(range(rewards.shape[1])):
+        value = rewards[:, t] + discounts[:, t] * carry
+        carry = torch.where(action_mask[:, t], value, carry)
+        out[:, t] = torch.where(action_mask[:, t], value, torch.zeros_like(value))
+    return out
+
+
+def next_state_values(
+    values: torch.Tensor, batch: dict[str, torch.Tensor], next_chunk_values: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """V(s') for each action step, [B, T-1] (spec §3.5): the value at the next action step's index, skipping
+    environment tokens; after the chunk's last action, V of the next chunk's state (`next_chunk_values` [B]),
+    0 at a true episode end, or, for an episode cut without a next state, V right after the action.
+
+    values: [B, T] V at every position of the chunk. Call under no_grad: targets are not differentiated.
+    """
+    nxt = batch["next_action_index"]
+    b, t1 = nxt.shape
+    within = values.gather(1, nxt.clamp(min=0))
+    after_action = values[:, 1:]  # position t+1: the state right after token t+1
+    last = after_action
+    if next_chunk_values is not None:
+        last = torch.where(batch["has_next_state"][:, None], next_chunk_values[:, None].expand(b, t1), after_action)
+    last = torch.where(batch["dones"][:, None], torch.zeros_like(last), last)
+    return torch.where(nxt >= 0, within, last)
+
+
+# ---- the module ---------------------------------------------------------------------------------------------------
+class ValueModule(LMRLModule):
+    """Base of the value-based algorithms: frozen pi_beta, trainable value trunk, value-guided decoding.
+
+    Args (beyond `LMRLModule`'s):
+        gamma: discount (paper 0.99).
+        discount_per: "token" (the paper's code: gamma per action token) or "turn" (gamma per agent turn).
+        beta: weight of the value guidance when decoding (paper: 16 maze/dialogue; maze scripts 8).
+        head: Q parameterisation: "mlp" (paper), "linear" or "tied" (shares the trunk's output embedding).
+        head_bias: initial output of every head (about the expected return).
+        cql_weight: weight of the cross-entropy of the data action under softmax(Q) (paper maze scripts: 0).
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig = BackboneConfig(),
+        init_from: Optional[str] = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        gamma: float = 0.99,
+        discount_per: DiscountPer = "token",
+        beta: float = 8.0,
+        head: HeadKind = "mlp",
+        head_bias: float = 0.0,
+        cql_weight: float = 0.0,
+    ):
+        super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
+        if discount_per not in ("token", "turn"):
+            raise LMRLError(f"discount_per {discount_per!r}: valid: token, turn")
+        # pi_beta never trains; the trunk starts as a copy of it.
+        self.model.requires_grad_(False)
+        self.trunk = copy.deepcopy(self.model)
+        self.trunk.requires_grad_(True)
+        self.hidden_size = self.trunk.get_input_embeddings().weight.shape[1]
+        self.vocab_size = self.trunk.get_output_embeddings().weight.shape[0]
+        self.build_heads()
+
+    def build_heads(self) -> None:
+        """Create the subclass's heads (the hyper-parameters are in `self.hparams`)."""
+        raise NotImplementedError
+
+    def trunk_embedding(self) -> torch.Tensor:
+        return self.trunk.get_output_embeddings().weight
+
+    def hidden(self, trunk, input_ids, attention_mask) -> torch.Tensor:
+        """Last hidden state of `trunk` at every position, [B, T, d]."""
+        return trunk.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def next_state_hidden(self, trunk, batch) -> torch.Tensor:
+        """`trunk`'s last hidden state at the last real token of each next-chunk state, [B, d]."""
+        hidden = self.hidden(trunk, batch["next_state_ids"], batch["next_state_mask"])
+        last = (batch["next_state_mask"].long().sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def discounts(self, batch) -> torch.Tensor:
+        return step_discounts(batch["next_action_index"], self.hparams.gamma, self.hparams.discount_per)
+
+    def guidance(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Value of each next token from trunk hidden states, [..., V]; decoding adds beta times it."""
+        raise NotImplementedError
+
+    def guidance_at(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """`guidance(hidden)` at the given next tokens only, [...] (no vocabulary-sized output)."""
+        raise NotImplementedError
+
+    def policy(
+        self,
+        decoding: Decoding = "sample",
+        temperature: float = 1.0,
+        candidates: Optional[Sequence[str]] = None,
+        max_new_tokens: int = 16,
+        beta: Optional[float] = None,
+    ) -> BatchedTextPolicy:
+        """Value-guided decoding: pi(a|s) proportional to pi_beta(a|s) exp(beta * guidance); see the module doc."""
+        beta = self.hparams.beta if beta is None else beta
+        if decoding in ("rerank", "rerank_greedy"):
+            if not candidates:
+                raise LMRLError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
+            return ValueRerankPolicy(
+                self.model, self.tokenizer, candidates, 0.0 if decoding == "rerank_greedy" else temperature,
+                trunk=self.trunk, guidance_at=self.guidance_at, beta=beta,
+            )
+        if decoding not in ("sample", "greedy"):
+            raise LMRLError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
+        return ValueGuidedPolicy(
+            self.model, self.tokenizer, 0.0 if decoding == "greedy" else temperature, 0, max_new_tokens,
+            trunk=self.trunk, guidance=self.guidance, beta=beta,
+        )
+
+    def log_stats(self, name: str, x: torch.Tensor, batch_size: int) -> None:
+        """Mean, min and max of a per-action-step quantity."""
+        x = x.detach().float()
+        if x.numel() == 0:
+            return
+        self.log(f"train/{name}_mean", x.mean(), batch_size=batch_size)
+        self.log(f"train/{name}_min", x.min(), batch_size=batch_size)
+        self.log(f"train/{name}_max", x.max(), batch_size=batch_size)
+
+
+class ValueGuidedPolicy(LMPolicy):
+    """Token-by-token sampling from logits_pi_beta + beta * guidance(h_trunk), with a KV cache on both trunks."""
+
+    def __init__(self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, *, trunk, guidance, beta):
+        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens)
+        self.trunk, self.guidance, self.beta = trunk, guidance, beta
+
+    def modules(self) -> list:
+        return [self.model, self.trunk]
+
+    def next_token_logits(self, ids, mask, positions, state):
+        policy_state, trunk_state = state if state is not None else (None, None)
+        logits, policy_state = super().next_token_logits(ids, mask, positions, policy_state)
+        out = self.trunk.base_model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=trunk_state, use_cache=True
+        )
+        guided = logits.float() + self.beta * self.guidance(out.last_hidden_state[:, -1])
+        return guided, (policy_state, out.cache)
+
+    def reorder(self, state, rows):
+        return tuple(super(ValueGuidedPolicy, self).reorder(s, rows) for s in state)
+
+
+class ValueRerankPolicy(RerankPolicy):
+    """Re-ranks candidates by the sum over their tokens of log pi_beta + beta * guidance."""
+
+    def __init__(self, model, tokenizer, candidates, temperature=1.0, *, trunk, guidance_at, beta):
+        super().__init__(model, tokenizer, candidates, temperature)
+        self.trunk, self.guidance_at, self.beta = trunk, guidance_at, beta
+
+    def modules(self) -> list:
+        return [self.model, self.trunk]
+
+    def token_scores(self, ids, mask, positions):
+        device = next(self.trunk.parameters()).device
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        logp = next_token_logprobs(self.model, ids, mask, positions)
+        hidden = self.trunk.base_model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        values = self.guidance_at(hidden[:, :-1], ids[:, 1:])
+        return logp + self.beta * values
