@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from lmrl_lightning.errors import LMRLError
@@ -29,18 +30,59 @@ def _data(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/train.jsonl and {args.out}/tokenizer/")
 
 
+def _resolve_model_args(rest: Sequence[str]) -> list[str]:
+    """Accept `--model ilql` (a name of ALGORITHMS) and refuse an unknown algorithm with the list of valid ones,
+    before LightningCLI would print its whole usage text. Config files and dotted paths pass through."""
+    import importlib
+
+    from lmrl_lightning.algorithms import ALGORITHMS
+    from lmrl_lightning.algorithms.base import LMRLModule
+
+    paths = {name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in ALGORITHMS.items()}
+    paths.update({cls.__name__: path for cls, path in zip(ALGORITHMS.values(), paths.values())})
+    out = list(rest)
+    for i, arg in enumerate(out):
+        if arg == "--model" and i + 1 < len(out):
+            j, value = i + 1, out[i + 1]
+        elif arg.startswith("--model="):
+            j, value = i, arg.split("=", 1)[1]
+        else:
+            continue
+        if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or os.path.exists(value):
+            continue
+        if value in paths:
+            resolved = paths[value]
+        else:
+            module_name, _, class_name = value.rpartition(".")
+            try:
+                cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+            except (ImportError, AttributeError):
+                cls = None
+            if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
+                raise LMRLError(
+                    f"unknown algorithm {value!r}; valid: {', '.join(ALGORITHMS)} "
+                    "(or the dotted path of an LMRLModule subclass)"
+                )
+            resolved = value
+        out[j] = resolved if j == i + 1 else f"--model={resolved}"
+    return out
+
+
 def _fit(rest: Sequence[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from lmrl_lightning.algorithms.base import LMRLModule
     from lmrl_lightning.data.datamodule import EpisodeDataModule
 
+    # LightningCLI warns (echoing the whole command line) whenever `args` is passed while sys.argv has arguments,
+    # which is always the case for `lmrl fit ...`; sys.argv must stay as it is, for DDP relaunches the command.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     LightningCLI(
         LMRLModule,
         EpisodeDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=["fit", *rest],
+        args=["fit", *_resolve_model_args(rest)],
         save_config_kwargs={"overwrite": True},
     )
 

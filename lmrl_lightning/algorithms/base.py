@@ -144,7 +144,9 @@ def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
         raise LMRLError(f"checkpoint {str(path)!r} needs algorithm {meta['algorithm']!r}, which cannot be imported") from None
     if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
         raise LMRLError(f"checkpoint {str(path)!r} names {meta['algorithm']!r}, which is not an LMRLModule")
-    # The state dict holds every weight: do not read the checkpoint this one was initialised from.
-    module = cls(**{**checkpoint["hyper_parameters"], "init_from": None})
+    # The state dict holds every weight: do not read the checkpoint this one was initialised from. LightningCLI
+    # adds its own `_class_path`/`_instantiator` entries to the hyper-parameters; they are not constructor args.
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("_class_path", "_instantiator")}
+    module = cls(**{**hparams, "init_from": None})
     module.load_state_dict(checkpoint["state_dict"])
     return module, meta

@@ -32,6 +32,8 @@ def prepare_task_data(
         raise LMRLError(f"task {task!r} has no dataset generator")
     kwargs: dict[str, Any] = {"variant": variant, "seed": seed, "progress": progress}
     if n_episodes is not None:
+        if n_episodes < 1:
+            raise LMRLError(f"the number of episodes must be at least 1, got {n_episodes}")
         kwargs["n_episodes"] = n_episodes
     out_dir = Path(out_dir)
     stats = spec.generate_dataset(out_dir, **kwargs)
