@@ -1,0 +1,308 @@
+"""Decoding (spec §3.1): batched KV-cached sampling against uncached step-by-step decoding, per-row randomness
+that does not depend on the batch, and re-ranking of fixed candidates against a direct computation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmrl_lightning.algorithms import BC
+from lmrl_lightning.env import Text
+from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, train_bpe_tokenizer
+from lmrl_lightning.policies.rerank import candidate_logprobs
+from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
+from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
+from lmrl_lightning.tasks.maze.env import describe_fo, optimal_moves
+
+LEFT, RIGHT, UP, DOWN = MOVES
+
+
+def observation(position) -> Text:
+    return Text(describe_fo(position), False)
+
+
+def move(text: str) -> Text:
+    return Text(text, True)
+
+
+# Maze histories of 1, 3 and 5 texts (41 to 123 tokens, so a batch of them is left-padded; the longest one is
+# left-truncated to fit the 128-position model with 16 new tokens).
+N_POSITIONS = 128
+HISTORIES = [
+    (observation(START_POSITIONS[0]),),
+    (observation(START_POSITIONS[4]), move(RIGHT), observation(START_POSITIONS[5])),
+    (observation(START_POSITIONS[20]),),
+    (observation((5, 6)), move(DOWN), observation((6, 6)), move(UP), observation((5, 6))),
+    (observation(START_POSITIONS[11]), move(LEFT), observation(START_POSITIONS[11])),
+    (observation(START_POSITIONS[24]),),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two cores shared with other jobs: two intra-op threads run these tiny models several times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A BPE tokenizer trained on the FO maze observations and moves."""
+    texts = [describe_fo(p) for p in START_POSITIONS] + list(MOVES)
+    return str(save_tokenizer(train_bpe_tokenizer(texts, 300), tmp_path_factory.mktemp("decoding") / "tok"))
+
+
+@pytest.fixture(scope="module")
+def random_module(tokenizer_dir):
+    """An untrained tiny GPT-2: near-uniform over the vocabulary, so its sampled turns are long and varied."""
+    torch.manual_seed(0)
+    return BC(BackboneConfig("tiny", tokenizer=tokenizer_dir, max_positions=N_POSITIONS))
+
+
+@pytest.fixture(scope="module")
+def taught_module(tokenizer_dir):
+    """A tiny GPT-2 taught for a few steps to follow each FO observation with a move and a newline, so that its
+    turns end at the newline token rather than at max_new_tokens."""
+    torch.manual_seed(1)
+    module = BC(BackboneConfig("tiny", tokenizer=tokenizer_dir, max_positions=N_POSITIONS))
+    tok = module.tokenizer
+    rows = [tok.encode(describe_fo(p) + optimal_moves(p)[0]) for p in START_POSITIONS]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = module.model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    module.model.eval()
+    return module
+
+
+def prompt_ids(tokenizer, history, reserve: int) -> list[int]:
+    """A history tokenised turn by turn, as the policies and the training data do, cut to its last tokens so
+    that `reserve` more fit in the model's positions."""
+    ids = [i for t in history for i in tokenizer.encode(t.text, add_special_tokens=False)]
+    return ids[-(N_POSITIONS - reserve):]
+
+
+@torch.no_grad()
+def uncached_decode(model, tokenizer, prompt: list[int], choose, max_new_tokens: int) -> list[int]:
+    """One prompt decoded alone, recomputing the full forward pass at every step (no cache, no padding);
+    special tokens are never chosen and decoding stops after the newline token."""
+    eot = end_of_turn_id(tokenizer)
+    generated = []
+    for step in range(max_new_tokens):
+        logits = model(input_ids=torch.tensor([prompt + generated])).logits[0, -1].float()
+        logits[tokenizer.all_special_ids] = float("-inf")
+        generated.append(choose(logits, step))
+        if generated[-1] == eot:
+            break
+    return generated
+
+
+def action_text(tokenizer, ids: list[int]) -> str:
+    """The turn generated as `ids`: a turn cut at max_new_tokens gets its newline appended."""
+    return tokenizer.decode(ids) + ("" if ids[-1] == end_of_turn_id(tokenizer) else "\n")
+
+
+# --- per-row randomness ------------------------------------------------------------------------------------
+
+
+def test_row_uniform_depends_only_on_seed_step_and_column():
+    """A row's noise is the same in any batch and for any vocabulary width; it changes with the step and seed."""
+    seeds = torch.tensor([0, 1, 7, 123456789, 2**31 - 1])
+    u = row_uniform(seeds, 3, 50)
+    assert u.shape == (5, 50) and bool(((u > 0) & (u < 1)).all())
+    for i in range(len(seeds)):
+        assert torch.equal(row_uniform(seeds[i:i + 1], 3, 50)[0], u[i])
+    assert torch.equal(row_uniform(seeds, 3, 20), u[:, :20])
+    assert not torch.equal(row_uniform(seeds, 4, 50), u)
+    assert len({tuple(r) for r in u.tolist()}) == len(seeds)
+
+
+def test_row_uniform_is_uniform():
+    u = row_uniform(torch.arange(2000), 0, 100).flatten()
+    assert u.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert u.var().item() == pytest.approx(1 / 12, abs=0.005)
+    assert torch.histc(u.float(), bins=10, min=0, max=1).div(len(u)).sub(0.1).abs().max().item() < 0.01
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 0), (2.0, 2)])
+def test_sampling_frequencies_follow_the_tempered_softmax(temperature, top_k):
+    """Gumbel-max over 4000 seeds picks each token about as often as softmax(logits / T) over the top k."""
+    logits = torch.tensor([1.0, 0.5, 0.0, -1.0])
+    n = 4000
+    tokens = sample_from_logits(logits.expand(n, -1), torch.arange(n), 0, temperature, top_k)
+    kept = logits if top_k == 0 else logits.masked_fill(logits < logits.topk(top_k).values[-1], float("-inf"))
+    expected = torch.softmax(kept / temperature, -1)
+    observed = torch.bincount(tokens, minlength=4).double() / n
+    assert observed.sub(expected).abs().max().item() < 0.03, (observed, expected)
+    if top_k:
+        assert int(tokens.max()) < top_k
+
+
+def test_greedy_sampling_is_the_argmax():
+    logits = torch.randn(8, 30, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample_from_logits(logits, torch.arange(8), 5, temperature=0.0), logits.argmax(-1))
+
+
+# --- batching helpers ----------------------------------------------------------------------------------------
+
+
+def test_unique_rows_and_inverse():
+    rows, inverse = unique_rows([[1, 2], [3], [1, 2], [], [3]])
+    assert rows == [[1, 2], [3], []]
+    assert inverse == [0, 1, 0, 2, 1]
+
+
+def test_left_pad_positions_count_real_tokens_only():
+    ids, mask, positions = left_pad([[5, 6, 7], [8], []], pad_id=0, device="cpu")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 0]]
+
+
+# --- LMPolicy ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_new_tokens, stops_at_newline", [(16, True), (4, False)])
+def test_greedy_cached_decoding_equals_uncached_argmax(taught_module, max_new_tokens, stops_at_newline):
+    """Greedy turns from the batched KV-cached decoder equal step-by-step argmax without a cache; each turn
+    ends at the first newline (16 tokens: the taught model's "move ...\\n") or is cut at max_new_tokens (4)."""
+    tok = taught_module.tokenizer
+    policy = taught_module.policy("greedy", max_new_tokens=max_new_tokens)
+    out = policy.act(HISTORIES)
+    for history, result in zip(HISTORIES, out):
+        ids = uncached_decode(taught_module.model, tok, prompt_ids(tok, history, max_new_tokens),
+                              lambda x, _: int(x.argmax()), max_new_tokens)
+        assert (ids[-1] == end_of_turn_id(tok)) == stops_at_newline
+        assert result[:-1] == history
+        assert result[-1] == Text(action_text(tok, ids), True)
+        assert result[-1].text.count("\n") == 1 and result[-1].text.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    "model, temperature, top_k", [("taught", 1.0, 0), ("taught", 0.7, 5), ("random", 1.0, 0)]
+)
+def test_sampled_cached_decoding_equals_uncached_sampling(request, model, temperature, top_k):
+    """With the same per-row noise, the batched KV-cached sampler produces each row's turn exactly as
+    decoding that row alone without a cache does (the taught model's turns mostly end at a newline, the random
+    one's at max_new_tokens)."""
+    module = request.getfixturevalue(f"{model}_module")
+    tok = module.tokenizer
+    histories = HISTORIES * 2
+    seeds = [11 * i + 5 for i in range(len(histories))]
+    max_new_tokens = 16
+    policy = LMPolicy(module.model, tok, temperature, top_k, max_new_tokens)
+    out = policy.act(histories, seeds=seeds)
+    for history, seed, result in zip(histories, seeds, out):
+        def choose(logits, step):
+            return int(sample_from_logits(logits[None], torch.tensor([seed]), step, temperature, top_k)[0])
+
+        ids = uncached_decode(module.model, tok, prompt_ids(tok, history, max_new_tokens), choose, max_new_tokens)
+        assert result == history + (Text(action_text(tok, ids), True),)
+
+
+# Sampled turns of the random model (long, varied) and sampled re-ranking by the taught one (the random one puts
+# almost all its mass on one move).
+SAMPLED_POLICIES = [("random", "sample"), ("taught", "rerank")]
+
+
+@pytest.mark.parametrize("model, decoding", SAMPLED_POLICIES)
+def test_a_row_acts_the_same_alone_or_in_a_batch(request, model, decoding):
+    """A row's action for a given seed does not depend on the other rows (different lengths, repeats of it)."""
+    policy = request.getfixturevalue(f"{model}_module").policy(decoding, candidates=MOVES)
+    histories = HISTORIES + HISTORIES[:3]
+    seeds = [1000 + 17 * i for i in range(len(histories))]
+    batch = policy.act(histories, seeds=seeds)
+    for history, seed, result in zip(histories, seeds, batch):
+        assert policy.act([history], seeds=[seed]) == [result]
+
+
+def test_same_seeds_repeat_and_other_seeds_differ(random_module):
+    """Sampling is a function of the seeds: the same seeds give the same turns, other seeds other turns."""
+    policy = random_module.policy("sample", temperature=1.0)
+    histories = HISTORIES * 2
+    seeds = list(range(len(histories)))
+    first = policy.act(histories, seeds=seeds)
+    assert policy.act(histories, seeds=seeds) == first
+    # rows 6-11 repeat the histories of rows 0-5 with other seeds
+    assert sum(a != b for a, b in zip(first[:6], first[6:])) >= 4
+    others = policy.act(histories, seeds=[s + 1000 for s in seeds])
+    assert sum(a != b for a, b in zip(first, others)) >= len(histories) // 2
+
+
+def test_top_k_1_equals_greedy(taught_module):
+    """Sampling at temperature 1 from the single most likely token is greedy decoding."""
+    histories = HISTORIES * 3
+    seeds = list(range(len(histories)))
+    greedy = taught_module.policy("greedy").act(histories, seeds=seeds)
+    top_1 = LMPolicy(taught_module.model, taught_module.tokenizer, temperature=1.0, top_k=1)
+    assert top_1.act(histories, seeds=seeds) == greedy
+    # without top-k, the same seeds sample other turns on some rows
+    assert taught_module.policy("sample", temperature=1.0).act(histories, seeds=seeds) != greedy
+
+
+@pytest.mark.parametrize("model, decoding", SAMPLED_POLICIES)
+def test_done_and_none_rows_are_skipped(request, model, decoding):
+    """Rows that are None or done come back None; the other rows act as they would without them."""
+    policy = request.getfixturevalue(f"{model}_module").policy(decoding, candidates=MOVES)
+    h0, h1, h2, h3 = HISTORIES[:4]
+    out = policy.act([h0, None, h2, h3, h1], done=[False, False, True, False, False], seeds=[4, 5, 6, 7, 8])
+    assert out[1] is None and out[2] is None
+    assert [out[0], out[3], out[4]] == policy.act([h0, h3, h1], seeds=[4, 7, 8])
+    assert policy.act([h0, h1], done=[True, True]) == [None, None]
+    assert policy.act([None, None]) == [None, None]
+
+
+# --- re-ranking ----------------------------------------------------------------------------------------------
+
+
+def test_candidate_logprobs_equal_unbatched_sums(taught_module):
+    """Each prompt x candidate log-probability equals the sum of log_softmax over the candidate's tokens from
+    an unbatched forward pass: left padding of the shorter prompts changes nothing."""
+    model, tok = taught_module.model, taught_module.tokenizer
+    candidates = [tok.encode(m) for m in MOVES] + [tok.encode("There\n")]
+    prompts = [prompt_ids(tok, h, max(len(c) for c in candidates)) for h in HISTORIES]
+    assert len({len(p) for p in prompts}) > 2 and len({len(c) for c in candidates}) > 2
+    scores = candidate_logprobs(model, tok.pad_token_id, prompts, candidates)
+    assert scores.shape == (len(prompts), len(candidates))
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            for j, candidate in enumerate(candidates):
+                ids = prompt + candidate
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+                direct = sum(logp[t, ids[t + 1]].item() for t in range(len(prompt) - 1, len(ids) - 1))
+                assert scores[i, j].item() == pytest.approx(direct, abs=1e-4)
+
+
+def test_rerank_greedy_picks_the_best_scoring_candidate(taught_module):
+    """The policy's scores are the candidates' log-probabilities after each (left-truncated) history, and
+    temperature 0 picks the best of them."""
+    model, tok = taught_module.model, taught_module.tokenizer
+    policy = taught_module.policy("rerank_greedy", candidates=MOVES)
+    histories = HISTORIES + [(observation(p),) for p in START_POSITIONS[::2]]
+    candidates = [tok.encode(m) for m in MOVES]
+    prompts = [prompt_ids(tok, h, max(len(c) for c in candidates)) for h in histories]
+    scores = candidate_logprobs(model, tok.pad_token_id, prompts, candidates)
+    torch.testing.assert_close(policy.scores(histories), scores)
+    chosen = [h[-1] for h in policy.act(histories, seeds=range(len(histories)))]
+    assert chosen == [Text(MOVES[j], True) for j in scores.argmax(-1).tolist()]
+    assert len(set(chosen)) > 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_rerank_sampling_frequencies_follow_softmax_of_scores(taught_module, temperature):
+    """Over 4000 seeds the sampled candidates are chosen about as often as softmax(scores / T)."""
+    history = HISTORIES[1]
+    policy = taught_module.policy("rerank", temperature=temperature, candidates=MOVES)
+    expected = torch.softmax(policy.scores([history])[0].double() / temperature, -1)
+    assert (expected > 0.1).sum() >= 2, "the scores should leave more than one likely move"
+    n = 4000
+    out = policy.act([history] * n, seeds=range(n))
+    observed = torch.tensor([sum(h[-1].text == m for h in out) / n for m in MOVES], dtype=torch.double)
+    assert observed.sub(expected).abs().max().item() < 0.05, (observed, expected)
