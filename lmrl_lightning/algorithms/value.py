@@ -42,7 +42,8 @@ def step_discounts(next_action_index: torch.Tensor, gamma: float, per: DiscountP
         raise ValueError(f"discount per {per!r}: valid: token, turn")
     idx = torch.arange(next_action_index.shape[1], device=next_action_index.device)
     turn_end = next_action_index != idx + 1
-    return torch.where(turn_end, torch.full(turn_end.shape, gamma), torch.ones(turn_end.shape)).to(next_action_index.device)
+    gammas = torch.full(turn_end.shape, gamma, device=turn_end.device)
+    return torch.where(turn_end, gammas, torch.ones_like(gammas))
 
 
 def later_returns(lengths: torch.Tensor, rewards: torch.Tensor, gamma: float, per: DiscountPer) -> torch.Tensor:
