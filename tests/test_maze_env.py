@@ -25,6 +25,7 @@ from lmrl_lightning.tasks.maze.env import (
 )
 from lmrl_lightning.tasks.maze.policies import (
     GOAL_SUBMAZE,
+    REGIONS,
     SUBMAZES,
     MixturePolicy,
     OptimalMazePolicy,
@@ -250,12 +251,20 @@ def test_submaze_partition():
     assert {(r, 12 - c) for r, c in SUBMAZES["left"]} == SUBMAZES["right"]  # mirror images
 
 
+def test_regions_overlap_only_at_the_junctions():
+    """Each confined region is its T plus the neighbouring T's first cell, so the data crosses every junction."""
+    assert REGIONS["left"] & REGIONS["centre"] == {(5, 3), (5, 4)}
+    assert REGIONS["right"] & REGIONS["centre"] == {(5, 8), (5, 9)}
+    assert not REGIONS["left"] & REGIONS["right"]
+    assert all(SUBMAZES[name] <= region for name, region in REGIONS.items())
+
+
 @pytest.mark.parametrize("policy", [MixturePolicy(confine=True), RandomMazePolicy(True), SuboptimalMazeSolver(True)])
 def test_confined_players_stay_in_their_submaze(policy):
     env = MazeEnv("fo", max_steps=60)
     episodes = rollout(env, policy, starts(3), batch_size=25)
     for e in episodes:
-        region = SUBMAZES[submaze_of(e.meta["options"]["init_position"])]
+        region = REGIONS[submaze_of(e.meta["options"]["init_position"])]
         positions = _positions(e.turns)
         assert set(positions) <= region
         assert e.success == (GOAL in positions)
@@ -267,10 +276,13 @@ def test_confined_players_stay_in_their_submaze(policy):
 
 
 def test_confined_random_player_still_bumps_walls():
-    # From (5, 4) the centre T allows right, and up/down are walls; left leads into the left T.
+    # A centre-T episode that stepped into the left T's corner (5, 3): right leads back, left and down are wall
+    # bumps (allowed: ordinary wasted moves), up leads further into the left T (refused).
     env = MazeEnv("fo")
-    env.reset(options={"init_position": (5, 4)})
-    assert RandomMazePolicy(confine=True).allowed_moves(env) == (RIGHT, UP, DOWN)
+    history = env.reset(options={"init_position": (5, 4)})
+    env.step(history + (Text(LEFT, True),))
+    assert env.position == (5, 3)
+    assert RandomMazePolicy(confine=True).allowed_moves(env) == (LEFT, RIGHT, DOWN)
     assert RandomMazePolicy().allowed_moves(env) == MOVES
 
 
@@ -313,7 +325,7 @@ def test_generator_small_run(tmp_path):
         start = tuple(e.meta["start"])
         assert e.meta["submaze"] == submaze_of(start)
         positions = _positions(e.turns)
-        assert positions[0] == start and set(positions) <= SUBMAZES[e.meta["submaze"]]
+        assert positions[0] == start and set(positions) <= REGIONS[e.meta["submaze"]]
         if e.success:
             assert e.meta["submaze"] == GOAL_SUBMAZE and e.done and e.turns[-1].text == "Success\n"
         if not e.done:

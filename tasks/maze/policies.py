@@ -23,9 +23,15 @@ The double T is three T shapes, each a five-cell bar with a stem hanging from it
 
 Left and right are mirror images and all three are congruent up to stem length (4, 4, 3), the most
 symmetric three-way split of this layout: the corners (5,3) and (5,9) end the upper T's stems. Starts:
-9 left, 9 right, 7 centre. A confined player never chooses a move that would enter another submaze (moves
-into walls stay allowed: they are ordinary, if wasted, moves), so only episodes that start in the centre T
-can reach the goal.
+9 left, 9 right, 7 centre.
+
+A confined player may visit its T and the first cell of each neighbouring T across a junction
+(`REGIONS`: left adds (5,4), right adds (5,8), centre adds (5,3) and (5,9)), never further; moves into walls
+stay allowed (ordinary, if wasted, moves). So only episodes that start in the centre T can reach the goal,
+yet every junction is crossed in the data: an offline learner can stitch a left-T episode that reaches (5,4)
+to centre-T episodes that go on from there to the goal (the paper's point: "no start-to-goal path in the data").
+With disjoint regions no transition would ever cross a junction and 18 of the 25 evaluation starts could not be
+solved from the data at all.
 """
 from __future__ import annotations
 
@@ -42,6 +48,12 @@ SUBMAZES: dict[str, frozenset[Position]] = {
     "centre": frozenset([(5, c) for c in range(4, 9)] + [(r, 6) for r in range(6, 9)]),
 }
 GOAL_SUBMAZE = "centre"
+# Cells a confined episode may visit: its submaze plus the neighbouring submazes' junction cells.
+REGIONS: dict[str, frozenset[Position]] = {
+    "left": SUBMAZES["left"] | {(5, 4)},
+    "right": SUBMAZES["right"] | {(5, 8)},
+    "centre": SUBMAZES["centre"] | {(5, 3), (5, 9)},
+}
 
 
 def submaze_of(position: Position) -> str:
@@ -67,7 +79,7 @@ class _MazePlayer(PrivilegedPolicy):
 
     def region(self, env: MazeEnv) -> frozenset[Position]:
         """The cells this episode may visit."""
-        return SUBMAZES[submaze_of(env.start)] if self.confine else frozenset(FREE_CELLS)
+        return REGIONS[submaze_of(env.start)] if self.confine else frozenset(FREE_CELLS)
 
     def allowed_moves(self, env: MazeEnv) -> tuple[str, ...]:
         """Moves (in `MOVES` order) that keep the player in its region; a wall bump stays in place, so it counts."""
@@ -169,6 +181,7 @@ def _bfs(sources: Iterable[Position], passable: frozenset[Position]) -> dict[Pos
 
 __all__ = [
     "GOAL_SUBMAZE",
+    "REGIONS",
     "SUBMAZES",
     "MixturePolicy",
     "OptimalMazePolicy",
