@@ -38,15 +38,6 @@ HISTORIES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared with other jobs: two intra-op threads run these tiny models several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     """A BPE tokenizer trained on the FO maze observations and moves."""

@@ -22,15 +22,6 @@ MAZE = get_task("maze")
 FO = MAZE.normalisation["fo"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared with other jobs: two intra-op threads run these tiny models several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class SeededMoves(BatchedTextPolicy):
     """A batched policy playing a random move per row, drawn from that row's seed alone."""
 

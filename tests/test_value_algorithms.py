@@ -83,15 +83,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a small shared CPU, several intra-op threads run these tiny models several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def maze_episode():
     """One BFS-optimal FO maze episode (11 moves, distinct observations)."""
