@@ -4,7 +4,7 @@
     lmrl fit -c examples/configs/maze_fo_bc.yaml           train (LightningCLI: --model, --data, --trainer)
     lmrl eval CKPT [--task maze --variant fo]              roll a checkpoint out with the task's protocol
     lmrl play maze                                         play a task yourself in the terminal
-    lmrl quickstart                                        data -> BC, filtered BC, ILQL -> evaluation -> table
+    lmrl quickstart                                        data -> BC, filtered BC -> evaluation -> table
 
 Bad input (a malformed dataset, an unknown name, a missing file) ends with one line on stderr and exit code 2.
 """
@@ -168,12 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None)
     p.add_argument("--seed", type=int, default=None)
 
-    p = sub.add_parser("quickstart", help="maze: data -> BC, filtered BC and ILQL -> evaluation -> score table")
+    p = sub.add_parser("quickstart", help="maze: data -> BC and filtered BC (optionally MC, ILQL) -> evaluation -> score table")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
     p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
     p.add_argument("--steps", type=int, default=None, help="BC and %%BC training steps (default: quickstart's)")
-    p.add_argument("--value-steps", type=int, default=None, help="ILQL training steps (default: quickstart's)")
+    p.add_argument("--value-steps", type=int, default=None, help="MC and ILQL training steps (default: quickstart's)")
+    p.add_argument("--algorithms", default="BC,%BC", help="comma-separated, from BC, %%BC, MC, ILQL (MC/ILQL need BC)")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -195,7 +196,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "quickstart":
             from lmrl_lightning.quickstart import run_quickstart
 
-            run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.value_steps, args.seed)
+            names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+            unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
+            if unknown:
+                raise LMRLError(f"unknown quickstart algorithm {unknown[0]!r}; valid: BC, %BC, MC, ILQL")
+            run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.value_steps, args.seed, names)
     except LMRLError as e:
         print(f"lmrl: error: {e}", file=sys.stderr)
         return 2
