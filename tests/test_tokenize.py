@@ -10,15 +10,8 @@ from lmrl_lightning.data.jsonl import DatasetError, read_episodes, write_episode
 from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.models.tokenizer import end_of_turn_id, train_bpe_tokenizer
+from worked_example import TWENTY_Q
 
-# Spec §1.8: (text, is_action, reward), done=True.
-TWENTY_Q = [
-    ("Questions:\n", False, 0.0),
-    ("Is it alive?\n", True, -1.0),
-    ("No.\n", False, 0.0),
-    ("Is it a pen?\n", True, 0.0),
-    ("Yes.\n", False, 0.0),
-]
 
 # A small maze-like episode: observation, move, ..., terminal observation.
 MAZE = [

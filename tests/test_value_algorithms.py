@@ -26,15 +26,8 @@ from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import START_POSITIONS, MazeEnv, OptimalMazePolicy
+from worked_example import TWENTY_Q
 
-# Spec §1.8 worked example: (text, is_action, reward).
-TWENTY_Q = [
-    ("Questions:\n", False, 0.0),
-    ("Is it alive?\n", True, -1.0),
-    ("No.\n", False, 0.0),
-    ("Is it a pen?\n", True, 0.0),
-    ("Yes.\n", False, 0.0),
-]
 
 # A deterministic 3-turn chain with multi-token actions and rewards on several turns.
 CHAIN = [
