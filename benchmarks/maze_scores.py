@@ -31,6 +31,9 @@ def main(argv=None) -> None:
     p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="BC and %%BC training steps")
     p.add_argument("--value-steps", type=int, default=DEFAULT_VALUE_STEPS, help="MC and ILQL training steps")
+    p.add_argument("--mc-beta", type=float, default=None, help="MC decoding beta (default: quickstart's)")
+    p.add_argument("--ilql-beta", type=float, default=None, help="ILQL decoding beta (default: quickstart's)")
+    p.add_argument("--beta-sweep", default="", help="comma-separated betas: choose MC/ILQL's by a seed+1 sweep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")
     p.add_argument("--results", default=None, help="JSON output (default: benchmarks/results/maze_scores_<variant>.json)")
@@ -41,7 +44,9 @@ def main(argv=None) -> None:
     print(f"[1/{1 + len(args.algorithms.split(','))}] maze {args.variant.upper()} dataset")
     prepare_maze_data(out_dir / "data" / f"maze_{args.variant}", args.variant, args.seed)
     rows = run_algorithms(
-        args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed
+        args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed,
+        betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
+        beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b],
     )
     table = format_table(rows, args.variant)
     print()

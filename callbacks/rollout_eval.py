@@ -1,7 +1,7 @@
 """Evaluation by rollouts against the task's simulator during and at the end of training, sharded over DDP ranks."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning as L
 import torch.distributed as dist
@@ -68,8 +68,8 @@ class RolloutEvaluation(L.Callback):
         self.last_episodes: list[Episode] = []
         self._evaluated_step = -1
 
-    def evaluate(self, trainer: L.Trainer, module) -> RolloutSummary:
-        policy = module.policy(self.decoding, self.temperature, self.spec.candidate_actions)
+    def evaluate(self, trainer: L.Trainer, module, prefix: str = "eval/", **policy_args) -> RolloutSummary:
+        policy = module.policy(self.decoding, self.temperature, self.spec.candidate_actions, **policy_args)
         mine = evaluate_task(
             policy, self.spec, self.variant, self.n_rollouts, self.batch_size, self.policy_seed,
             rank=trainer.global_rank, world_size=trainer.world_size, progress=trainer.is_global_zero,
@@ -81,11 +81,11 @@ class RolloutEvaluation(L.Callback):
         self._evaluated_step = trainer.global_step
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(summary.as_metrics("eval/"), step=trainer.global_step)
+                logger.log_metrics(summary.as_metrics(prefix), step=trainer.global_step)
                 if isinstance(logger, TensorBoardLogger):
                     for i, e in enumerate(episodes[: self.n_transcripts]):
                         logger.experiment.add_text(
-                            f"eval/transcript_{i}", f"```\n{format_transcript(e)}\n```", trainer.global_step
+                            f"{prefix}transcript_{i}", f"```\n{format_transcript(e)}\n```", trainer.global_step
                         )
         return summary
 
@@ -96,3 +96,41 @@ class RolloutEvaluation(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self._evaluated_step != trainer.global_step:
             self.evaluate(trainer, pl_module)
+
+
+class BetaSweep(RolloutEvaluation):
+    """At the end of fit, picks the decoding beta of a value-based module (MC, ILQL) by rollouts.
+
+    beta only weighs the value guidance when decoding, so it can be chosen after training. Each beta of `betas` is
+    evaluated with `n_rollouts` per start and `policy_seed` (keep it different from the reported evaluation's
+    seed, so the choice is not fitted to the reported episodes); the best normalised score's beta is written to
+    `module.hparams.beta` (and to the checkpoint callback's file). Put this callback before the `RolloutEvaluation` that reports the final score: callbacks
+    run in list order. Scores per beta are logged under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
+    """
+
+    def __init__(self, task: str, betas: Sequence[float], variant: Optional[str] = None, n_rollouts: int = 4,
+                 policy_seed: int = 1, **kwargs):
+        super().__init__(task, variant, n_rollouts, every_n_epochs=0, policy_seed=policy_seed, n_transcripts=0,
+                         **kwargs)
+        if not betas:
+            raise ValueError("BetaSweep needs at least one beta")
+        self.betas = [float(b) for b in betas]
+        self.chosen: Optional[float] = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not hasattr(pl_module.hparams, "beta"):
+            raise TypeError(f"BetaSweep needs a value-guided module (MC, ILQL), not {type(pl_module).__name__}")
+        sweep = [
+            (beta, self.evaluate(trainer, pl_module, prefix=f"beta_sweep/beta_{beta:g}/", beta=beta))
+            for beta in self.betas
+        ]
+        self.results = sweep
+        self.chosen = max(sweep, key=lambda r: r[1].normalised_score)[0]
+        pl_module.hparams.beta = self.chosen
+        # The checkpoint was written before the sweep: write it again so that it decodes with the chosen beta.
+        saved = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if saved:
+            trainer.save_checkpoint(saved, weights_only=False)

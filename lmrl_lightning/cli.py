@@ -95,7 +95,15 @@ def _eval(args: argparse.Namespace) -> None:
     module, meta = load_module(args.checkpoint)
     task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
-    policy = module.policy(args.decoding or task.default_decoding, args.temperature, task.candidate_actions)
+    decoding = args.decoding or task.default_decoding
+    if args.beta is not None:
+        if not hasattr(module.hparams, "beta"):
+            raise LMRLError(
+                f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
+            )
+        policy = module.policy(decoding, args.temperature, task.candidate_actions, beta=args.beta)
+    else:
+        policy = module.policy(decoding, args.temperature, task.candidate_actions)
     episodes = evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed, progress=True)
     summary = summarise(episodes, task.normalisation[variant])
     print(format_transcript(episodes[0]))
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoding", default=None, choices=["sample", "greedy", "rerank", "rerank_greedy"],
                    help="default: the task's (maze: rerank, sampled over the four moves)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--beta", type=float, default=None, help="value-guidance weight of MC/ILQL (default: the trained one)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lmrl_lightning.algorithms import BC, ILQL, MCReturns
-from lmrl_lightning.callbacks import RolloutEvaluation
+from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_task_data
 from lmrl_lightning.errors import LMRLError
@@ -41,40 +41,48 @@ VALUE_LEARNING_RATE = 3e-4
 # Targets track the online networks faster than the paper's 0.005 (thousands of steps here, not 50-100 epochs);
 # 0.05 with lr 1e-3 was unstable (measured: every episode failed after 600 steps).
 VALUE_POLYAK = 0.01
+DEFAULT_BETA = 8.0  # maze scripts
 
 
-def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path]):
+def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], beta: Optional[float] = None):
     """The module of one quickstart row: BC/%BC from scratch, MC/ILQL from the BC checkpoint (maze script
-    settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8, head bias 0)."""
+    settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0)."""
+    beta = DEFAULT_BETA if beta is None else beta
     if algorithm in ("BC", "%BC"):
         return BC(BackboneConfig("tiny", tokenizer=str(tokenizer_dir)), lr=LEARNING_RATE, warmup_steps=50)
     if init_from is None:
         raise ValueError(f"{algorithm} starts from a BC checkpoint")
     if algorithm == "MC":
-        return MCReturns(init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=8.0)
+        return MCReturns(init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=beta)
     if algorithm == "ILQL":
         return ILQL(
-            init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=8.0, tau=0.95, polyak=VALUE_POLYAK
+            init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=beta, tau=0.95, polyak=VALUE_POLYAK
         )
     raise ValueError(f"unknown quickstart algorithm {algorithm!r}")
 
 
 def train_and_evaluate(
     name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, rollouts: int, seed: int,
-    init_from: Optional[Path] = None,
+    init_from: Optional[Path] = None, beta: Optional[float] = None, beta_sweep: Sequence[float] = (),
 ) -> dict:
-    """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict."""
+    """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict.
+    For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a 4-rollout sweep on policy seed 1."""
     L.seed_everything(seed, verbose=False)
     slug = name.replace("%", "filtered_").lower()
-    module = make_module(name, data_dir / TOKENIZER_DIR, init_from)
+    module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta)
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant=variant, filter=filter, batch_size=64)
     evaluation = RolloutEvaluation("maze", variant, n_rollouts=rollouts, every_n_epochs=0, batch_size=1024)
+    sweep = (
+        [BetaSweep("maze", beta_sweep, variant, n_rollouts=4, policy_seed=seed + 1, batch_size=1024)]
+        if beta_sweep and name in ("MC", "ILQL") else []
+    )
     trainer = L.Trainer(
         max_steps=steps,
         accelerator="cpu",
         devices=1,
         logger=TensorBoardLogger(str(out / "tensorboard"), name=slug),
         callbacks=[
+            *sweep,
             evaluation,
             ModelCheckpoint(dirpath=str(out / "checkpoints"), filename=slug, enable_version_counter=False),
             TQDMProgressBar(refresh_rate=25),
@@ -85,9 +93,13 @@ def train_and_evaluate(
     start = time.time()
     trainer.fit(module, data)
     summary = evaluation.results[-1][1]
-    return {"algorithm": name, "filter": filter, "steps": steps, "train_chunks": len(data.train_chunks),
-            "seconds": time.time() - start, "checkpoint": str(out / "checkpoints" / f"{slug}.ckpt"),
-            **vars(summary)}
+    row = {"algorithm": name, "filter": filter, "steps": steps, "train_chunks": len(data.train_chunks),
+           "seconds": time.time() - start, "checkpoint": str(out / "checkpoints" / f"{slug}.ckpt"), **vars(summary)}
+    if name in ("MC", "ILQL"):
+        row["beta"] = float(module.hparams.beta)
+    if sweep:
+        row["beta_sweep"] = {f"{b:g}": s.normalised_score for b, s in sweep[0].results}
+    return row
 
 
 def format_table(rows: list[dict], variant: str) -> str:
@@ -111,9 +123,11 @@ def prepare_maze_data(data_dir: Path, variant: str, seed: int) -> None:
 
 def run_algorithms(
     algorithms: list[str], out_dir: Path, variant: str, rollouts: int, steps: int, value_steps: int, seed: int,
-    first_stage: int = 2, n_stages: Optional[int] = None,
+    first_stage: int = 2, n_stages: Optional[int] = None, betas: Optional[dict[str, float]] = None,
+    beta_sweep: Sequence[float] = (),
 ) -> list[dict]:
-    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint."""
+    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint and decode with
+    `betas[name]` (default `DEFAULT_BETA`)."""
     data_dir = out_dir / "data" / f"maze_{variant}"
     n_stages = n_stages or first_stage + len(algorithms) - 1
     rows: list[dict] = []
@@ -127,7 +141,7 @@ def run_algorithms(
         print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate 25 starts x {rollouts} rollouts")
         rows.append(train_and_evaluate(
             name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, rollouts, seed,
-            Path(bc_rows[0]["checkpoint"]) if value else None,
+            Path(bc_rows[0]["checkpoint"]) if value else None, (betas or {}).get(name), beta_sweep,
         ))
     return rows
 

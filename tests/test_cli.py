@@ -171,3 +171,10 @@ def test_play_reads_moves_from_stdin(capsys, monkeypatch):
     assert "reward -4, return so far -4" in stdout
     assert "Success" in stdout
     assert f"episode over: return {optimal_return(env.start) - 4:g}," in stdout
+
+
+def test_eval_beta_on_a_bc_checkpoint_is_one_line(capsys, checkpoint):
+    """`--beta` weighs value guidance: on a BC checkpoint it is refused, naming the checkpoint."""
+    assert one_line_error(capsys, ["eval", str(checkpoint), "--beta", "4"]) == (
+        f"lmrl: error: --beta applies to value-guided decoding (MC, ILQL); {checkpoint} holds BC"
+    )

@@ -10,11 +10,13 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmrl_lightning.algorithms import BC, ILQL, MCReturns, ilql_loss, mc_loss
 from lmrl_lightning.algorithms.base import load_module, read_checkpoint
 from lmrl_lightning.algorithms.ilql import expectile_weights
 from lmrl_lightning.algorithms.value import next_state_values, step_discounts
+from lmrl_lightning.callbacks import BetaSweep
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
@@ -751,3 +753,21 @@ def test_value_checkpoint_round_trip(assets, head):
         h, h2 = (m.hidden(m.trunk, ids, torch.ones_like(ids)) for m in (module, loaded))
         assert torch.equal(module.guidance(h), loaded.guidance(h2))
         assert torch.equal(module.target_q1(h), loaded.target_q1(h2))
+
+
+def test_beta_sweep_picks_the_best_beta_and_rewrites_the_checkpoint(assets, tmp_path):
+    """BetaSweep evaluates each beta, keeps the best-scoring one in hparams and in the saved checkpoint."""
+    module = ILQL(init_from=assets["ckpt"], beta=8.0)
+    perturb_(module.q1, module.q2, module.v, std=3.0)
+    sweep = BetaSweep("maze", [0.0, 50.0], "fo", n_rollouts=1, batch_size=64)
+    data = EpisodeDataModule(str(assets["root"] / "maze.jsonl"), window=1, batch_size=4, val_fraction=0.0)
+    trainer = L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[sweep, ModelCheckpoint(dirpath=str(tmp_path), filename="ilql")],
+    )
+    trainer.fit(module, data)
+    scores = {beta: summary.normalised_score for beta, summary in sweep.results}
+    assert sorted(scores) == [0.0, 50.0] and scores[0.0] != scores[50.0]
+    assert sweep.chosen == max(scores, key=scores.get) == module.hparams.beta
+    loaded, _ = load_module(tmp_path / "ilql.ckpt")
+    assert loaded.hparams.beta == sweep.chosen
