@@ -1,0 +1,199 @@
+"""Shared machinery of the online algorithms (PPO, online filtered BC; spec §3.6, §3.7).
+
+One training epoch is one round. The module's train dataloader iterates a `RoundDataset`: starting the
+iteration makes the module roll its current policy out against the task's simulator (the same batched rollout
+engine as evaluation), turn the episodes into the round's training data, and yield that round's minibatches.
+Every DDP rank collects its own `n_rollouts / world_size` episodes with its own seeds; the round's statistics
+are reduced across ranks, and every rank yields the same number of minibatches (shorter shards wrap around), so
+the ranks' optimiser steps stay in lockstep. Round r's episodes depend only on (seed, r, rank) and the weights, so
+a run resumed from the checkpoint of round r replays round r + 1 exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset
+
+from lmrl_lightning.algorithms.base import Decoding, LMRLModule
+from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
+from lmrl_lightning.env import Episode
+from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task
+from lmrl_lightning.rollout import rollout, turn_seed
+
+
+def distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce(values: Sequence[float], op: str = "sum") -> list[float]:
+    """Sum (or max) of each value over the DDP ranks (the values themselves without DDP)."""
+    t = torch.tensor(list(values), dtype=torch.float64)
+    if distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def all_gather_objects(items: list) -> list:
+    """Every rank's list, concatenated in rank order (the list itself without DDP)."""
+    if not distributed():
+        return list(items)
+    parts: list[Optional[list]] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+def minibatch_plan(n_items: int, batch_size: int, n_batches: int, epochs: int, generator: torch.Generator):
+    """Index lists of `epochs` shuffled passes over `n_items` items in `n_batches` batches of `batch_size` each;
+    when `n_batches * batch_size` exceeds the items, a pass wraps around its permutation."""
+    plan = []
+    for _ in range(epochs):
+        order = torch.randperm(n_items, generator=generator)
+        need = n_batches * batch_size
+        order = order.repeat(math.ceil(need / max(1, n_items)))[:need]
+        plan += [order[i * batch_size:(i + 1) * batch_size].tolist() for i in range(n_batches)]
+    return plan
+
+
+class RoundDataset(IterableDataset):
+    """Iterating collects one round with the module's current policy and yields the round's minibatches."""
+
+    def __init__(self, module: "OnlineModule"):
+        self.module = module
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.module.start_round()
+
+
+class OnlineModule(LMRLModule):
+    """Base of the online algorithms: rollouts inside the training loop, one round per epoch.
+
+    Args (beyond `LMRLModule`'s):
+        task: registered task whose simulator the policy plays.
+        variant: task variant (default: the task's first).
+        n_rollouts: episodes per round, over all DDP ranks (paper: 128; each rank plays its share).
+        rollout_batch_size: episodes stepped together by the batched rollout engine.
+        decoding: how rollouts decode (default: the task's evaluation decoding): ``sample`` (the policy's own
+            tokens) or ``rerank`` (sampled among the task's fixed candidate actions, e.g. the maze's four moves:
+            their token sequences are the canonical ones the updates score, whereas free text is re-tokenised).
+        temperature: sampling temperature of the rollouts.
+        train_batch_size: chunks per minibatch (per rank).
+        epochs: passes over a round's data (paper PPO: 4 in the dialogue commands, 1 elsewhere).
+        max_length: longest training chunk in tokens (longer ones keep their last tokens).
+        seed: seed of the rollouts' start states and sampling, and of the minibatch order.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig = BackboneConfig(),
+        init_from: Optional[str] = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        task: str = "maze",
+        variant: Optional[str] = None,
+        n_rollouts: int = 128,
+        rollout_batch_size: int = 32,
+        decoding: Optional[Decoding] = None,
+        temperature: float = 1.0,
+        train_batch_size: int = 32,
+        epochs: int = 1,
+        max_length: int = 512,
+        seed: int = 0,
+    ):
+        super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
+        self.task_spec: TaskSpec = get_task(task)
+        self.variant = self.task_spec.check_variant(variant or self.task_spec.variants[0])
+        # Rounds finished, in the state dict: a resumed run continues with the next round's seeds whatever
+        # Lightning's epoch counter says while it restarts.
+        self.register_buffer("rounds_done", torch.zeros((), dtype=torch.long))
+        self.round_history: list[dict[str, float]] = []
+        self._round: dict[str, float] = {}
+        self._round_started = 0.0
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RoundDataset(self), batch_size=None)
+
+    @property
+    def world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    @property
+    def round_index(self) -> int:
+        return int(self.rounds_done)
+
+    def round_specs(self) -> list[EvalEpisode]:
+        """This rank's episodes of the current round: indices unique over rounds and ranks, seeds derived from
+        them (reset options None: the task draws the start state from the seed)."""
+        rank, world = self.world
+        per_rank = math.ceil(self.hparams.n_rollouts / world)
+        first = (self.round_index * world + rank) * per_rank
+        return [
+            EvalEpisode(first + i, turn_seed(self.hparams.seed + 1, first + i, 0)) for i in range(per_rank)
+        ]
+
+    def collect(self) -> list[Episode]:
+        """Roll this rank's episodes of the round out with the current policy."""
+        decoding = self.hparams.decoding or self.task_spec.default_decoding
+        policy = self.policy(decoding, self.hparams.temperature, self.task_spec.candidate_actions)
+        return rollout(
+            self.task_spec.make_env(self.variant), policy, self.round_specs(), self.hparams.rollout_batch_size,
+            policy_seed=self.hparams.seed,
+        )
+
+    def to_chunks(self, episodes: Sequence[Episode]) -> list[list[TokenChunk]]:
+        """Each episode's training chunks, in the task's history window (long chunks keep their last tokens)."""
+        tokenize = TurnTokenizer(self.tokenizer)
+        window = self.task_spec.history_window.get(self.variant)
+        return [episode_to_chunks(e, tokenize, window, self.hparams.max_length, "truncate") for e in episodes]
+
+    def round_statistics(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Mean return, success rate, episode length and normalised score of the round over all ranks."""
+        successes = [e.success for e in episodes]
+        total_return, n, n_success, total_length = all_reduce(
+            [sum(e.total_reward for e in episodes), len(episodes), sum(successes), sum(e.num_actions for e in episodes)]
+        )
+        mean_return = total_return / n
+        stats = {"episodes": n, "mean_return": mean_return, "mean_length": total_length / n}
+        if all("success" in e.meta for e in episodes):
+            stats["success_rate"] = n_success / n
+        normalisation = self.task_spec.normalisation.get(self.variant)
+        if normalisation is not None:
+            stats["normalised_score"] = normalisation(mean_return)
+        return stats
+
+    def start_round(self) -> list[Any]:
+        """Collect the round and return its minibatches (the same number on every rank)."""
+        self._round_started = time.perf_counter()
+        episodes = self.collect()
+        rollout_seconds = time.perf_counter() - self._round_started
+        self._round = self.round_statistics(episodes)
+        self._round["rollout_seconds"] = all_reduce([rollout_seconds], "max")[0]
+        self._round["episodes_per_second"] = self._round["episodes"] / max(self._round["rollout_seconds"], 1e-9)
+        generator = torch.Generator().manual_seed(turn_seed(self.hparams.seed + 2, self.round_index, self.world[0]))
+        return self.prepare_round(episodes, generator)
+
+    def prepare_round(self, episodes: list[Episode], generator: torch.Generator) -> list[Any]:
+        """The subclass's minibatches of this round (called on every rank with its own episodes)."""
+        raise NotImplementedError
+
+    def on_train_epoch_end(self) -> None:
+        if not self._round:
+            return
+        self._round["update_seconds"] = time.perf_counter() - self._round_started - self._round["rollout_seconds"]
+        self.round_history.append(dict(self._round))
+        self.rounds_done += 1
+        # Already reduced over ranks: every rank logs the same numbers.
+        self.log_dict({f"round/{k}": float(v) for k, v in self._round.items()}, on_epoch=True, sync_dist=False)
+        self._round = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lmrl"].update(task=self.task_spec.name, variant=self.variant)

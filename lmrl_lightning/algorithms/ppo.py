@@ -1,0 +1,312 @@
+"""PPO (spec §3.6): online rounds of rollouts, KL-shaped rewards, GAE over action tokens, clipped updates.
+
+Each round (one training epoch, see `online.py`):
+  1. roll out `n_rollouts` episodes with the current policy;
+  2. forward the current policy and the frozen reference (the BC policy it started from) over every chunk:
+     log-probabilities of the action tokens, `logp` and `logp_ref`, and values V(h_t) from the value head on the
+     policy's last hidden state;
+  3. reward of each action token r_k - kl_coef * (logp_k - logp_ref_k) (the task reward sits on an action's
+     last token);
+  4. GAE over the episode's action tokens in order (environment tokens skipped, gamma and lambda per token),
+     bootstrapping after the last one from V at the chain's last token times (1 - done); advantages whitened over
+     the round (all ranks);
+  5. `epochs` passes of minibatches of the clipped policy loss + value_coef * clipped value loss (+ an optional
+     BC loss on offline data), one optimiser step each, by manual optimisation.
+The KL coefficient is fixed, or adapted once per round towards `kl_target` (Ziegler et al.).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from lmrl_lightning.algorithms.base import Decoding
+from lmrl_lightning.algorithms.bc import bc_loss
+from lmrl_lightning.algorithms.online import OnlineModule, all_reduce, minibatch_plan
+from lmrl_lightning.data.collate import collate_chunks
+from lmrl_lightning.data.jsonl import read_episodes
+from lmrl_lightning.data.tokenize import TokenChunk
+from lmrl_lightning.env import Episode
+from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models.heads import frozen_copy, make_v_head
+from lmrl_lightning.policies.sampling import eval_mode
+
+
+# ---- pure functions -------------------------------------------------------------------------------------------
+def gae(
+    rewards: Sequence[float], values: Sequence[float], bootstrap: float, gamma: float, lam: float
+) -> tuple[list[float], list[float]]:
+    """Generalised advantage estimation over one episode's action tokens, in order.
+
+    delta_k = r_k + gamma * V_{k+1} - V_k (V_{K} = `bootstrap`: 0 at a true end); A_k = delta_k + gamma * lam *
+    A_{k+1}; returns R_k = A_k + V_k. Returns (advantages, returns).
+    """
+    advantages = [0.0] * len(rewards)
+    next_value, next_advantage = bootstrap, 0.0
+    for k in reversed(range(len(rewards))):
+        delta = rewards[k] + gamma * next_value - values[k]
+        next_advantage = delta + gamma * lam * next_advantage
+        advantages[k] = next_advantage
+        next_value = values[k]
+    return advantages, [a + v for a, v in zip(advantages, values)]
+
+
+def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi: exp(d) - 1 - d with d = logp_ref - logp (>= 0)."""
+    d = logp_ref - logp
+    return torch.expm1(d) - d
+
+
+def whiten(x: torch.Tensor, mean: float, var: float) -> torch.Tensor:
+    return (x - mean) / (var + 1e-8) ** 0.5
+
+
+def ppo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip: float = 0.2,
+    clip_value: float = 0.2,
+    value_coef: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped policy loss + value_coef * clipped value loss, means over action tokens (all args [N]).
+
+    L_pg = mean(max(-A rho, -A clip(rho, 1 - clip, 1 + clip))), rho = exp(logp - old_logp);
+    L_v = 1/2 mean(max((V - R)^2, (V_clip - R)^2)), V_clip = old_V + clip(V - old_V, -clip_value, clip_value).
+    """
+    if logp.numel() == 0:
+        raise ValueError("the minibatch has no action token")
+    ratio = torch.exp(logp - old_logp)
+    pg_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
+    clipped_values = old_values + (values - old_values).clamp(-clip_value, clip_value)
+    value_loss = 0.5 * torch.max((values - returns) ** 2, (clipped_values - returns) ** 2).mean()
+    metrics = {
+        "pg_loss": pg_loss.detach(),
+        "value_loss": value_loss.detach(),
+        "clip_fraction": ((ratio - 1).abs() > clip).float().mean().detach(),
+        "approx_kl": (old_logp - logp).mean().detach(),
+    }
+    return pg_loss + value_coef * value_loss, metrics
+
+
+def adapt_kl_coef(coef: float, kl: float, target: float, horizon: float, n_steps: int) -> float:
+    """Ziegler et al.'s proportional controller: coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon)."""
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n_steps / horizon)
+
+
+# ---- the module ---------------------------------------------------------------------------------------------
+class PPO(OnlineModule):
+    """Proximal policy optimisation of the LM policy against the task's simulator (see the module docstring).
+
+    Args (beyond `OnlineModule`'s):
+        gamma: discount per action token (paper: 0.99 maze FO, 1.0 PO maze and dialogue).
+        lam: GAE lambda (paper 0.95).
+        clip: policy ratio clip range (0.2). clip_value: value clip range (0.2).
+        value_coef: weight of the value loss (0.5 maze FO, 1.0 others).
+        kl_coef: initial KL penalty coefficient (scripts 0.001).
+        kl_target, kl_horizon: adapt kl_coef towards kl_target once per round (None: fixed coefficient).
+        value_bias: initial output of the value head (maze script: -1).
+        whiten_advantages: whiten advantages over the round (paper: yes).
+        bc_data: JSONL episodes for the optional BC loss (paper: the offline dataset; 0 weight on the maze).
+        bc_weight: weight of that BC loss. bc_batch_size: its chunks per minibatch.
+        grad_clip: global gradient-norm clip (None: no clipping, as the paper).
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig = BackboneConfig(),
+        init_from: Optional[str] = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        betas: tuple[float, float] = (0.9, 0.95),
+        task: str = "maze",
+        variant: Optional[str] = None,
+        n_rollouts: int = 128,
+        rollout_batch_size: int = 32,
+        decoding: Optional[Decoding] = None,
+        temperature: float = 1.0,
+        train_batch_size: int = 32,
+        epochs: int = 1,
+        max_length: int = 512,
+        seed: int = 0,
+        gamma: float = 0.99,
+        lam: float = 0.95,
+        clip: float = 0.2,
+        clip_value: float = 0.2,
+        value_coef: float = 1.0,
+        kl_coef: float = 0.001,
+        kl_target: Optional[float] = None,
+        kl_horizon: Optional[float] = None,
+        value_bias: float = 0.0,
+        whiten_advantages: bool = True,
+        bc_data: Optional[str] = None,
+        bc_weight: float = 0.0,
+        bc_batch_size: int = 32,
+        grad_clip: Optional[float] = None,
+    ):
+        super().__init__(
+            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, n_rollouts,
+            rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,
+        )
+        if (kl_target is None) != (kl_horizon is None):
+            raise LMRLError("an adaptive KL coefficient needs both kl_target and kl_horizon")
+        if bc_weight > 0 and not bc_data:
+            raise LMRLError("bc_weight > 0 needs bc_data, the offline episodes to clone")
+        self.automatic_optimization = False
+        self.reference = frozen_copy(self.model)
+        self.value_head = make_v_head("linear", self.model.get_input_embeddings().weight.shape[1], value_bias)
+        # Part of the state dict, so that a resumed run continues with the adapted coefficient.
+        self.register_buffer("kl_coef", torch.tensor(float(kl_coef), dtype=torch.float64))
+        self._bc_chunks: Optional[list[TokenChunk]] = None
+
+    # ---- per-token quantities -----------------------------------------------------------------------------------
+    def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy logits [N, V], log-probs [N] of the taken tokens and values [N] at the batch's action steps,
+        and the value at every position [B, T] (for the bootstrap)."""
+        mask = batch["action_mask"]
+        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = hidden.last_hidden_state
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+        logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:][mask][:, None]).squeeze(-1)
+        all_values = self.value_head(hidden).squeeze(-1).float()
+        return logits, logp, all_values
+
+    @torch.no_grad()
+    def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[dict[str, torch.Tensor]]:
+        """logp, logp_ref and V at each chunk's action steps, and V at its last token, with the current weights."""
+        device = self.device
+        out = []
+        pad = self.tokenizer.pad_token_id
+        with eval_mode(self.model, self.reference, self.value_head):
+            for i in range(0, len(chunks), self.hparams.rollout_batch_size):
+                part = chunks[i:i + self.hparams.rollout_batch_size]
+                batch = {k: v.to(device) for k, v in collate_chunks(part, pad).items()}
+                _, logp, all_values = self.forward_actions(batch)
+                ref_logits = self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                ref_logp = torch.log_softmax(ref_logits.logits[:, :-1].float(), -1)
+                ref_logp = ref_logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)[batch["action_mask"]]
+                counts = batch["action_mask"].sum(1).tolist()
+                values = all_values[:, :-1][batch["action_mask"]]
+                last = batch["attention_mask"].sum(1) - 1
+                last_values = all_values[torch.arange(len(part), device=device), last]
+                for j, (lp, rlp, v) in enumerate(zip(logp.split(counts), ref_logp.split(counts), values.split(counts))):
+                    out.append({"logp": lp.cpu(), "logp_ref": rlp.cpu(), "values": v.cpu(),
+                                "last_value": float(last_values[j])})
+        return out
+
+    # ---- a round ---------------------------------------------------------------------------------------------
+    def prepare_round(self, episodes: list[Episode], generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+        per_episode = self.to_chunks(episodes)
+        chunks = [c for cs in per_episode for c in cs]
+        scores = self.score_chunks(chunks)
+        gamma, lam, kl_coef = self.hparams.gamma, self.hparams.lam, float(self.kl_coef)
+        advantages, returns, kl_sum, n_tokens = [], [], 0.0, 0
+        start = 0
+        for episode, cs in zip(episodes, per_episode):
+            s = scores[start:start + len(cs)]
+            start += len(cs)
+            logp = torch.cat([x["logp"] for x in s])
+            logp_ref = torch.cat([x["logp_ref"] for x in s])
+            values = torch.cat([x["values"] for x in s])
+            task_rewards = torch.cat([torch.tensor(c.rewards[1:])[torch.tensor(c.is_action[1:])] for c in cs])
+            shaped = task_rewards - kl_coef * (logp - logp_ref)
+            kl_sum += float(kl_k3(logp, logp_ref).sum())
+            n_tokens += logp.numel()
+            bootstrap = 0.0 if episode.done else s[-1]["last_value"]
+            adv, ret = gae(shaped.tolist(), values.tolist(), bootstrap, gamma, lam)
+            # Split back per chunk, in the chunk order.
+            sizes = [x["logp"].numel() for x in s]
+            advantages += list(torch.tensor(adv).split(sizes))
+            returns += list(torch.tensor(ret).split(sizes))
+
+        flat_adv = torch.cat(advantages) if advantages else torch.zeros(0)
+        flat_ret = torch.cat(returns) if returns else torch.zeros(0)
+        flat_val = torch.cat([x["values"] for x in scores]) if scores else torch.zeros(0)
+        total, sq, count, kl_total, res_sq, ret_mean_sq, ret_sum = all_reduce([
+            float(flat_adv.sum()), float((flat_adv**2).sum()), flat_adv.numel(), kl_sum,
+            float(((flat_ret - flat_val) ** 2).sum()), float((flat_ret**2).sum()), float(flat_ret.sum()),
+        ])
+        mean = total / max(count, 1)
+        var = sq / max(count, 1) - mean**2
+        if self.hparams.whiten_advantages:
+            advantages = [whiten(a, mean, var) for a in advantages]
+        kl = kl_total / max(count, 1)
+        returns_var = ret_mean_sq / max(count, 1) - (ret_sum / max(count, 1)) ** 2
+        self._round.update(
+            kl=kl, kl_coef=kl_coef, action_tokens=count,
+            explained_variance=1.0 - (res_sq / max(count, 1)) / returns_var if returns_var > 0 else 0.0,
+        )
+        if self.hparams.kl_target is not None:
+            self.kl_coef.fill_(adapt_kl_coef(
+                kl_coef, kl, self.hparams.kl_target, self.hparams.kl_horizon, self.hparams.train_batch_size
+            ))
+
+        bs = self.hparams.train_batch_size
+        n_batches = int(all_reduce([math.ceil(len(chunks) / bs)], "max")[0])
+        plan = minibatch_plan(len(chunks), bs, n_batches, self.hparams.epochs, generator)
+        pad = self.tokenizer.pad_token_id
+        bc_chunks = self.offline_chunks()
+        batches = []
+        for rows in plan:
+            part = [chunks[i] for i in rows]
+            batch = collate_chunks(part, pad)
+            mask = batch["action_mask"]
+            for key, per_chunk in (("old_logp", [scores[i]["logp"] for i in rows]),
+                                   ("old_values", [scores[i]["values"] for i in rows]),
+                                   ("advantages", [advantages[i] for i in rows]),
+                                   ("returns", [returns[i] for i in rows])):
+                full = torch.zeros(mask.shape)
+                full[mask] = torch.cat(per_chunk).float()
+                batch[key] = full
+            if bc_chunks:
+                pick = torch.randint(len(bc_chunks), (self.hparams.bc_batch_size,), generator=generator).tolist()
+                batch["bc"] = collate_chunks([bc_chunks[i] for i in pick], pad)
+            batches.append(batch)
+        return batches
+
+    def offline_chunks(self) -> Optional[list[TokenChunk]]:
+        if self.hparams.bc_weight <= 0:
+            return None
+        if self._bc_chunks is None:
+            self._bc_chunks = [c for cs in self.to_chunks(read_episodes(self.hparams.bc_data)) for c in cs]
+        return self._bc_chunks
+
+    # ---- an update -----------------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        mask = batch["action_mask"]
+        logits, logp, all_values = self.forward_actions(batch)
+        loss, metrics = ppo_loss(
+            logp, batch["old_logp"][mask], batch["advantages"][mask], all_values[:, :-1][mask],
+            batch["old_values"][mask], batch["returns"][mask], self.hparams.clip, self.hparams.clip_value,
+            self.hparams.value_coef,
+        )
+        if "bc" in batch:
+            bc = batch["bc"]
+            bc_mask = bc["action_mask"]
+            bc_value, _ = bc_loss(
+                self.action_logits(bc["input_ids"], bc["attention_mask"], bc_mask), bc["input_ids"][:, 1:][bc_mask]
+            )
+            metrics["bc_loss"] = bc_value.detach()
+            loss = loss + self.hparams.bc_weight * bc_value
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            probs = torch.softmax(logits, -1)
+            metrics["entropy"] = -(probs * torch.log_softmax(logits, -1)).sum(-1).mean()
+        batch_size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        for name, value in metrics.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)

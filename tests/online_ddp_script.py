@@ -1,0 +1,37 @@
+"""Run by tests/test_online.py: a few PPO rounds on the word_choice task under CPU DDP; every rank writes
+`rank<r>.json` into OUT_DIR with its round statistics and its final parameters.
+
+    python online_ddp_script.py BC_CHECKPOINT OUT_DIR DEVICES
+"""
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+
+sys.path.insert(0, str(Path(__file__).parent))
+from word_choice import TASK  # noqa: E402,F401  (registers the task)
+
+from lmrl_lightning.algorithms import PPO  # noqa: E402
+
+
+def main(bc_checkpoint: str, out_dir: Path, devices: int) -> None:
+    L.seed_everything(0)
+    module = PPO(init_from=bc_checkpoint, task="word_choice", decoding="rerank", n_rollouts=32, lr=1e-3, epochs=2,
+                 train_batch_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=2, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module)
+    (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps({
+        "world_size": trainer.world_size,
+        "global_step": trainer.global_step,
+        "rounds": [{k: v for k, v in r.items() if not k.endswith("seconds") and k != "episodes_per_second"}
+                   for r in module.round_history],
+        "parameters": {k: v.flatten().tolist() for k, v in module.state_dict().items() if v.is_floating_point()},
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))

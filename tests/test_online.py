@@ -1,0 +1,184 @@
+"""Online RL (spec §3.6, §3.7): GAE, the PPO losses and KL estimator by hand; PPO and online filtered BC learning a
+one-turn task with a known best answer; step accounting; resume after round k replays round k + 1 exactly."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, gae, ppo_loss
+from lmrl_lightning.algorithms.ppo import adapt_kl_coef, kl_k3
+from lmrl_lightning.env import Episode, Turn
+from lmrl_lightning.errors import LMRLError
+from test_ddp_eval import free_port
+from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*IterableDataset.*"), pytest.mark.filterwarnings("ignore:.*ddp.*")]
+
+DDP_SCRIPT = Path(__file__).with_name("online_ddp_script.py")
+QUIET = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+@pytest.fixture(scope="module")
+def bc_ckpt(tmp_path_factory):
+    return str(bc_checkpoint(tmp_path_factory.mktemp("online")))
+
+
+def ppo(bc_ckpt, **kwargs) -> PPO:
+    args = dict(init_from=bc_ckpt, task="word_choice", decoding="rerank", n_rollouts=32, rollout_batch_size=32,
+                lr=1e-3, epochs=2, train_batch_size=16)
+    return PPO(**{**args, **kwargs})
+
+
+# ---- pure functions ---------------------------------------------------------------------------------------------
+def test_gae_by_hand_at_a_true_end_and_with_a_bootstrap():
+    rewards, values, gamma, lam = [0.0, 1.0, 0.0], [0.5, 0.2, 0.1], 0.9, 0.8
+    # true end: V after the last action is 0
+    d2 = 0.0 + 0.9 * 0.0 - 0.1                # -0.1
+    d1 = 1.0 + 0.9 * 0.1 - 0.2                # 0.89
+    d0 = 0.0 + 0.9 * 0.2 - 0.5                # -0.32
+    a2 = d2
+    a1 = d1 + 0.72 * a2                       # 0.818
+    a0 = d0 + 0.72 * a1                       # 0.26896
+    adv, ret = gae(rewards, values, 0.0, gamma, lam)
+    assert adv == pytest.approx([a0, a1, a2]) and ret == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.1])
+    # cut episode: bootstrap from V = 2 after the last action
+    adv, _ = gae(rewards, values, 2.0, gamma, lam)
+    b2 = 0.9 * 2.0 - 0.1
+    assert adv[2] == pytest.approx(b2) and adv[1] == pytest.approx(d1 + 0.72 * b2)
+
+
+def test_ppo_loss_by_hand():
+    logp = torch.tensor([math.log(1.5), math.log(0.5), 0.0])
+    old_logp = torch.zeros(3)
+    adv = torch.tensor([1.0, 1.0, -2.0])
+    # ratios 1.5, 0.5, 1: first clipped to 1.2 (positive advantage: min objective), second 0.5 kept (pessimistic)
+    pg = (-1.0 * 1.2 + -1.0 * 0.5 + 2.0 * 1.0) / 3
+    values, old_values, returns = torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0.5, 0.0, 0.5]), torch.tensor([2.0, 1.0, 0.5])
+    # V 1.0 clipped to 0.7 from old 0.5: max((1-2)^2, (0.7-2)^2) = 1.69; second max(1, 1) = 1; third 0
+    vf = 0.5 * (1.69 + 1.0 + 0.0) / 3
+    loss, m = ppo_loss(logp, old_logp, adv, values, old_values, returns, 0.2, 0.2, value_coef=0.5)
+    assert m["pg_loss"].item() == pytest.approx(pg) and m["value_loss"].item() == pytest.approx(vf)
+    assert loss.item() == pytest.approx(pg + 0.5 * vf)
+    assert m["clip_fraction"].item() == pytest.approx(2 / 3)
+
+
+def test_kl_k3_and_adaptive_coefficient_by_hand():
+    logp, ref = torch.tensor([0.0, -1.0]), torch.tensor([-0.5, -1.0])
+    assert kl_k3(logp, ref).tolist() == pytest.approx([math.exp(-0.5) - 1 + 0.5, 0.0])
+    assert adapt_kl_coef(0.1, kl=0.3, target=0.1, horizon=100, n_steps=10) == pytest.approx(0.1 * (1 + 0.2 * 0.1))
+    assert adapt_kl_coef(0.1, kl=0.09, target=0.1, horizon=100, n_steps=10) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
+
+
+# ---- a round's data -------------------------------------------------------------------------------------------
+def test_round_advantages_skip_environment_tokens_and_end_at_zero(bc_ckpt):
+    """A two-turn episode: the advantages of its action tokens are GAE over those tokens only (the prompt's tokens
+    between them carry nothing), with the KL-shaped rewards and V = 0 after the true end."""
+    module = ppo(bc_ckpt, gamma=0.9, lam=0.8, kl_coef=0.5, whiten_advantages=False, train_batch_size=8, epochs=1)
+    episode = Episode([Turn(PROMPT, False), Turn(GOOD, True, 1.0), Turn(PROMPT, False), Turn(BAD, True, -1.0)], True)
+    (batch,) = module.prepare_round([episode], torch.Generator().manual_seed(0))
+    mask = batch["action_mask"][0]
+    (chunk,) = module.to_chunks([episode])[0]  # one whole-episode chunk (the task's history window is None)
+    scores = module.score_chunks([chunk])[0]
+    logp, ref, values = scores["logp"], scores["logp_ref"], scores["values"]
+    good, bad = (len(module.tokenizer.encode(t)) for t in (GOOD, BAD))
+    task_rewards = [0.0] * (good - 1) + [1.0] + [0.0] * (bad - 1) + [-1.0]
+    assert mask.sum().item() == good + bad == len(task_rewards)
+    shaped = [r - 0.5 * (a - b) for r, a, b in zip(task_rewards, logp.tolist(), ref.tolist())]
+    expected, expected_returns = gae(shaped, values.tolist(), 0.0, 0.9, 0.8)
+    assert batch["advantages"][0][mask].tolist() == pytest.approx(expected, abs=1e-5)
+    assert batch["returns"][0][mask].tolist() == pytest.approx(expected_returns, abs=1e-5)
+    assert batch["advantages"][0][~mask].abs().sum() == 0
+
+
+def test_bad_configs_are_one_line_errors(bc_ckpt):
+    with pytest.raises(LMRLError, match="kl_target and kl_horizon"):
+        ppo(bc_ckpt, kl_target=0.1)
+    with pytest.raises(LMRLError, match="bc_data"):
+        ppo(bc_ckpt, bc_weight=1.0)
+    with pytest.raises(LMRLError, match="needs a filter"):
+        OnlineFilteredBC(init_from=bc_ckpt, task="word_choice", filter="none")
+
+
+# ---- learning ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [PPO, OnlineFilteredBC])
+def test_online_rounds_learn_the_best_answer(bc_ckpt, cls):
+    """From the 50/50 BC policy, six rounds of 32 rollouts bring the mean return near the optimum of 1."""
+    L.seed_everything(0)
+    module = ppo(bc_ckpt) if cls is PPO else OnlineFilteredBC(
+        init_from=bc_ckpt, task="word_choice", decoding="rerank", n_rollouts=32, lr=1e-3, train_batch_size=16
+    )
+    trainer = L.Trainer(max_epochs=6, enable_checkpointing=False, **QUIET)
+    trainer.fit(module)
+    returns = [r["mean_return"] for r in module.round_history]
+    assert len(returns) == 6 and returns[0] < 0.65
+    assert min(returns[-2:]) >= 0.9, returns
+
+
+def test_ppo_step_accounting_and_frozen_reference(bc_ckpt):
+    """One optimiser step per minibatch: 2 rounds x 2 epochs x ceil(32 chunks / 16) = 8 steps; the reference
+    policy never changes."""
+    module = ppo(bc_ckpt)
+    reference = {k: v.clone() for k, v in module.reference.state_dict().items()}
+    trainer = L.Trainer(max_epochs=2, enable_checkpointing=False, **QUIET)
+    trainer.fit(module)
+    assert trainer.global_step == 8
+    assert all(torch.equal(v, module.reference.state_dict()[k]) for k, v in reference.items())
+    assert not torch.equal(module.model.transformer.wte.weight, module.reference.transformer.wte.weight)
+
+
+# ---- resume -----------------------------------------------------------------------------------------------------
+def test_resume_after_round_k_replays_round_k_plus_one(bc_ckpt, tmp_path):
+    """Stopping after round 2 and resuming from its checkpoint gives the same round-3 statistics and weights as an
+    uninterrupted 3-round run (adaptive KL coefficient included)."""
+    kwargs = dict(kl_target=0.01, kl_horizon=100.0, kl_coef=0.05, lr=3e-4)
+    L.seed_everything(0)
+    full = ppo(bc_ckpt, **kwargs)
+    L.Trainer(max_epochs=3, enable_checkpointing=False, **QUIET).fit(full)
+
+    L.seed_everything(0)
+    first = ppo(bc_ckpt, **kwargs)
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path), filename="round{epoch}", save_top_k=-1, auto_insert_metric_name=False)
+    L.Trainer(max_epochs=2, callbacks=[checkpoint], **QUIET).fit(first)
+    resumed = ppo(bc_ckpt, **kwargs)
+    L.Trainer(max_epochs=3, **QUIET, enable_checkpointing=False).fit(resumed, ckpt_path=str(tmp_path / "round1.ckpt"))
+    assert len(resumed.round_history) == 1 and int(resumed.rounds_done) == 3
+    assert 0 < full.round_history[2]["mean_return"] < 1  # the statistics below are not those of a solved task
+    timing = {"rollout_seconds", "update_seconds", "episodes_per_second"}
+    same = {k: v for k, v in full.round_history[2].items() if k not in timing}
+    assert {k: v for k, v in resumed.round_history[0].items() if k not in timing} == pytest.approx(same)
+    assert float(resumed.kl_coef) == pytest.approx(float(full.kl_coef))
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+# ---- DDP --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_process_ddp_rounds_keep_ranks_equal(bc_ckpt, tmp_path):
+    """Two CPU processes (gloo) play 16 episodes each per round, reduce the round statistics, take the same number
+    of optimiser steps and end with equal parameters."""
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+    }
+    proc = subprocess.run([sys.executable, str(DDP_SCRIPT), bc_ckpt, str(out), "2"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
+    assert rank0["world_size"] == 2 and rank0["global_step"] == rank1["global_step"] > 0
+    assert rank0["rounds"] == rank1["rounds"] and all(r["episodes"] == 32 for r in rank0["rounds"])
+    assert rank0["parameters"].keys() == rank1["parameters"].keys()
+    for name, values in rank0["parameters"].items():
+        assert values == pytest.approx(rank1["parameters"][name], abs=1e-6), name
+    start = torch.load(bc_ckpt, weights_only=True)["state_dict"]["model.transformer.wte.weight"].flatten()
+    assert rank0["parameters"]["model.transformer.wte.weight"] != pytest.approx(start.tolist(), abs=1e-6)
