@@ -72,14 +72,15 @@ def _fit(rest: Sequence[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from lmrl_lightning.algorithms.base import LMRLModule
-    from lmrl_lightning.data.datamodule import EpisodeDataModule
 
     # LightningCLI warns (echoing the whole command line) whenever `args` is passed while sys.argv has arguments,
     # which is always the case for `lmrl fit ...`; sys.argv must stay as it is, for DDP relaunches the command.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # No datamodule class: `data:` is then optional (online algorithms collect their own data) and takes any
+    # LightningDataModule by class_path (lmrl_lightning.data.datamodule.EpisodeDataModule for offline data).
     LightningCLI(
         LMRLModule,
-        EpisodeDataModule,
+        None,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=["fit", *_resolve_model_args(rest)],
