@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmrl_lightning.cli import main
+from lmrl_lightning.registry import task_names
 from lmrl_lightning.tasks import maze
 from lmrl_lightning.tasks.maze import MazeEnv
 from lmrl_lightning.tasks.maze.env import apply_move, describe_fo, optimal_moves, optimal_return
@@ -81,17 +82,24 @@ def test_malformed_dataset_stops_fit_with_one_error_line(data_dir, tmp_path):
     assert sum(str(bad) in line for line in stderr) == 1
 
 
+def valid_tasks() -> str:
+    """The registered tasks (maze, and those other tests register, e.g. word_choice)."""
+    names = task_names()
+    assert "maze" in names
+    return ", ".join(names)
+
+
 @pytest.mark.parametrize("command", [["data", "nope", "--out", "unused"], ["play", "nope"]])
 def test_unknown_task_lists_the_valid_ones(capsys, command):
     """`lmrl data` and `lmrl play` with an unknown task name list the registered tasks."""
-    assert one_line_error(capsys, command) == "lmrl: error: unknown task 'nope'; valid tasks: maze"
+    assert one_line_error(capsys, command) == f"lmrl: error: unknown task 'nope'; valid tasks: {valid_tasks()}"
 
 
 @pytest.mark.slow
 def test_eval_with_unknown_task_lists_the_valid_ones(capsys, checkpoint):
     """`lmrl eval --task nope` lists the registered tasks."""
     assert one_line_error(capsys, ["eval", str(checkpoint), "--task", "nope"]) == (
-        "lmrl: error: unknown task 'nope'; valid tasks: maze"
+        f"lmrl: error: unknown task 'nope'; valid tasks: {valid_tasks()}"
     )
 
 
@@ -111,7 +119,7 @@ def test_fit_with_unknown_algorithm_lists_the_valid_ones(capsys, data_dir, tmp_p
     argv = fit_args(data_dir / "train.jsonl", data_dir / "tokenizer", tmp_path, steps=1)
     argv[argv.index("lmrl_lightning.algorithms.BC")] = name
     assert one_line_error(capsys, argv) == (
-        f"lmrl: error: unknown algorithm {name!r}; valid: bc, mc_returns, ilql (or the dotted path of an LMRLModule subclass)"
+        f"lmrl: error: unknown algorithm {name!r}; valid: bc, mc_returns, ilql, ppo, online_filtered_bc (or the dotted path of an LMRLModule subclass)"
     )
 
 
