@@ -16,6 +16,7 @@ import torch
 from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
+from lmrl_lightning.models.lora import add_lora
 from lmrl_lightning.policies import LMPolicy, RerankPolicy
 
 Decoding = Literal["sample", "greedy", "rerank", "rerank_greedy"]
@@ -55,9 +56,19 @@ class LMRLModule(L.LightningModule):
         self.backbone_config = backbone
         self.tokenizer = load_tokenizer(backbone)
         self.model = build_backbone(backbone, self.tokenizer)
+        # With LoRA the policy is an adapter injected into `model` in place; `peft` is the handle that adds more
+        # adapters (kept off the module tree: its weights are `model`'s). Checkpoints then hold the adapters and
+        # heads only: the base is reloaded from `backbone.name_or_path`.
+        self.peft = add_lora(self.model, backbone.lora) if backbone.lora else None
+        self.strict_loading = self.peft is None
         if init_checkpoint is not None:
             weights = {k[len("model."):]: v for k, v in init_checkpoint["state_dict"].items() if k.startswith("model.")}
-            self.model.load_state_dict(weights)
+            missing, unexpected = self.model.load_state_dict(weights, strict=self.peft is None)
+            if unexpected or (self.peft is not None and any("lora_" in k for k in missing)):
+                raise LMRLError(
+                    f"checkpoint {init_from!r} does not match this backbone (e.g. {(unexpected or missing)[0]!r}); "
+                    "start from a checkpoint of the same model with the same LoRA settings"
+                )
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def policy(
@@ -105,6 +116,24 @@ class LMRLModule(L.LightningModule):
         return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if name == "peft":  # not a submodule (see __init__)
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def is_base_weight(self, key: str) -> bool:
+        """A frozen base weight, reloaded from the model directory rather than saved (LoRA only)."""
+        return self.peft is not None and key.startswith("model.") and "lora_" not in key
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.peft is None:
+            return state
+        for key in [k for k in state if self.is_base_weight(k)]:
+            del state[key]
+        return state
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What `lmrl eval` needs to rebuild this module and its evaluation without the training config.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -148,5 +177,8 @@ def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
     # adds its own `_class_path`/`_instantiator` entries to the hyper-parameters; they are not constructor args.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("_class_path", "_instantiator")}
     module = cls(**{**hparams, "init_from": None})
-    module.load_state_dict(checkpoint["state_dict"])
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    wrong = unexpected + [k for k in missing if not module.is_base_weight(k)]
+    if wrong:
+        raise LMRLError(f"checkpoint {str(path)!r} does not match {class_name}'s weights (e.g. {wrong[0]!r})")
     return module, meta

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, next_state_values
 from lmrl_lightning.models.backbone import BackboneConfig
-from lmrl_lightning.models.heads import HeadKind, frozen_copy, make_q_head, make_v_head, polyak_update
+from lmrl_lightning.models.heads import HeadKind, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.policies.sampling import eval_mode
 
 
@@ -96,7 +96,7 @@ class ILQL(ValueModule):
         self.q1 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
         self.q2 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
         self.v = make_v_head(kind, self.hidden_size, bias)
-        self.target_trunk = frozen_copy(self.trunk)
+        self.target_trunk = self.copy_of_policy("target", trainable=False, source="value")
         self.target_q1 = self._target_head(self.q1)
         self.target_q2 = self._target_head(self.q2)
 

@@ -31,6 +31,7 @@ from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
+from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
 
 
@@ -160,7 +161,8 @@ class PPO(OnlineModule):
         if bc_weight > 0 and not bc_data:
             raise LMRLError("bc_weight > 0 needs bc_data, the offline episodes to clone")
         self.automatic_optimization = False
-        self.reference = frozen_copy(self.model)
+        # The KL reference: the BC policy PPO starts from; with LoRA, the base with the adapter switched off.
+        self.reference = frozen_copy(self.model) if self.peft is None else AdapterView(self.model, None)
         self.value_head = make_v_head("linear", self.model.get_input_embeddings().weight.shape[1], value_bias)
         # Part of the state dict, so that a resumed run continues with the adapted coefficient.
         self.register_buffer("kl_coef", torch.tensor(float(kl_coef), dtype=torch.float64))

@@ -23,6 +23,7 @@ from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import HeadKind
+from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
 from lmrl_lightning.policies.rerank import RerankPolicy, next_token_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy
 
@@ -133,13 +134,21 @@ class ValueModule(LMRLModule):
         super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
         if discount_per not in ("token", "turn"):
             raise LMRLError(f"discount_per {discount_per!r}: valid: token, turn")
-        # pi_beta never trains; the trunk starts as a copy of it.
+        # pi_beta never trains; the trunk starts as a copy of it: a second adapter on the same base with LoRA.
         self.model.requires_grad_(False)
-        self.trunk = copy.deepcopy(self.model)
-        self.trunk.requires_grad_(True)
+        self.trunk = self.copy_of_policy("value", trainable=True)
         self.hidden_size = self.trunk.get_input_embeddings().weight.shape[1]
         self.vocab_size = self.trunk.get_output_embeddings().weight.shape[0]
         self.build_heads()
+
+    def copy_of_policy(self, name: str, trainable: bool, source: Optional[str] = None) -> torch.nn.Module:
+        """A copy of the policy (or of adapter `source`): a deep copy, or with LoRA a new adapter `name` on the
+        shared base, seen through an `AdapterView`."""
+        if self.peft is None:
+            copied = copy.deepcopy(self.trunk if source else self.model)
+            return copied.requires_grad_(trainable)
+        copy_adapter(self.peft, source or POLICY_ADAPTER, name, trainable)
+        return AdapterView(self.model, name)
 
     def build_heads(self) -> None:
         """Create the subclass's heads (the hyper-parameters are in `self.hparams`)."""

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.models.lora import LoraSettings
 from lmrl_lightning.models.tokenizer import end_of_turn_id
 
 # GPT-2 architecture sizes for models trained from scratch on CPU.
@@ -35,6 +36,10 @@ class BackboneConfig:
         dropout: dropout of a preset model (residual, attention, embedding).
         dtype: parameter dtype of the backbone (``float32``, ``bfloat16``, ``float16``).
         trust_remote_code: allow a model directory to run its own code (off unless you trust it).
+        lora: train LoRA adapters (peft) instead of every weight; the base stays frozen.
+        quantization: load the base in ``4bit`` (NF4) or ``8bit`` through bitsandbytes (needs lora and a model
+            directory: quantized weights are not trained).
+        gradient_checkpointing: recompute activations in the backward pass (less memory, slower).
     """
 
     name_or_path: str = "tiny"
@@ -43,6 +48,24 @@ class BackboneConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     trust_remote_code: bool = False
+    lora: Optional[LoraSettings] = None
+    quantization: Optional[Literal["4bit", "8bit"]] = None
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):  # as stored in a checkpoint's hyper-parameters
+            self.lora = LoraSettings(**self.lora)
+        if self.quantization not in (None, "4bit", "8bit"):
+            raise BackboneError(f"backbone.quantization {self.quantization!r}: valid: 4bit, 8bit (or none)")
+        if self.quantization and self.lora is None:
+            raise BackboneError(
+                f"backbone.quantization {self.quantization!r} needs backbone.lora: 4/8-bit weights are not trained"
+            )
+        if self.quantization and self.is_preset:
+            raise BackboneError(
+                f"backbone.quantization needs a model directory, not the preset {self.name_or_path!r} "
+                "(save it with save_pretrained first)"
+            )
 
     @property
     def is_preset(self) -> bool:
@@ -58,7 +81,8 @@ def load_tokenizer(config: BackboneConfig):
             "`lmrl data` beside the dataset"
         )
     if not Path(source).is_dir() and (config.tokenizer is not None or _looks_like_path(source)):
-        raise BackboneError(f"tokenizer directory {source!r} does not exist")
+        what = "tokenizer" if config.tokenizer is not None else "model"
+        raise BackboneError(f"{what} directory {source!r} does not exist")
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, local_files_only=True, trust_remote_code=config.trust_remote_code
@@ -72,7 +96,42 @@ def load_tokenizer(config: BackboneConfig):
 
 
 def build_backbone(config: BackboneConfig, tokenizer) -> PreTrainedModel:
-    """Build a preset from config or load a causal LM from a local directory / the local hub cache."""
+    """Build a preset from config or load a causal LM from a local directory / the local hub cache, quantized and
+    prepared for k-bit training when asked (LoRA adapters are added by the algorithm module)."""
+    model = _load_model(config, tokenizer)
+    if config.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        _keep_4bit_weights_trainable_on_cpu(model)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _keep_4bit_weights_trainable_on_cpu(model: PreTrainedModel) -> None:
+    # On CPUs with AVX512-BF16 a Linear4bit run in eval mode repacks its weight, and the next training forward
+    # fails ("a view of a leaf Variable ... in-place operation"): the rollout-then-train cycle. See stack-notes.
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+
+
+def _quantization_config(config: BackboneConfig, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    if config.quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
     dtype = getattr(torch, config.dtype)
     if config.is_preset:
         preset = TINY_PRESETS[config.name_or_path]
@@ -93,11 +152,13 @@ def build_backbone(config: BackboneConfig, tokenizer) -> PreTrainedModel:
     if _looks_like_path(config.name_or_path) and not Path(config.name_or_path).is_dir():
         raise BackboneError(f"model directory {config.name_or_path!r} does not exist")
     try:
+        extra = {"quantization_config": _quantization_config(config, dtype)} if config.quantization else {}
         return AutoModelForCausalLM.from_pretrained(
             config.name_or_path,
             local_files_only=True,
             dtype=dtype,
             trust_remote_code=config.trust_remote_code,
+            **extra,
         )
     except (OSError, ValueError) as e:
         raise BackboneError(
