@@ -19,6 +19,10 @@ TINY_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+# A directory holds a tokenizer when it has one of these (fast, slow SentencePiece, or BPE vocabulary files).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 class BackboneError(LMRLError):
     """A model or tokenizer that cannot be loaded; the message says what to pass instead."""
 
@@ -83,6 +87,11 @@ def load_tokenizer(config: BackboneConfig):
     if not Path(source).is_dir() and (config.tokenizer is not None or _looks_like_path(source)):
         what = "tokenizer" if config.tokenizer is not None else "model"
         raise BackboneError(f"{what} directory {source!r} does not exist")
+    if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise BackboneError(
+            f"directory {source!r} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); save one there or pass "
+            "backbone.tokenizer"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, local_files_only=True, trust_remote_code=config.trust_remote_code
