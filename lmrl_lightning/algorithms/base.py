@@ -12,7 +12,9 @@ from typing import Literal, Optional, Sequence, Union
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from lmrl_lightning.checkpointing import AtomicCheckpointIO, rng_state, set_rng_state
 from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
@@ -134,6 +136,11 @@ class LMRLModule(L.LightningModule):
             del state[key]
         return state
 
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the default: make its saves atomic
+            strategy.checkpoint_io = AtomicCheckpointIO()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What `lmrl eval` needs to rebuild this module and its evaluation without the training config.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -142,6 +149,12 @@ class LMRLModule(L.LightningModule):
             "task": getattr(datamodule, "task", None),
             "variant": getattr(datamodule, "variant", None),
         }
+        # A resumed run draws the same data order and samples as an uninterrupted one.
+        checkpoint["lmrl_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "lmrl_rng" in checkpoint:
+            set_rng_state(checkpoint["lmrl_rng"])
 
 
 def read_checkpoint(path: Union[str, Path]) -> dict:
