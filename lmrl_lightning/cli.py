@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional, Sequence
 
 from lmrl_lightning.errors import LMRLError
@@ -93,7 +94,12 @@ def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.registry import get_task
     from lmrl_lightning.rollout import evaluate_task, format_transcript, summarise
 
-    module, meta = load_module(args.checkpoint)
+    if Path(args.checkpoint).is_dir():
+        from lmrl_lightning.export import load_export
+
+        module, meta = load_export(args.checkpoint)
+    else:
+        module, meta = load_module(args.checkpoint)
     task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
     decoding = args.decoding or task.default_decoding
@@ -161,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fit", help="train from a config (LightningCLI; see `lmrl fit --help`)", add_help=False)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint with the task's protocol")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a .ckpt file or an `lmrl export` directory")
     p.add_argument("--task", default=None, help="default: the task recorded in the checkpoint")
     p.add_argument("--variant", default=None)
     p.add_argument("--rollouts", type=int, default=None, help="rollouts per evaluation start (default: paper)")
@@ -172,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")
+
+    p = sub.add_parser("export", help="write a checkpoint as a directory that transformers/peft and `lmrl eval` load")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="new directory")
+    p.add_argument("--merge", action="store_true", help="LoRA: write the policy with its adapter merged in")
 
     p = sub.add_parser("play", help="play a task yourself")
     p.add_argument("task")
@@ -203,6 +214,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _eval(args)
         elif args.command == "play":
             _play(args)
+        elif args.command == "export":
+            from lmrl_lightning.export import export_module
+
+            print(f"exported to {export_module(args.checkpoint, args.out, args.merge)}")
         elif args.command == "quickstart":
             from lmrl_lightning.quickstart import run_quickstart
 

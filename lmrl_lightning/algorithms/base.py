@@ -153,6 +153,12 @@ class LMRLModule(L.LightningModule):
         checkpoint["lmrl_rng"] = rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        written_by = (checkpoint.get("lmrl") or {}).get("algorithm")
+        mine = f"{type(self).__module__}.{type(self).__qualname__}"
+        if written_by != mine:
+            raise LMRLError(
+                f"cannot resume {type(self).__name__} from a checkpoint written by {written_by or 'another program'}"
+            )
         if "lmrl_rng" in checkpoint:
             set_rng_state(checkpoint["lmrl_rng"])
 
@@ -175,17 +181,24 @@ def read_checkpoint(path: Union[str, Path]) -> dict:
     return checkpoint
 
 
+def import_algorithm(dotted: str, source: str) -> type:
+    """The LMRLModule class at `dotted` (as recorded by a checkpoint or an export from `source`)."""
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise LMRLError(f"{source} needs algorithm {dotted!r}, which cannot be imported") from None
+    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
+        raise LMRLError(f"{source} names {dotted!r}, which is not an LMRLModule")
+    return cls
+
+
 def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
     """Rebuild a trained module from a Lightning checkpoint (read with weights_only=True) and its lmrl metadata."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint["lmrl"]
-    module_name, _, class_name = meta["algorithm"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
-        raise LMRLError(f"checkpoint {str(path)!r} needs algorithm {meta['algorithm']!r}, which cannot be imported") from None
-    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
-        raise LMRLError(f"checkpoint {str(path)!r} names {meta['algorithm']!r}, which is not an LMRLModule")
+    cls = import_algorithm(meta["algorithm"], f"checkpoint {str(path)!r}")
+    class_name = cls.__name__
     # The state dict holds every weight: do not read the checkpoint this one was initialised from. LightningCLI
     # adds its own `_class_path`/`_instantiator` entries to the hyper-parameters; they are not constructor args.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("_class_path", "_instantiator")}
