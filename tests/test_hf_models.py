@@ -63,7 +63,9 @@ def test_loads_each_architecture_with_its_tokenizer(model_dirs, arch):
 def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization):
     import bitsandbytes as bnb
 
-    backbone = BackboneConfig(str(model_dirs[arch]), lora=LoraSettings(r=4), quantization=quantization)
+    # On the CPU even where a GPU exists (the CUDA run of these paths is in test_gpu.py).
+    backbone = BackboneConfig(str(model_dirs[arch]), lora=LoraSettings(r=4), quantization=quantization,
+                              quantized_device="cpu")
     data = lambda: EpisodeDataModule(str(model_dirs["root"] / "words.jsonl"), window="all", batch_size=8,  # noqa: E731
                                      val_fraction=0.0)
     is_base = lambda n: n.startswith("model.") and "lora_" not in n  # noqa: E731

@@ -44,6 +44,8 @@ class BackboneConfig:
         quantization: load the base in ``4bit`` (NF4) or ``8bit`` through bitsandbytes (needs lora and a model
             directory: quantized weights are not trained).
         gradient_checkpointing: recompute activations in the backward pass (less memory, slower).
+        quantized_device: where a 4/8-bit base is loaded (bitsandbytes quantizes it there and it stays): default
+            the current CUDA device when there is one, else the CPU. Other bases are placed by the Trainer.
     """
 
     name_or_path: str = "tiny"
@@ -55,6 +57,7 @@ class BackboneConfig:
     lora: Optional[LoraSettings] = None
     quantization: Optional[Literal["4bit", "8bit"]] = None
     gradient_checkpointing: bool = False
+    quantized_device: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):  # as stored in a checkpoint's hyper-parameters
@@ -161,7 +164,13 @@ def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
     if _looks_like_path(config.name_or_path) and not Path(config.name_or_path).is_dir():
         raise BackboneError(f"model directory {config.name_or_path!r} does not exist")
     try:
-        extra = {"quantization_config": _quantization_config(config, dtype)} if config.quantization else {}
+        extra = {}
+        if config.quantization:
+            extra["quantization_config"] = _quantization_config(config, dtype)
+            device = config.quantized_device
+            if device is None:
+                device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+            extra["device_map"] = {"": device}
         return AutoModelForCausalLM.from_pretrained(
             config.name_or_path,
             local_files_only=True,
@@ -179,3 +188,23 @@ def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
 def _looks_like_path(name: str) -> bool:
     # A hub id is "name" or "org/name"; anything else is meant as a local directory.
     return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def bitsandbytes_precision(module: torch.nn.Module, mode: str = "nf4-dq", dtype: Optional[torch.dtype] = None):
+    """Lightning's `BitsandbytesPrecision` plugin for an lmrl module (CUDA only): it quantizes the frozen base's
+    `nn.Linear` layers when the Trainer sets up, never a LoRA adapter or a head. (GPT-2's blocks are Conv1D, which
+    the plugin leaves alone: load such models with `backbone.quantization` instead, which works on CPU too.)
+
+        Trainer(plugins=[bitsandbytes_precision(module)], accelerator="gpu")
+    """
+    if not torch.cuda.is_available():
+        raise LMRLError(
+            "Lightning's bitsandbytes precision plugin needs a CUDA GPU; on CPU set backbone.quantization (4bit/8bit)"
+        )
+    from lightning.pytorch.plugins import BitsandbytesPrecision
+
+    keep = {
+        name for name, m in module.named_modules()
+        if isinstance(m, torch.nn.Linear) and ("lora_" in name or not name.startswith("model."))
+    }
+    return BitsandbytesPrecision(mode, dtype, ignore_modules=keep)
