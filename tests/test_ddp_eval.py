@@ -4,14 +4,11 @@ tests/ddp_eval_script.py runs in a subprocess (plain `ddp` relaunches the script
 and once with two; each rank records the episodes it played and the gathered episodes it saw.
 """
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ddp_helpers import run_ddp_script
 from lmrl_lightning.data.prepare import prepare_task_data
 
 pytestmark = pytest.mark.slow
@@ -20,23 +17,10 @@ SCRIPT = Path(__file__).with_name("ddp_eval_script.py")
 N_EPISODES = 25 * 2  # 25 maze starts x the script's N_ROLLOUTS
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_script(data_dir: Path, out_dir: Path, devices: int) -> list[dict]:
     """Run the script on `devices` processes; the per-rank records, rank 0 first."""
     out_dir.mkdir()
-    env = {
-        **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-    }
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(data_dir), str(out_dir), str(devices)],
-        env=env, capture_output=True, text=True, timeout=240,
-    )
+    proc = run_ddp_script(SCRIPT, [data_dir, out_dir, devices], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(devices)]
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +15,7 @@ from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, gae, ppo_loss
 from lmrl_lightning.algorithms.ppo import adapt_kl_coef, kl_k3
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.errors import LMRLError
-from test_ddp_eval import free_port
+from ddp_helpers import run_ddp_script
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*IterableDataset.*"), pytest.mark.filterwarnings("ignore:.*ddp.*")]
@@ -167,12 +164,7 @@ def test_two_process_ddp_rounds_keep_ranks_equal(bc_ckpt, tmp_path):
     of optimiser steps and end with equal parameters."""
     out = tmp_path / "ddp"
     out.mkdir()
-    env = {
-        **os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-    }
-    proc = subprocess.run([sys.executable, str(DDP_SCRIPT), bc_ckpt, str(out), "2"], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_ddp_script(DDP_SCRIPT, [bc_ckpt, out, 2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
     assert rank0["world_size"] == 2 and rank0["global_step"] == rank1["global_step"] > 0
