@@ -93,9 +93,12 @@ def main(argv=None) -> None:
         print(f"{name}: score {r['normalised_score']:.1f} (paper {r['paper_normalised']}), success "
               f"{r['success_rate']:.3f}, {r['rollout_episodes_per_second']:.1f} episodes/s in rollouts, "
               f"rollout/update {rollout_s:.0f}/{update_s:.0f} s", flush=True)
-    payload = {"benchmark": "maze_online", "command": command_line(), "machine": machine_info(), "config": vars(args),
-               "rows": rows, "wall_seconds": round(time.time() - started, 1)}
-    path = write_json(Path(args.results) if args.results else RESULTS_DIR / f"maze_online_{args.variant}.json", payload)
+        # Written after every algorithm: a run stopped later keeps the rows it finished.
+        payload = {"benchmark": "maze_online", "command": command_line(), "machine": machine_info(),
+                   "config": vars(args), "rows": rows, "wall_seconds": round(time.time() - started, 1)}
+        path = write_json(
+            Path(args.results) if args.results else RESULTS_DIR / f"maze_online_{args.variant}.json", payload
+        )
     print(f"wall time {payload['wall_seconds']} s; results: {path}")
 
 
