@@ -61,7 +61,7 @@ class LMRLModule(L.LightningModule):
         # With LoRA the policy is an adapter injected into `model` in place; `peft` is the handle that adds more
         # adapters (kept off the module tree: its weights are `model`'s). Checkpoints then hold the adapters and
         # heads only: the base is reloaded from `backbone.name_or_path`.
-        self.peft = add_lora(self.model, backbone.lora) if backbone.lora else None
+        object.__setattr__(self, "peft", add_lora(self.model, backbone.lora) if backbone.lora else None)
         self.strict_loading = self.peft is None
         if init_checkpoint is not None:
             weights = {k[len("model."):]: v for k, v in init_checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -118,12 +118,6 @@ class LMRLModule(L.LightningModule):
         return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
-    def __setattr__(self, name, value):
-        if name == "peft":  # not a submodule (see __init__)
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def is_base_weight(self, key: str) -> bool:
         """A frozen base weight, reloaded from the model directory rather than saved (LoRA only)."""
         return self.peft is not None and key.startswith("model.") and "lora_" not in key

@@ -169,20 +169,26 @@ class PPO(OnlineModule):
         self._bc_chunks: Optional[list[TokenChunk]] = None
 
     # ---- per-token quantities -----------------------------------------------------------------------------------
-    def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Policy logits [N, V], log-probs [N] of the taken tokens and values [N] at the batch's action steps,
-        and the value at every position [B, T] (for the bootstrap)."""
+    @staticmethod
+    def action_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`model`'s last hidden states [B, T, d], and its logits [N, V] and log-probs [N] of the taken tokens at
+        the batch's action steps (only those rows go through the output projection)."""
         mask = batch["action_mask"]
-        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         hidden = hidden.last_hidden_state
-        logits = self.model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+        logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
         logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:][mask][:, None]).squeeze(-1)
-        all_values = self.value_head(hidden).squeeze(-1).float()
-        return logits, logp, all_values
+        return hidden, logits, logp
+
+    def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy logits [N, V] and log-probs [N] at the batch's action steps, and V at every position [B, T]."""
+        hidden, logits, logp = self.action_logprobs(self.model, batch)
+        return logits, logp, self.value_head(hidden).squeeze(-1).float()
 
     @torch.no_grad()
     def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[dict[str, torch.Tensor]]:
-        """logp, logp_ref and V at each chunk's action steps, and V at its last token, with the current weights."""
+        """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights; and V at its
+        last token."""
         device = self.device
         out = []
         pad = self.tokenizer.pad_token_id
@@ -190,16 +196,16 @@ class PPO(OnlineModule):
             for i in range(0, len(chunks), self.hparams.rollout_batch_size):
                 part = chunks[i:i + self.hparams.rollout_batch_size]
                 batch = {k: v.to(device) for k, v in collate_chunks(part, pad).items()}
+                mask = batch["action_mask"]
                 _, logp, all_values = self.forward_actions(batch)
-                ref_logits = self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                ref_logp = torch.log_softmax(ref_logits.logits[:, :-1].float(), -1)
-                ref_logp = ref_logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)[batch["action_mask"]]
-                counts = batch["action_mask"].sum(1).tolist()
-                values = all_values[:, :-1][batch["action_mask"]]
+                _, _, ref_logp = self.action_logprobs(self.reference, batch)
+                counts = mask.sum(1).tolist()
                 last = batch["attention_mask"].sum(1) - 1
                 last_values = all_values[torch.arange(len(part), device=device), last]
-                for j, (lp, rlp, v) in enumerate(zip(logp.split(counts), ref_logp.split(counts), values.split(counts))):
-                    out.append({"logp": lp.cpu(), "logp_ref": rlp.cpu(), "values": v.cpu(),
+                per_chunk = zip(batch["rewards"][mask].split(counts), logp.split(counts), ref_logp.split(counts),
+                                all_values[:, :-1][mask].split(counts))
+                for j, (r, lp, rlp, v) in enumerate(per_chunk):
+                    out.append({"rewards": r.cpu(), "logp": lp.cpu(), "logp_ref": rlp.cpu(), "values": v.cpu(),
                                 "last_value": float(last_values[j])})
         return out
 
@@ -217,7 +223,7 @@ class PPO(OnlineModule):
             logp = torch.cat([x["logp"] for x in s])
             logp_ref = torch.cat([x["logp_ref"] for x in s])
             values = torch.cat([x["values"] for x in s])
-            task_rewards = torch.cat([torch.tensor(c.rewards[1:])[torch.tensor(c.is_action[1:])] for c in cs])
+            task_rewards = torch.cat([x["rewards"] for x in s])
             shaped = task_rewards - kl_coef * (logp - logp_ref)
             kl_sum += float(kl_k3(logp, logp_ref).sum())
             n_tokens += logp.numel()
