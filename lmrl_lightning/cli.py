@@ -131,7 +131,7 @@ def _play(args: argparse.Namespace) -> None:
     history = env.reset(seed=args.seed)
     total, done = 0.0, False
     hint = f" (one of: {', '.join(a.strip() for a in task.candidate_actions)})" if task.candidate_actions else ""
-    print(f"{task.name} ({variant}): type your action{hint}; an empty line or Ctrl-D quits.")
+    print(f"{task.description}\n{task.name} ({variant}): type your action{hint}; an empty line or Ctrl-D quits.")
     while not done:
         print(history[-1].text, end="")
         try:
@@ -145,6 +145,8 @@ def _play(args: argparse.Namespace) -> None:
         total += reward
         print(f"  reward {reward:g}, return so far {total:g}")
     print(history[-1].text, end="")
+    if getattr(env, "answer", None):  # a hidden-word game tells the player what the word was
+        print(f"the word was {env.answer!r}")
     print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
 
 

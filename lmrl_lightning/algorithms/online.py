@@ -75,6 +75,8 @@ class OnlineModule(LMRLModule):
     Args (beyond `LMRLModule`'s):
         task: registered task whose simulator the policy plays.
         variant: task variant (default: the task's first).
+        env_options: keyword arguments of the task's environment for training rollouts (e.g. Wordle's
+            ``bad_word_reward: -10``, the original's RL training value; evaluation keeps the task's defaults).
         n_rollouts: episodes per round, over all DDP ranks (paper: 128; each rank plays its share).
         rollout_batch_size: episodes stepped together by the batched rollout engine.
         decoding: how rollouts decode (default: the task's evaluation decoding): ``sample`` (the policy's own
@@ -97,6 +99,7 @@ class OnlineModule(LMRLModule):
         betas: tuple[float, float] = (0.9, 0.95),
         task: str = "maze",
         variant: Optional[str] = None,
+        env_options: Optional[dict[str, Any]] = None,
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
@@ -144,7 +147,7 @@ class OnlineModule(LMRLModule):
         decoding = self.hparams.decoding or self.task_spec.default_decoding
         policy = self.policy(decoding, self.hparams.temperature, self.task_spec.candidate_actions)
         return rollout(
-            self.task_spec.make_env(self.variant), policy, self.round_specs(), self.hparams.rollout_batch_size,
+            self.task_spec.make_env(self.variant, **(self.hparams.env_options or {})), policy, self.round_specs(), self.hparams.rollout_batch_size,
             policy_seed=self.hparams.seed,
         )
 

@@ -7,7 +7,7 @@ again, so every rank trains on its share; a round that keeps nothing is skipped 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -39,6 +39,7 @@ class OnlineFilteredBC(OnlineModule):
         betas: tuple[float, float] = (0.9, 0.95),
         task: str = "maze",
         variant: Optional[str] = None,
+        env_options: Optional[dict[str, Any]] = None,
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
@@ -51,7 +52,7 @@ class OnlineFilteredBC(OnlineModule):
         top_fraction: float = 0.3,
     ):
         super().__init__(
-            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, n_rollouts,
+            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
             rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,
         )
         if filter == "none":

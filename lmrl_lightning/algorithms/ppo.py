@@ -17,7 +17,7 @@ The KL coefficient is fixed, or adapted once per round towards `kl_target` (Zieg
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -129,6 +129,7 @@ class PPO(OnlineModule):
         betas: tuple[float, float] = (0.9, 0.95),
         task: str = "maze",
         variant: Optional[str] = None,
+        env_options: Optional[dict[str, Any]] = None,
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
@@ -153,7 +154,7 @@ class PPO(OnlineModule):
         grad_clip: Optional[float] = None,
     ):
         super().__init__(
-            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, n_rollouts,
+            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
             rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,
         )
         if (kl_target is None) != (kl_horizon is None):

@@ -1,6 +1,8 @@
 """The maze task (spec §2.1): FO and PO variants of the double-T maze, registered as "maze"."""
 from __future__ import annotations
 
+from typing import Any
+
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation
 from lmrl_lightning.tasks.maze.datagen import format_stats_table, generate_dataset
@@ -22,8 +24,9 @@ NORMALISATION: dict[str, Normalisation] = {
 }
 
 
-def make_env(variant: str) -> MazeEnv:
-    return MazeEnv(TASK.check_variant(variant))
+def make_env(variant: str, **kwargs: Any) -> MazeEnv:
+    """The maze of `variant`; keyword arguments go to `MazeEnv` (max_steps, last_k)."""
+    return MazeEnv(TASK.check_variant(variant), **kwargs)
 
 
 def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
