@@ -69,7 +69,8 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
     return out
 
 
-def _fit(rest: Sequence[str]) -> None:
+def _fit(rest: Sequence[str]):
+    """`lmrl fit`; returns the LightningCLI (its trainer, model and callbacks) to in-process callers."""
     from lightning.pytorch.cli import LightningCLI
 
     from lmrl_lightning.algorithms.base import LMRLModule
@@ -79,7 +80,7 @@ def _fit(rest: Sequence[str]) -> None:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     # No datamodule class: `data:` is then optional (online algorithms collect their own data) and takes any
     # LightningDataModule by class_path (lmrl_lightning.data.datamodule.EpisodeDataModule for offline data).
-    LightningCLI(
+    return LightningCLI(
         LMRLModule,
         None,
         subclass_mode_model=True,

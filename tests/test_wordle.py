@@ -3,9 +3,11 @@ the expert's return, the dataset generator's statistics and streaming, and the e
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lmrl_lightning.cli import main
 from lmrl_lightning.data.jsonl import read_episodes
@@ -226,3 +228,37 @@ def test_lmrl_data_wordle_tokenizer_sees_one_letter_per_token(tmp_path, capsys):
 
     tok = AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer"))
     assert [tok.decode([i]) for i in tok.encode("c r a n e\n")] == ["c", " r", " a", " n", " e", "\n"]
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
+
+
+@pytest.mark.slow
+def test_every_wordle_example_config_trains(tmp_path):
+    """The six example configs run as written through `lmrl fit`, a few steps each on 200 games, with the data
+    and checkpoint paths pointed at a temporary directory and the 4096-game evaluation left out: BC and %BC
+    from scratch, then MC, ILQL, PPO (with its BC term) and online %BC from the BC checkpoint."""
+    data = tmp_path / "data"
+    assert main(["data", "wordle", "--out", str(data), "--episodes", "200", "--vocab-size", "300"]) == 0
+
+    def fit(config: str, *overrides: str) -> Path:
+        root = tmp_path / config
+        assert main([
+            "fit", "-c", str(CONFIGS / f"wordle_{config}.yaml"), *overrides,
+            "--trainer.callbacks=[]", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",
+        ]) == 0
+        (checkpoint,) = (root / "checkpoints").glob("*.ckpt")
+        return checkpoint
+
+    offline = ["--data.data_path", str(data / "train.jsonl"), "--trainer.max_steps", "3"]
+    bc = fit("bc", *offline, "--model.backbone.tokenizer", str(data / "tokenizer"))
+    fit("filtered_bc", *offline, "--model.backbone.tokenizer", str(data / "tokenizer"))
+    for config in ("mc_returns", "ilql"):
+        fit(config, *offline, "--model.init_from", str(bc))
+    online = ["--model.init_from", str(bc), "--model.n_rollouts", "8", "--model.rollout_batch_size", "8",
+              "--trainer.max_epochs", "1"]
+    ppo = fit("ppo", *online, "--model.bc_data", str(data / "train.jsonl"))
+    fit("online_filtered_bc", *online)
+    state = torch.load(ppo, map_location="cpu", weights_only=True)
+    assert state["hyper_parameters"]["env_options"] == {"bad_word_reward": -10.0}
