@@ -24,7 +24,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
-from lmrl_lightning.policies.rerank import RerankPolicy, next_token_logprobs
+from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy
 
 DiscountPer = Literal["token", "turn"]
@@ -245,10 +245,26 @@ class ValueRerankPolicy(RerankPolicy):
     def modules(self) -> list:
         return [self.model, self.trunk]
 
-    def token_scores(self, ids, mask, positions):
-        device = next(self.trunk.parameters()).device
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        logp = next_token_logprobs(self.model, ids, mask, positions)
-        hidden = self.trunk.base_model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
-        values = self.guidance_at(hidden[:, :-1], ids[:, 1:])
-        return logp + self.beta * values
+    def features(self, ids, mask, positions, cache, last_only):
+        policy_cache, trunk_cache = cache if cache is not None else (None, None)
+        (logits,), policy_cache = lm_features(self.model, ids, mask, positions, policy_cache, last_only)
+        out = self.trunk.base_model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=trunk_cache, use_cache=True
+        )
+        hidden = out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
+        return (logits, hidden), _PairCache(policy_cache, out.cache)
+
+    def token_scores(self, features, tokens):
+        logits, hidden = features
+        return token_logprobs(logits, tokens) + self.beta * self.guidance_at(hidden, tokens)
+
+
+class _PairCache(tuple):
+    """The policy's and the trunk's KV caches, repeated together."""
+
+    def __new__(cls, policy_cache, trunk_cache):
+        return super().__new__(cls, (policy_cache, trunk_cache))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        for cache in self:
+            cache.batch_repeat_interleave(repeats)

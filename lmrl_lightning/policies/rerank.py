@@ -10,41 +10,62 @@ from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.policies.sampling import encode_histories, eval_mode, left_pad, row_uniform, unique_rows
 
 
-def next_token_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """log p(token p+1 | tokens <= p) at each position p of a batch: [B, W-1]."""
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
-    return torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+Features = tuple[torch.Tensor, ...]
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens) under `logits` [..., V] (one token per position)."""
+    return torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)
+
+
+def lm_features(model, ids, mask, positions, cache, last_only: bool) -> tuple[Features, object]:
+    """The model's logits at every position (or the last only) and its KV cache after `ids`."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1 if last_only else 0)
+    return (out.logits,), out.cache
 
 
 @torch.inference_mode()
 def candidate_scores(
-    token_scores: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    features: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object, bool], tuple[Features, object]],
+    token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
     pad_id: int,
     prompts: Sequence[list[int]],
     candidates: Sequence[list[int]],
+    device,
 ) -> torch.Tensor:
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
-    All prompt x candidate sequences run as one left-padded batch; `token_scores(ids, mask, positions)` gives
-    [B, W-1], the score at position p of token p+1.
+    Each prompt runs once (left-padded); its KV cache is then repeated once per candidate and only the
+    candidates' tokens run on top of it, right-padded. `features(ids, mask, positions, cache, last_only)` gives
+    per-position feature tensors and the cache after `ids`; `token_scores(features, tokens)` scores the token
+    that follows each position: [B, T].
     """
-    rows = [p + c for p in prompts for c in candidates]
-    ids, mask, positions = left_pad(rows, pad_id, "cpu")
-    scores = token_scores(ids, mask, positions)
-    device = scores.device
-    lengths = torch.tensor([len(c) for c in candidates] * len(prompts), device=device)
-    width = ids.shape[1]
-    # every row ends at the last column (left padding)
-    in_candidate = torch.arange(width - 1, device=device)[None, :] >= (width - 1 - lengths)[:, None]
-    return (scores * in_candidate).sum(-1).view(len(prompts), len(candidates))
+    n_prompts, n_candidates = len(prompts), len(candidates)
+    ids, mask, positions = left_pad(prompts, pad_id, device)
+    last, cache = features(ids, mask, positions, None, True)
+    cache.batch_repeat_interleave(n_candidates)
+    length = max(len(c) for c in candidates)
+    cand = torch.full((n_candidates, length), pad_id, dtype=torch.long, device=device)
+    cand_mask = torch.zeros((n_candidates, length), dtype=torch.long, device=device)
+    for j, c in enumerate(candidates):
+        cand[j, : len(c)] = torch.tensor(c, device=device)
+        cand_mask[j, : len(c)] = 1
+    cand, cand_mask = cand.repeat(n_prompts, 1), cand_mask.repeat(n_prompts, 1)
+    full_mask = torch.cat([mask.repeat_interleave(n_candidates, 0), cand_mask], dim=1)
+    cand_positions = positions[:, -1:].repeat_interleave(n_candidates, 0) + 1 + torch.arange(length, device=device)
+    after, _ = features(cand, full_mask, cand_positions, cache, False)
+    # The prompt's last position scores the first candidate token; candidate position k scores token k + 1.
+    first = token_scores(tuple(f[:, -1:].repeat_interleave(n_candidates, 0) for f in last), cand[:, :1])
+    rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:]) * cand_mask[:, 1:]
+    return (first.sum(-1) + rest.sum(-1)).view(n_prompts, n_candidates)
 
 
 def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
     """Log-probability of each candidate's tokens after each prompt: [len(prompts), len(candidates)]."""
-    device = next(model.parameters()).device
     return candidate_scores(
-        lambda ids, mask, pos: next_token_logprobs(model, ids.to(device), mask.to(device), pos.to(device)),
-        pad_id, prompts, candidates,
+        lambda *args: lm_features(model, *args), lambda f, tokens: token_logprobs(f[0], tokens),
+        pad_id, prompts, candidates, next(model.parameters()).device,
     )
 
 
@@ -73,16 +94,22 @@ class RerankPolicy(BatchedTextPolicy):
         """The networks this policy runs (put in eval mode while it scores)."""
         return [self.model]
 
-    def token_scores(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Per-token score whose sum over a candidate ranks it, [B, W-1]: here the model's log-probability."""
-        device = next(self.model.parameters()).device
-        return next_token_logprobs(self.model, ids.to(device), mask.to(device), positions.to(device))
+    def features(self, ids, mask, positions, cache, last_only: bool) -> tuple[Features, object]:
+        """What the per-token score reads at each position (here the model's logits), and the KV cache."""
+        return lm_features(self.model, ids, mask, positions, cache, last_only)
+
+    def token_scores(self, features: Features, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token score whose sum over a candidate ranks it, [B, T]: here the model's log-probability."""
+        return token_logprobs(features[0], tokens)
 
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
         with eval_mode(*self.modules()):
-            out = candidate_scores(self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids)
+            out = candidate_scores(
+                self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
+                next(self.model.parameters()).device,
+            )
         return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):

@@ -38,6 +38,7 @@ from lmrl_lightning.data.jsonl import write_episodes
 from lmrl_lightning.env import Episode
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
+from lmrl_lightning.scoring import format_dataset_stats
 from lmrl_lightning.tasks.maze.env import DEFAULT_MAX_STEPS, START_POSITIONS, MazeEnv, Position, Variant
 from lmrl_lightning.tasks.maze.policies import SUBMAZES, MixturePolicy, submaze_of
 
@@ -171,23 +172,13 @@ def dataset_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:
-    """A small text table of the statistics beside the paper's Table 1."""
-    rows = [
-        ("episodes", "n_episodes", "{:.0f}"),
-        ("mean length (turns)", "mean_length", "{:.2f}"),
-        ("std length", "std_length", "{:.2f}"),
-        ("success rate", "success_rate", "{:.3f}"),
-        ("mean return", "mean_return", "{:.2f}"),
-        ("std return", "std_return", "{:.2f}"),
-    ]
-    lines = [f"{'':<22}{'ours':>10}{'paper':>10}"]
-    for label, key, fmt in rows:
-        lines.append(f"{label:<22}{fmt.format(stats[key]['ours']):>10}{fmt.format(stats[key]['paper']):>10}")
+    """The statistics beside the paper's Table 1, with the success rate of each submaze."""
+    lines = [format_dataset_stats(stats, "turns")]
     for name, group in stats.get("per_submaze", {}).items():
         label = f"success, {name}"
-        lines.append(f"{label:<22}{group['success_rate']:>10.3f}{'':>10}   ({group['n_episodes']} episodes)")
+        lines.append(f"{label:<24}{group['success_rate']:>10.3f}{'':>10}   ({group['n_episodes']} episodes)")
     if "truncated_fraction" in stats:
-        lines.append(f"{'truncated (done=false)':<22}{stats['truncated_fraction']:>10.3f}")
+        lines.append(f"{'truncated (done=false)':<24}{stats['truncated_fraction']:>10.3f}")
     return "\n".join(lines)
 
 

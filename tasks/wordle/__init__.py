@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
-from lmrl_lightning.scoring import Normalisation
+from lmrl_lightning.scoring import Normalisation, format_dataset_stats
 from lmrl_lightning.tasks.wordle.datagen import PAPER_PROB_CONSISTENT, generate_dataset
 from lmrl_lightning.tasks.wordle.env import (
     EVAL_BAD_WORD_REWARD,
@@ -50,18 +50,7 @@ def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:
-    rows = [
-        ("games", "n_episodes", "{:.0f}"),
-        ("mean length (guesses)", "mean_length", "{:.2f}"),
-        ("std length", "std_length", "{:.2f}"),
-        ("success rate", "success_rate", "{:.3f}"),
-        ("mean return", "mean_return", "{:.2f}"),
-        ("std return", "std_return", "{:.2f}"),
-    ]
-    lines = [f"{'':<24}{'ours':>10}{'paper':>10}"]
-    for label, key, fmt in rows:
-        lines.append(f"{label:<24}{fmt.format(stats[key]['ours']):>10}{fmt.format(stats[key]['paper']):>10}")
-    return "\n".join(lines)
+    return format_dataset_stats(stats, "guesses")
 
 
 TASK: TaskSpec = register_task(
