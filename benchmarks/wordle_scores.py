@@ -39,8 +39,8 @@ ALGORITHMS = {
 def benchmark_config(name: str, out: Path, args) -> Path:
     """The example config with this benchmark's paths and lengths."""
     text = (CONFIGS / f"{ALGORITHMS[name][0]}.yaml").read_text()
-    text = text.replace("data/wordle", str(out / "data")).replace("save_dir: runs", f"save_dir: {out}")
-    text = text.replace("runs/wordle_", f"{out}/wordle_")
+    text = text.replace("runs/wordle_", f"{out}/wordle_").replace("save_dir: runs", f"save_dir: {out}")
+    text = text.replace("data/wordle", str(out / "data"))
     text = text.replace("n_rollouts: 4096", f"n_rollouts: {args.rollouts}")
     text = text.replace("max_steps: 3000", f"max_steps: {args.steps}").replace("max_steps: 2000", f"max_steps: {args.value_steps}")
     text = text.replace("max_epochs: 20 ", f"max_epochs: {args.rounds} ")

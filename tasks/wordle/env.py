@@ -47,6 +47,11 @@ def answer_words() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
+def answer_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(answer_words())}
+
+
+@lru_cache(maxsize=None)
 def guess_words() -> frozenset[str]:
     """Every legal guess (10,305 words, the answers included)."""
     return frozenset(_read_list("guesses.txt"))
@@ -109,8 +114,7 @@ def feedback_table() -> np.ndarray:
 
 def consistent_mask(history: Sequence[Text]) -> np.ndarray:
     """Which answers agree with every valid guess and its feedback in `history` (invalid guesses say nothing)."""
-    words = answer_words()
-    index = {w: i for i, w in enumerate(words)}
+    words, index = answer_words(), answer_index()
     mask = np.ones(len(words), dtype=bool)
     for guess, pattern in guesses_and_feedback(history):
         code = pattern_code(pattern)
