@@ -4,6 +4,8 @@ the paper's protocol (4096 games), beside the paper's Table 2 (normalised) and T
 Each algorithm runs `examples/configs/wordle_<algorithm>.yaml` through the same LightningCLI as `lmrl fit`, with
 the data, run directory and step counts rewritten for this benchmark; MC, ILQL, PPO and online %BC start from
 the BC row's checkpoint. MC and ILQL choose beta with their config's BetaSweep (400 games, policy seed 1).
+Each row also says how the policy uses the feedback (`guess_quality`: legal guesses, and guesses after the
+first that are consistent with the feedback; the data's rate is about 0.35).
 
 Run:  python benchmarks/wordle_scores.py        (writes benchmarks/results/wordle_scores.json after every row)
 """
@@ -23,6 +25,7 @@ quiet_libraries()
 from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation  # noqa: E402
 from lmrl_lightning.cli import _fit  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
+from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 # name -> (config, paper Table 2 normalised, paper Table 4 raw return)
@@ -75,11 +78,12 @@ def main(argv=None) -> None:
         cli = _fit(["-c", str(config)])
         seconds = time.time() - start
         callbacks = cli.trainer.callbacks
-        summary = next(c for c in callbacks if type(c) is RolloutEvaluation).results[-1][1]
+        evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
+        summary = evaluation.results[-1][1]
         sweep = next((c for c in callbacks if isinstance(c, BetaSweep)), None)
         _, paper_score, paper_return = ALGORITHMS[name]
         row = {"algorithm": name, "config": str(config), "optimizer_steps": cli.trainer.global_step,
-               "seconds": round(seconds, 1), **vars(summary),
+               "seconds": round(seconds, 1), **vars(summary), **guess_quality(evaluation.last_episodes),
                "paper_normalised": paper_score, "paper_return": paper_return}
         if sweep is not None:
             row["beta"] = sweep.chosen

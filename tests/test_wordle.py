@@ -11,7 +11,7 @@ import torch
 
 from lmrl_lightning.cli import _fit, main
 from lmrl_lightning.data.jsonl import read_episodes
-from lmrl_lightning.env import PerEpisodePolicy, Text
+from lmrl_lightning.env import PerEpisodePolicy, Text, TextPolicy
 from lmrl_lightning.registry import EvalEpisode, get_task
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks import wordle
@@ -22,6 +22,7 @@ from lmrl_lightning.tasks.wordle.env import (
     answer_words,
     consistent_mask,
     feedback,
+    guess_quality,
     guess_words,
     pattern_code,
     spaced,
@@ -158,6 +159,26 @@ def test_players_guess_from_the_answer_list_and_the_consistent_ones_stay_consist
             assert word in consistent
         for policy in (RandomWordlePolicy(), MixtureWordlePolicy(0.0)):
             assert policy.act(history, seed=i)[-1].text.replace(" ", "").strip() in answer_words()
+
+
+def test_guess_quality_separates_consistent_from_random_players():
+    specs = [EvalEpisode(i, i, {"answer": w}) for i, w in enumerate(answer_words()[:100])]
+    quality = {
+        p: guess_quality(rollout(WordleEnv(), PerEpisodePolicy(MixtureWordlePolicy(p)), specs, batch_size=100))
+        for p in (0.0, 1.0)
+    }
+    assert quality[1.0] == {"legal_guess_rate": 1.0, "consistent_guess_rate": 1.0}
+    assert quality[0.0]["legal_guess_rate"] == 1.0 and quality[0.0]["consistent_guess_rate"] < 0.1
+    invalid = rollout(WordleEnv(), PerEpisodePolicy(_Typist("x x x x x\n")), specs[:2], batch_size=2)
+    assert guess_quality(invalid) == {"legal_guess_rate": 0.0, "consistent_guess_rate": 0.0}
+
+
+class _Typist(TextPolicy):
+    def __init__(self, text):
+        self.text = text
+
+    def act(self, history, seed=None):
+        return history + (Text(self.text, True),)
 
 
 def test_the_expert_mean_return_over_every_hidden_word():

@@ -136,6 +136,25 @@ def guesses_and_feedback(history: Sequence[Text]) -> list[tuple[str, str]]:
     return pairs
 
 
+def guess_quality(episodes: Sequence) -> dict[str, float]:
+    """How a player uses the feedback, over recorded episodes (`Episode`s): the share of its guesses that are
+    legal words, and the share of its guesses after the first that are answers consistent with all feedback
+    before them (the data policy's 34% consistent guesses give about 0.35; a random answer is rarely consistent)."""
+    legal = guesses = later = consistent = 0
+    for episode in episodes:
+        history = [Text(t.text, t.is_action) for t in episode.turns]
+        for k, text in enumerate(history):
+            if not text.is_action:
+                continue
+            guess = parse_guess(text.text)
+            guesses += 1
+            legal += is_legal_guess(guess)
+            if k > 1:
+                later += 1
+                consistent += guess in answer_index() and bool(consistent_mask(history[:k])[answer_index()[guess]])
+    return {"legal_guess_rate": legal / max(guesses, 1), "consistent_guess_rate": consistent / max(later, 1)}
+
+
 class WordleEnv(TextEnv):
     """One game of Wordle; the agent sees the whole history (at most 13 texts).
 
