@@ -27,6 +27,7 @@ import importlib.util, json, sys, sysconfig
 import lmrl_lightning
 import lmrl_lightning.tasks.maze
 import lmrl_lightning.callbacks
+from lmrl_lightning.tasks.wordle import answer_words, guess_words
 from lmrl_lightning.registry import get_task
 import torch
 print(json.dumps({
@@ -38,6 +39,7 @@ print(json.dumps({
     "top_tasks": importlib.util.find_spec("tasks") is not None,
     "top_callbacks": importlib.util.find_spec("callbacks") is not None,
     "maze_variants": list(get_task("maze").variants),
+    "wordle_lists": [len(answer_words()), len(guess_words())],
     "torch": torch.__file__,
 }))
 """
@@ -84,6 +86,8 @@ def test_wheel_installs_tasks_and_callbacks_under_namespace(tmp_path):
     for path in (
         "lmrl_lightning/tasks/__init__.py",
         "lmrl_lightning/tasks/maze/env.py",
+        "lmrl_lightning/tasks/wordle/wordlists/answers.txt",
+        "lmrl_lightning/tasks/wordle/wordlists/guesses.txt",
         "lmrl_lightning/callbacks/__init__.py",
         "lmrl_lightning/data/tokenize.py",
         "lmrl_lightning/models/tokenizer.py",
@@ -124,4 +128,5 @@ def test_wheel_installs_tasks_and_callbacks_under_namespace(tmp_path):
     assert info["top_tasks"] is False
     assert info["top_callbacks"] is False
     assert info["maze_variants"] == ["fo", "po"]
+    assert info["wordle_lists"] == [400, 10305]  # the word lists ship as package data
     assert Path(info["torch"]).resolve().is_relative_to(ours.resolve())
