@@ -89,7 +89,8 @@ def main(argv=None) -> None:
             row["beta"] = sweep.chosen
             row["beta_sweep"] = {f"{b:g}": round(s.normalised_score, 2) for b, s in sweep.results}
         if hasattr(cli.model, "round_history"):
-            row["round_normalised_scores"] = [round(r["normalised_score"], 2) for r in cli.model.round_history]
+            # Training rollouts' returns, on the training env's scale (-10 per invalid word).
+            row["round_mean_returns"] = [round(r["mean_return"], 3) for r in cli.model.round_history]
         rows.append(row)
         print(f"{name}: score {summary.normalised_score:.1f} (paper {paper_score}), return {summary.mean_return:.3f} "
               f"(paper {paper_return}), success {summary.success_rate:.3f}, {seconds:.0f} s", flush=True)

@@ -158,7 +158,8 @@ class OnlineModule(LMRLModule):
         return [episode_to_chunks(e, tokenize, window, self.hparams.max_length, "truncate") for e in episodes]
 
     def round_statistics(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        """Mean return, success rate, episode length and normalised score of the round over all ranks."""
+        """Mean return, success rate, episode length and normalised score of the round over all ranks (no
+        normalised score when `env_options` set the rewards: it would not be on the task's scale)."""
         successes = [e.success for e in episodes]
         total_return, n, n_success, total_length = all_reduce(
             [sum(e.total_reward for e in episodes), len(episodes), sum(successes), sum(e.num_actions for e in episodes)]
@@ -168,7 +169,8 @@ class OnlineModule(LMRLModule):
         if all("success" in e.meta for e in episodes):
             stats["success_rate"] = n_success / n
         normalisation = self.task_spec.normalisation.get(self.variant)
-        if normalisation is not None:
+        # Normalised only on the task's own reward scale: env_options may change it (Wordle's -10 bad words).
+        if normalisation is not None and not self.hparams.env_options:
             stats["normalised_score"] = normalisation(mean_return)
         return stats
 

@@ -3,7 +3,9 @@
 Text format (the original's `ReformatWordleEnvironment`): the history starts with `"Wordle:\\n"`; each guess
 is an action with its letters space-separated, `"c r a n e\\n"`, and each feedback an observation,
 `"b y b g b\\n"` (g: right letter, right place; y: in the word elsewhere; b: not in the word, or every copy
-of it already accounted for). Spacing makes a tokenizer see one letter per token.
+of it already accounted for). Spacing makes a tokenizer see one letter per token. The feedback follows the
+official rule for repeated letters; the original's `transition_state` instead marks every non-green copy of a
+letter that is in the word yellow, which tells a player less about letter counts.
 
 Rewards: -1 for each guess that does not solve the puzzle, 0 for the guess that does, so returns lie in
 [-6, 0]. An invalid guess (not five letters a-z once spaces are removed, or not in the guess list) uses up a
