@@ -146,8 +146,8 @@ def _play(args: argparse.Namespace) -> None:
         total += reward
         print(f"  reward {reward:g}, return so far {total:g}")
     print(history[-1].text, end="")
-    if getattr(env, "answer", None):  # a hidden-word game tells the player what the word was
-        print(f"the word was {env.answer!r}")
+    if env.end_message():
+        print(env.end_message())
     print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
 
 

@@ -104,6 +104,10 @@ class TextEnv(ABC):
     def close(self) -> None:
         pass
 
+    def end_message(self) -> Optional[str]:
+        """What `lmrl play` tells the person at the end of an episode (e.g. a hidden word); None: nothing."""
+        return None
+
     def copy(self) -> "TextEnv":
         return copy.deepcopy(self)
 

@@ -286,3 +286,17 @@ def test_every_wordle_example_config_trains(tmp_path):
         assert state["hyper_parameters"]["env_options"] == {"bad_word_reward": -10.0}
         # The 3-step BC model mostly writes invalid words: the training env charges them -10, not -1.
         assert module.round_history[0]["mean_return"] < -6.0
+
+
+def test_lmrl_play_wordle_from_stdin(capsys, monkeypatch):
+    """`lmrl play wordle` takes typed words (no spaces needed), shows the feedback and names the word at the end."""
+    import io
+    import sys
+
+    answer = random.Random(3).choice(answer_words())
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"xxxxx\n{answer.upper()}\n"))
+    assert main(["play", "wordle", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "reward -1, return so far -1" in out and "g g g g g\n" in out
+    assert f"the word was {answer!r}" in out
+    assert "episode over: return -1," in out

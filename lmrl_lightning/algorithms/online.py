@@ -146,10 +146,8 @@ class OnlineModule(LMRLModule):
         """Roll this rank's episodes of the round out with the current policy."""
         decoding = self.hparams.decoding or self.task_spec.default_decoding
         policy = self.policy(decoding, self.hparams.temperature, self.task_spec.candidate_actions)
-        return rollout(
-            self.task_spec.make_env(self.variant, **(self.hparams.env_options or {})), policy, self.round_specs(), self.hparams.rollout_batch_size,
-            policy_seed=self.hparams.seed,
-        )
+        env = self.task_spec.make_env(self.variant, **(self.hparams.env_options or {}))
+        return rollout(env, policy, self.round_specs(), self.hparams.rollout_batch_size, policy_seed=self.hparams.seed)
 
     def to_chunks(self, episodes: Sequence[Episode]) -> list[list[TokenChunk]]:
         """Each episode's training chunks, in the task's history window (long chunks keep their last tokens)."""

@@ -212,6 +212,12 @@ class ValueModule(LMRLModule):
         self.log(f"train/{name}_max", x.max(), batch_size=batch_size)
 
 
+def trunk_forward(trunk, ids, mask, positions, cache):
+    """The value trunk's last hidden states after `ids`, continuing from `cache`, and its new KV cache."""
+    out = trunk.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    return out.last_hidden_state, out.cache
+
+
 class ValueGuidedPolicy(LMPolicy):
     """Token-by-token sampling from logits_pi_beta + beta * guidance(h_trunk), with a KV cache on both trunks."""
 
@@ -225,11 +231,9 @@ class ValueGuidedPolicy(LMPolicy):
     def next_token_logits(self, ids, mask, positions, state):
         policy_state, trunk_state = state if state is not None else (None, None)
         logits, policy_state = super().next_token_logits(ids, mask, positions, policy_state)
-        out = self.trunk.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=trunk_state, use_cache=True
-        )
-        guided = logits.float() + self.beta * self.guidance(out.last_hidden_state[:, -1])
-        return guided, (policy_state, out.cache)
+        hidden, trunk_state = trunk_forward(self.trunk, ids, mask, positions, trunk_state)
+        guided = logits.float() + self.beta * self.guidance(hidden[:, -1])
+        return guided, (policy_state, trunk_state)
 
     def reorder(self, state, rows):
         return tuple(super(ValueGuidedPolicy, self).reorder(s, rows) for s in state)
@@ -245,26 +249,12 @@ class ValueRerankPolicy(RerankPolicy):
     def modules(self) -> list:
         return [self.model, self.trunk]
 
-    def features(self, ids, mask, positions, cache, last_only):
-        policy_cache, trunk_cache = cache if cache is not None else (None, None)
-        (logits,), policy_cache = lm_features(self.model, ids, mask, positions, policy_cache, last_only)
-        out = self.trunk.base_model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=trunk_cache, use_cache=True
-        )
-        hidden = out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
-        return (logits, hidden), _PairCache(policy_cache, out.cache)
+    def features(self, ids, mask, positions, caches, last_only):
+        policy_caches, trunk_cache = (caches[:1], caches[1]) if caches else (None, None)
+        (logits,), policy_caches = lm_features(self.model, ids, mask, positions, policy_caches, last_only)
+        hidden, trunk_cache = trunk_forward(self.trunk, ids, mask, positions, trunk_cache)
+        return (logits, hidden[:, -1:] if last_only else hidden), (*policy_caches, trunk_cache)
 
     def token_scores(self, features, tokens):
         logits, hidden = features
         return token_logprobs(logits, tokens) + self.beta * self.guidance_at(hidden, tokens)
-
-
-class _PairCache(tuple):
-    """The policy's and the trunk's KV caches, repeated together."""
-
-    def __new__(cls, policy_cache, trunk_cache):
-        return super().__new__(cls, (policy_cache, trunk_cache))
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        for cache in self:
-            cache.batch_repeat_interleave(repeats)

@@ -18,16 +18,16 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None]).squeeze(-1)
 
 
-def lm_features(model, ids, mask, positions, cache, last_only: bool) -> tuple[Features, object]:
-    """The model's logits at every position (or the last only) and its KV cache after `ids`."""
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=1 if last_only else 0)
-    return (out.logits,), out.cache
+def lm_features(model, ids, mask, positions, caches, last_only: bool) -> tuple[Features, tuple]:
+    """The model's logits at every position (or the last only) and its KV cache after `ids` (a 1-tuple)."""
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=caches[0] if caches else None,
+                use_cache=True, logits_to_keep=1 if last_only else 0)
+    return (out.logits,), (out.cache,)
 
 
 @torch.inference_mode()
 def candidate_scores(
-    features: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object, bool], tuple[Features, object]],
+    features: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[tuple], bool], tuple[Features, tuple]],
     token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
     pad_id: int,
     prompts: Sequence[list[int]],
@@ -37,14 +37,15 @@ def candidate_scores(
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
     Each prompt runs once (left-padded); its KV cache is then repeated once per candidate and only the
-    candidates' tokens run on top of it, right-padded. `features(ids, mask, positions, cache, last_only)` gives
-    per-position feature tensors and the cache after `ids`; `token_scores(features, tokens)` scores the token
-    that follows each position: [B, T].
+    candidates' tokens run on top of it, right-padded. `features(ids, mask, positions, caches, last_only)` gives
+    per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
+    `token_scores(features, tokens)` scores the token that follows each position: [B, T].
     """
     n_prompts, n_candidates = len(prompts), len(candidates)
     ids, mask, positions = left_pad(prompts, pad_id, device)
-    last, cache = features(ids, mask, positions, None, True)
-    cache.batch_repeat_interleave(n_candidates)
+    last, caches = features(ids, mask, positions, None, True)
+    for cache in caches:
+        cache.batch_repeat_interleave(n_candidates)
     length = max(len(c) for c in candidates)
     cand = torch.full((n_candidates, length), pad_id, dtype=torch.long, device=device)
     cand_mask = torch.zeros((n_candidates, length), dtype=torch.long, device=device)
@@ -54,7 +55,7 @@ def candidate_scores(
     cand, cand_mask = cand.repeat(n_prompts, 1), cand_mask.repeat(n_prompts, 1)
     full_mask = torch.cat([mask.repeat_interleave(n_candidates, 0), cand_mask], dim=1)
     cand_positions = positions[:, -1:].repeat_interleave(n_candidates, 0) + 1 + torch.arange(length, device=device)
-    after, _ = features(cand, full_mask, cand_positions, cache, False)
+    after, _ = features(cand, full_mask, cand_positions, caches, False)
     # The prompt's last position scores the first candidate token; candidate position k scores token k + 1.
     first = token_scores(tuple(f[:, -1:].repeat_interleave(n_candidates, 0) for f in last), cand[:, :1])
     rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:]) * cand_mask[:, 1:]
@@ -94,9 +95,9 @@ class RerankPolicy(BatchedTextPolicy):
         """The networks this policy runs (put in eval mode while it scores)."""
         return [self.model]
 
-    def features(self, ids, mask, positions, cache, last_only: bool) -> tuple[Features, object]:
-        """What the per-token score reads at each position (here the model's logits), and the KV cache."""
-        return lm_features(self.model, ids, mask, positions, cache, last_only)
+    def features(self, ids, mask, positions, caches, last_only: bool) -> tuple[Features, tuple]:
+        """What the per-token score reads at each position (here the model's logits), and the KV caches."""
+        return lm_features(self.model, ids, mask, positions, caches, last_only)
 
     def token_scores(self, features: Features, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token score whose sum over a candidate ranks it, [B, T]: here the model's log-probability."""

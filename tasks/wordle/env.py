@@ -211,6 +211,9 @@ class WordleEnv(TextEnv):
     def success(self) -> bool:
         return self.solved
 
+    def end_message(self) -> Optional[str]:
+        return f"the word was {self.answer!r}" if self.answer else None
+
 
 def is_legal_guess(word: str) -> bool:
     return len(word) == WORD_LENGTH and word in guess_words()
