@@ -1,18 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA checks, as run on a lent GPU machine (no network there): install carried wheels (.whl/, e.g.
-# bitsandbytes and peft, when the machine lacks them), put the package on PYTHONPATH, run the GPU-marked tests and
-# the real-model tests, then the memory/throughput benchmark on CUDA. Results go to $OUT (default /tmp/gpu_check).
+# The CUDA checks, as run on a lent GPU machine: the GPU-marked tests and the real-model tests, then the
+# memory/throughput benchmark on CUDA. Results go to $OUT (default /tmp/gpu_check).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/gpu_check}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-rm -rf /tmp/pkg && mkdir -p /tmp/pkg && cp -r lmrl_lightning /tmp/pkg/ \
-  && cp -r tasks /tmp/pkg/lmrl_lightning/tasks && cp -r callbacks /tmp/pkg/lmrl_lightning/callbacks
-export PYTHONPATH=/tmp/site:/tmp/pkg
+source "$(dirname "$0")/gpu_setup.sh"
 # Run from a copy: from the checkout's root, its lmrl_lightning/ (without tasks/, callbacks/) would shadow /tmp/pkg.
 rm -rf /tmp/run && mkdir -p /tmp/run && cp -r tests benchmarks pyproject.toml /tmp/run/ && cd /tmp/run
 python3 -c "import torch, transformers, peft, bitsandbytes, lightning as L; print('torch', torch.__version__, \

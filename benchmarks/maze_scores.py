@@ -35,6 +35,7 @@ def main(argv=None) -> None:
     p.add_argument("--ilql-beta", type=float, default=None, help="ILQL decoding beta (default: quickstart's)")
     p.add_argument("--beta-sweep", default="", help="comma-separated betas: choose MC/ILQL's by a seed+1 sweep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for training and evaluation (cpu, gpu)")
     p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")
     p.add_argument("--results", default=None, help="JSON output (default: benchmarks/results/maze_scores_<variant>.json)")
     args = p.parse_args(argv)
@@ -43,26 +44,29 @@ def main(argv=None) -> None:
     out_dir = Path(args.out) / args.variant
     print(f"[1/{1 + len(args.algorithms.split(','))}] maze {args.variant.upper()} dataset")
     prepare_maze_data(out_dir / "data" / f"maze_{args.variant}", args.variant, args.seed)
+    results = Path(args.results) if args.results else RESULTS_DIR / f"maze_scores_{args.variant}.json"
+
+    def save(rows: list[dict]) -> Path:
+        # Written after every row: a run stopped part-way keeps the rows it finished.
+        return write_json(results, {
+            "benchmark": "maze_scores",
+            "command": command_line(),
+            "machine": machine_info(),
+            "config": vars(args),
+            "rows": rows,
+            "paper": {name: {"normalised": s, "return": r} for name, (s, r) in PAPER[args.variant].items()},
+            "table": format_table(rows, args.variant),
+            "wall_seconds": round(time.time() - started, 1),
+        })
+
     rows = run_algorithms(
         args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed,
         betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
-        beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b],
+        beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b], accelerator=args.accelerator, on_row=save,
     )
-    table = format_table(rows, args.variant)
     print()
-    print(table)
-    payload = {
-        "benchmark": "maze_scores",
-        "command": command_line(),
-        "machine": machine_info(),
-        "config": vars(args),
-        "rows": rows,
-        "paper": {name: {"normalised": s, "return": r} for name, (s, r) in PAPER[args.variant].items()},
-        "table": table,
-        "wall_seconds": round(time.time() - started, 1),
-    }
-    path = write_json(Path(args.results) if args.results else RESULTS_DIR / f"maze_scores_{args.variant}.json", payload)
-    print(f"\nwall time {payload['wall_seconds']} s; results: {path}")
+    print(format_table(rows, args.variant))
+    print(f"\nwall time {time.time() - started:.1f} s; results: {save(rows)}")
 
 
 if __name__ == "__main__":

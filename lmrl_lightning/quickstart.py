@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -64,6 +64,7 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
 def train_and_evaluate(
     name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, rollouts: int, seed: int,
     init_from: Optional[Path] = None, beta: Optional[float] = None, beta_sweep: Sequence[float] = (),
+    accelerator: str = "cpu",
 ) -> dict:
     """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict.
     For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a 4-rollout sweep on policy seed 1."""
@@ -78,7 +79,7 @@ def train_and_evaluate(
     )
     trainer = L.Trainer(
         max_steps=steps,
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         logger=TensorBoardLogger(str(out / "tensorboard"), name=slug),
         callbacks=[
@@ -124,10 +125,10 @@ def prepare_maze_data(data_dir: Path, variant: str, seed: int) -> None:
 def run_algorithms(
     algorithms: list[str], out_dir: Path, variant: str, rollouts: int, steps: int, value_steps: int, seed: int,
     first_stage: int = 2, n_stages: Optional[int] = None, betas: Optional[dict[str, float]] = None,
-    beta_sweep: Sequence[float] = (),
+    beta_sweep: Sequence[float] = (), accelerator: str = "cpu", on_row: Optional[Callable[[list[dict]], None]] = None,
 ) -> list[dict]:
     """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint and decode with
-    `betas[name]` (default `DEFAULT_BETA`)."""
+    `betas[name]` (default `DEFAULT_BETA`). `on_row(rows)` runs after each row, so a long run keeps what it has."""
     data_dir = out_dir / "data" / f"maze_{variant}"
     n_stages = n_stages or first_stage + len(algorithms) - 1
     rows: list[dict] = []
@@ -141,8 +142,10 @@ def run_algorithms(
         print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate 25 starts x {rollouts} rollouts")
         rows.append(train_and_evaluate(
             name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, rollouts, seed,
-            Path(bc_rows[0]["checkpoint"]) if value else None, (betas or {}).get(name), beta_sweep,
+            Path(bc_rows[0]["checkpoint"]) if value else None, (betas or {}).get(name), beta_sweep, accelerator,
         ))
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
