@@ -21,7 +21,7 @@ import torch
 from lmrl_lightning.algorithms.base import Decoding, LMRLModule
 from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
-from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
 from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
 from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
@@ -214,8 +214,8 @@ class ValueModule(LMRLModule):
 
 def trunk_forward(trunk, ids, mask, positions, cache):
     """The value trunk's last hidden states after `ids`, continuing from `cache`, and its new KV cache."""
-    out = trunk.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-    return out.last_hidden_state, out.cache
+    out, cache = forward_with_cache(trunk.base_model, cache, input_ids=ids, attention_mask=mask, position_ids=positions)
+    return out.last_hidden_state, cache
 
 
 class ValueGuidedPolicy(LMPolicy):

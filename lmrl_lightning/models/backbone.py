@@ -1,9 +1,11 @@
 """Backbone factory: a tiny GPT-2 built from config with the task's tokenizer, a local HF directory, or a hub id."""
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
@@ -208,3 +210,19 @@ def bitsandbytes_precision(module: torch.nn.Module, mode: str = "nf4-dq", dtype:
         if isinstance(m, torch.nn.Linear) and ("lora_" in name or not name.startswith("model."))
     }
     return BitsandbytesPrecision(mode, dtype, ignore_modules=keep)
+
+
+@functools.cache
+def _cache_argument() -> str:
+    # Read off one model class: wrappers (peft, adapter views) take **kwargs, so their signatures cannot say.
+    return "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
+
+
+def forward_with_cache(model: torch.nn.Module, cache: Any, **inputs) -> tuple[Any, Any]:
+    """`model(**inputs)` continuing from the KV `cache` (None: none yet); returns the output and the new cache.
+
+    transformers 5.2x renamed the forward's `past_key_values` argument and output to `cache`; this takes either,
+    so the kit runs on the version a GPU image ships as well as on our pin.
+    """
+    out = model(**inputs, **{_cache_argument(): cache}, use_cache=True)
+    return out, out.get("cache", out.get("past_key_values"))

@@ -7,6 +7,7 @@ import torch
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
+from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.policies.sampling import encode_histories, eval_mode, left_pad, row_uniform, unique_rows
 
 
@@ -20,9 +21,11 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def lm_features(model, ids, mask, positions, caches, last_only: bool) -> tuple[Features, tuple]:
     """The model's logits at every position (or the last only) and its KV cache after `ids` (a 1-tuple)."""
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=caches[0] if caches else None,
-                use_cache=True, logits_to_keep=1 if last_only else 0)
-    return (out.logits,), (out.cache,)
+    out, cache = forward_with_cache(
+        model, caches[0] if caches else None,
+        input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1 if last_only else 0,
+    )
+    return (out.logits,), (cache,)
 
 
 @torch.inference_mode()

@@ -12,6 +12,7 @@ import torch
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
+from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id
 
 _M32 = 0xFFFFFFFF
@@ -126,9 +127,10 @@ class LMPolicy(BatchedTextPolicy):
 
     def next_token_logits(self, ids, mask, positions, state):
         """Logits for the token after the last column, and the decoding state (the KV cache) after `ids`."""
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=state, use_cache=True,
-                         logits_to_keep=1)
-        return out.logits[:, -1], out.cache
+        out, cache = forward_with_cache(
+            self.model, state, input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        return out.logits[:, -1], cache
 
     def reorder(self, state, rows: torch.Tensor):
         """The decoding state with its batch rows gathered by `rows` (one copy per episode of each prompt)."""
