@@ -7,7 +7,8 @@ import torch
 
 from lmrl_lightning.algorithms import BC
 from lmrl_lightning.env import Text
-from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.models import backbone
+from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.policies.rerank import candidate_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
@@ -101,6 +102,27 @@ def action_text(tokenizer, ids: list[int]) -> str:
 
 
 # --- per-row randomness ------------------------------------------------------------------------------------
+
+
+class OldCacheApiModel(torch.nn.Module):
+    """A causal LM of transformers before 5.2x: the KV cache goes in and comes out as `past_key_values`."""
+
+    def forward(self, input_ids, past_key_values=None, use_cache=False):
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        return CausalLMOutputWithPast(logits=input_ids.float(), past_key_values=(past_key_values, input_ids.shape[1]))
+
+
+def test_forward_with_cache_takes_either_name_of_the_kv_cache(monkeypatch, random_module):
+    ids = torch.ones(2, 3, dtype=torch.long)
+    monkeypatch.setattr(backbone, "_cache_argument", lambda: "past_key_values")
+    out, cache = forward_with_cache(OldCacheApiModel(), "previous", input_ids=ids)
+    assert cache == ("previous", 3) and out.logits.shape == (2, 3)
+    monkeypatch.undo()
+    model = random_module.model
+    _, cache = forward_with_cache(model, None, input_ids=ids)
+    _, cache = forward_with_cache(model, cache, input_ids=ids[:, :1])
+    assert cache.get_seq_length() == 4
 
 
 def test_row_uniform_depends_only_on_seed_step_and_column():
