@@ -6,8 +6,8 @@ when asked, MC Returns and ILQL starting from the BC checkpoint), evaluates each
 beside the paper's numbers. The same `run_algorithms` runs `benchmarks/maze_scores.py`.
 
 ILQL and MC are not in the default list: their values need thousands of steps to propagate back from the goal
-(ILQL FO: normalised 83.1 after 4000 steps, benchmarks/results/maze_scores_fo.json), more than the quickstart's
-10-minute budget on 2 CPU cores.
+(ILQL FO: normalised 81.1 after 4000 steps, 100.0 after 16000; benchmarks/results/maze_scores_fo*.json), more
+than the quickstart's 10-minute budget on 2 CPU cores.
 """
 from __future__ import annotations
 
