@@ -2,7 +2,7 @@
 positions x `--rollouts`), beside the paper's Table 2 (normalised) and Table 4 (raw return) numbers.
 
 Each algorithm runs through `lmrl_lightning.quickstart.train_and_evaluate` (the same code as `lmrl quickstart`):
-BC and %BC train the tiny preset from scratch; MC and ILQL start from the BC row's checkpoint.
+BC and %BC train the tiny preset from scratch; MC and ILQL start from the BC row's checkpoint (or `--bc-checkpoint`).
 
 Run:  python benchmarks/maze_scores.py --variant fo     (writes benchmarks/results/maze_scores_fo.json)
 """
@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
     p.add_argument("--algorithms", default="BC,%BC,MC,ILQL", help="comma-separated, in order; MC/ILQL need BC first")
+    p.add_argument("--bc-checkpoint", default=None, help="start MC/ILQL from this BC checkpoint instead of a BC row")
     p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="BC and %%BC training steps")
     p.add_argument("--value-steps", type=int, default=DEFAULT_VALUE_STEPS, help="MC and ILQL training steps")
@@ -63,6 +64,7 @@ def main(argv=None) -> None:
         args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed,
         betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
         beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b], accelerator=args.accelerator, on_row=save,
+        bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None,
     )
     print()
     print(format_table(rows, args.variant))

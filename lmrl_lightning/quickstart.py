@@ -126,23 +126,26 @@ def run_algorithms(
     algorithms: list[str], out_dir: Path, variant: str, rollouts: int, steps: int, value_steps: int, seed: int,
     first_stage: int = 2, n_stages: Optional[int] = None, betas: Optional[dict[str, float]] = None,
     beta_sweep: Sequence[float] = (), accelerator: str = "cpu", on_row: Optional[Callable[[list[dict]], None]] = None,
+    bc_checkpoint: Optional[Path] = None,
 ) -> list[dict]:
-    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint and decode with
-    `betas[name]` (default `DEFAULT_BETA`). `on_row(rows)` runs after each row, so a long run keeps what it has."""
+    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint (or
+    `bc_checkpoint`, when given, from an earlier run) and decode with `betas[name]` (default `DEFAULT_BETA`).
+    `on_row(rows)` runs after each row, so a long run keeps what it has."""
     data_dir = out_dir / "data" / f"maze_{variant}"
     n_stages = n_stages or first_stage + len(algorithms) - 1
     rows: list[dict] = []
     for i, name in enumerate(algorithms, start=first_stage):
         value = name in ("MC", "ILQL")
         bc_rows = [r for r in rows if r["algorithm"] == "BC"]
-        if value and not bc_rows:
+        if value and not bc_rows and bc_checkpoint is None:
             raise LMRLError(f"{name} starts from the BC checkpoint: put BC before it in the list")
+        init_from = Path(bc_rows[0]["checkpoint"]) if bc_rows else bc_checkpoint
         n = value_steps if value else steps
         origin = " from the BC checkpoint" if value else ""
         print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate 25 starts x {rollouts} rollouts")
         rows.append(train_and_evaluate(
             name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, rollouts, seed,
-            Path(bc_rows[0]["checkpoint"]) if value else None, (betas or {}).get(name), beta_sweep, accelerator,
+            init_from if value else None, (betas or {}).get(name), beta_sweep, accelerator,
         ))
         if on_row is not None:
             on_row(rows)
