@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, command_line, machine_info, write_json  # noqa: E402
 
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.rollout import evaluate_task  # noqa: E402
+from lmrl_lightning.rollout import evaluate_task, summarise  # noqa: E402
 from lmrl_lightning.tasks.maze.policies import (  # noqa: E402
     MixturePolicy, OptimalMazePolicy, RandomMazePolicy, SuboptimalMazeSolver,
 )
@@ -44,14 +44,11 @@ def main(argv=None) -> None:
     head = f"{'player':<28}{'return':>9}{'success':>9}{'FO score':>10}{'PO score':>10}"
     print(head + "\n" + "-" * len(head))
     for name, player in PLAYERS.items():
-        returns = [e.total_reward for e in evaluate_task(player, task, "po", n_rollouts=args.rollouts, batch_size=1024)]
-        mean = sum(returns) / len(returns)
-        row = {"player": name, "episodes": len(returns), "mean_return": mean,
-               "success_rate": sum(r > -101 for r in returns) / len(returns),
-               "normalised": {v: task.normalisation[v](mean) for v in ("fo", "po")}}
-        rows.append(row)
-        print(f"{name:<28}{mean:>9.2f}{row['success_rate']:>9.3f}{row['normalised']['fo']:>10.1f}"
-              f"{row['normalised']['po']:>10.1f}")
+        summary = summarise(evaluate_task(player, task, "po", n_rollouts=args.rollouts, batch_size=1024))
+        normalised = {v: task.normalisation[v](summary.mean_return) for v in ("fo", "po")}
+        rows.append({"player": name, **vars(summary), "normalised": normalised})
+        print(f"{name:<28}{summary.mean_return:>9.2f}{summary.success_rate:>9.3f}{normalised['fo']:>10.1f}"
+              f"{normalised['po']:>10.1f}")
     path = write_json(Path(args.results), {
         "benchmark": "maze_scripted_players", "command": command_line(), "machine": machine_info(),
         "config": vars(args), "rows": rows, "wall_seconds": round(time.time() - started, 1),

@@ -146,8 +146,9 @@ def _play(args: argparse.Namespace) -> None:
         total += reward
         print(f"  reward {reward:g}, return so far {total:g}")
     print(history[-1].text, end="")
-    if env.end_message():
-        print(env.end_message())
+    end_message = env.end_message()
+    if end_message:
+        print(end_message)
     print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
 
 
