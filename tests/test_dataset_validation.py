@@ -3,16 +3,20 @@ EpisodeDataModule end to end on a small generated maze dataset."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import re
+import time
 
 import pytest
 
+from lmrl_lightning.data import datamodule
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.filters import filter_episodes
 from lmrl_lightning.data.jsonl import DatasetError, iter_episodes, read_episodes, write_episodes
-from lmrl_lightning.data.tokenize import TurnTokenizer
+from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode, Turn
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.tokenizer import train_bpe_tokenizer
 from lmrl_lightning.registry import get_task
 
@@ -124,7 +128,8 @@ def test_reward_on_observation(tmp_path):
 
 
 def test_no_action_turn(tmp_path):
-    _expect_error(tmp_path, _line(turns=_turns((1, "is_action", False), (1, "reward", 0.0))), "'turns'", "action")
+    # (a lone observation: two in a row would be refused first, as not alternating)
+    _expect_error(tmp_path, _line(turns=_turns()[:1]), "'turns'", "action")
 
 
 def test_empty_turns(tmp_path):
@@ -185,6 +190,176 @@ def test_directory_is_not_a_dataset(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Not UTF-8 JSONL, huge numbers, deep nesting, huge lines: one line each, before or while parsing
+
+
+def _expect_file_error(path, *needles: str) -> str:
+    with pytest.raises(DatasetError) as info:
+        read_episodes(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:"), msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    assert "\n" not in msg
+    return msg
+
+
+def test_gzip_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(gzip.compress((_line() + "\n").encode()))
+    _expect_file_error(path, ":1: ", "gzip", "decompress")
+
+
+@pytest.mark.parametrize("encoding, needle", [("utf-16", "UTF-16"), ("utf-8-sig", "byte-order mark"),
+                                              ("utf-32", "UTF-32")])
+def test_file_with_byte_order_mark(tmp_path, encoding, needle):
+    path = tmp_path / "train.jsonl"
+    path.write_text(_line() + "\n", encoding=encoding)
+    _expect_file_error(path, ":1: ", needle)
+
+
+def test_utf16_without_byte_order_mark(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes((_line() + "\n").encode("utf-16-le"))
+    _expect_file_error(path, ":1: ", "NUL", "UTF-16")
+
+
+def test_non_utf8_line_names_its_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    bad = _line().replace('"success": false', '"word": "café"').encode("latin-1")
+    assert b"\xe9" in bad
+    path.write_bytes(_line().encode() + b"\n\n" + bad + b"\n")
+    _expect_file_error(path, ":3: ", "not UTF-8", "0xe9")
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_huge_integer_reward(tmp_path, digits):
+    line = _line().replace('"reward": -1.0', f'"reward": {"9" * digits}')
+    msg = _expect_error(tmp_path, line)
+    assert len(msg) < 300
+    if digits == 400:
+        assert "turns[1].reward" in msg and "finite number" in msg
+
+
+def test_deeply_nested_json(tmp_path):
+    _expect_error(tmp_path, '{"turns": ' + "[" * 100_000 + "]" * 100_000 + ', "done": true}', "nested too deeply")
+
+
+def test_line_longer_than_the_limit_fails_fast(tmp_path):
+    path = tmp_path / "train.jsonl"
+    big = _line(meta={"blob": "x" * (50 << 20)})
+    path.write_text(_line() + "\n" + big + "\n", encoding="utf-8")
+    del big
+    start = time.perf_counter()
+    msg = _expect_file_error(path, ":2: ", "longer than 1048576 bytes")
+    assert time.perf_counter() - start < 2.0, msg
+    # the limit is an argument; a line exactly at it is read
+    line = _line()
+    path.write_text(line + "\n", encoding="utf-8")
+    assert len(read_episodes(path, max_line_bytes=len(line) + 1)) == 1
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:1: the line is longer than {len(line)} bytes")):
+        read_episodes(path, max_line_bytes=len(line))
+
+
+def test_crlf_line_endings_of_the_file_are_accepted(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes((_line() + "\r\n" + _line() + "\r\n").encode())
+    assert [e.turns[1].text for e in read_episodes(path)] == ["move up\n"] * 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Refused content: order of turns, meta.success, unknown fields, characters, end of turn, overflowing returns
+
+
+def test_first_turn_is_an_action(tmp_path):
+    _expect_error(tmp_path, _line(turns=_turns()[1:]), "turns[0]", "first turn is an action")
+
+
+def test_two_observations_in_a_row(tmp_path):
+    turns = _turns()
+    turns.insert(1, {"text": "You see a wall.\n", "is_action": False})
+    _expect_error(tmp_path, _line(turns=turns), "turns[1]", "two observations in a row")
+
+
+def test_two_actions_in_a_row(tmp_path):
+    turns = _turns()
+    turns.insert(2, {"text": "move down\n", "is_action": True, "reward": -1.0})
+    _expect_error(tmp_path, _line(turns=turns), "turns[2]", "two actions in a row")
+
+
+def test_episode_may_end_on_an_action(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text(_line(turns=_turns()[:2]) + "\n", encoding="utf-8")
+    (episode,) = read_episodes(path)
+    assert [t.is_action for t in episode.turns] == [False, True]
+
+
+def test_generated_datasets_follow_the_format(maze_data, tmp_path):
+    """The generators' real data: alternating, starting with an observation, actions ending in one newline."""
+    get_task("wordle").generate_dataset(tmp_path, n_episodes=50, progress=False)
+    for path in [*maze_data[0].values(), tmp_path / "train.jsonl"]:
+        for episode in read_episodes(path):
+            kinds = [t.is_action for t in episode.turns]
+            assert kinds == [i % 2 == 1 for i in range(len(kinds))]
+
+
+@pytest.mark.parametrize("success", ["false", "true", 0, 1, None])
+def test_meta_success_must_be_a_boolean(tmp_path, success):
+    _expect_error(tmp_path, _line(meta={"success": success}), "meta.success", repr(success))
+
+
+def test_meta_success_may_be_absent(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text(_line(meta={"word": "pen"}) + "\n", encoding="utf-8")
+    assert read_episodes(path)[0].success is False
+
+
+def test_unknown_top_level_field(tmp_path):
+    _expect_error(tmp_path, _line(sucess=True), "unknown top-level field", "'sucess'", "meta")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("You are\x07 here.\n", "U+0007"),
+    ("You are\x00 here.\n", "U+0000"),
+    ("del\x7f\n", "U+007F"),
+    ("next line\x85\n", "U+0085"),
+    ("escape \x1b[31m\n", "U+001B"),
+    ("lone \ud800 surrogate\n", "U+D800"),
+    ("windows line\r\n", "carriage return"),
+    ("old mac\rline\n", "carriage return"),
+])
+def test_control_characters_in_text(tmp_path, text, needle):
+    _expect_error(tmp_path, _line(turns=_turns((0, "text", text))), "turns[0].text", needle)
+
+
+def test_tab_and_newlines_are_allowed_in_observations(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text(_line(turns=_turns((0, "text", "a\tb\nline two\n"))) + "\n", encoding="utf-8")
+    assert read_episodes(path)[0].turns[0].text == "a\tb\nline two\n"
+
+
+@pytest.mark.parametrize("text, needle", [("move up", "end with its end-of-turn newline"),
+                                          ("move\nup\n", "one line")])
+def test_action_must_be_one_line_ending_in_newline(tmp_path, text, needle):
+    _expect_error(tmp_path, _line(turns=_turns((1, "text", text))), "turns[1].text", needle)
+
+
+def test_return_overflowing_to_infinity(tmp_path):
+    turns = _turns((1, "reward", 1e308)) + [{"text": "move up\n", "is_action": True, "reward": 1e308}]
+    _expect_error(tmp_path, _line(turns=turns), "turns[3].reward", "overflows", "inf")
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path):
+    def interrupted():
+        yield _episodes()[0]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_episodes(tmp_path / "train.jsonl", interrupted())
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Round trip
 
 
@@ -196,7 +371,7 @@ def _episodes():
             True,
             {"success": True, "word": "pen", "nested": {"k": [1, 2.5, None]}},
         ),
-        Episode([Turn("move up\n", True, -4.0)], False, {}),
+        Episode([Turn("start\n", False), Turn("move up\n", True, -4.0)], False, {}),
         Episode([Turn("obs\n", False), Turn("move left\n", True, 0.25)], False, {"success": False}),
     ]
 
@@ -334,7 +509,7 @@ def test_datamodule_fo_chunks_are_one_observation_one_action(maze_data):
     assert dm.history_window() == 1
     episodes = _by_source(paths["fo"])
     assert len(dm.train_chunks) == sum(e.num_actions for e in episodes.values())
-    assert dm.val_chunks == []
+    assert len(dm.val_chunks) == 0  # a ChunkStore, not a list
     enc = TurnTokenizer(tok)
     grouped = _chunks_by_episode(dm.train_chunks)
     assert set(grouped) == set(episodes)
@@ -424,3 +599,89 @@ def test_datamodule_episode_longer_than_max_length(maze_data):
     # with truncation the same data loads and every chunk fits
     dm = _dm(paths["fo"], tok, variant="fo", window="all", max_length=second, overflow="truncate")
     assert max(len(c.input_ids) for c in dm.train_chunks) == second
+
+
+@pytest.mark.parametrize("window", [1, 3, 40, "all"])
+def test_chunk_store_gives_back_the_chunks_of_episode_to_chunks(maze_data, window):
+    """The packed store returns exactly the chunks `episode_to_chunks` made (later actions and next states
+    included), for windowed and whole-episode chunks of the PO data (long episodes)."""
+    paths, tok = maze_data
+    dm = _dm(paths["po"], tok, variant="po", window=window, max_length=4096)
+    enc = TurnTokenizer(tok)
+    expected = [
+        c for e in read_episodes(paths["po"])
+        for c in episode_to_chunks(e, enc, None if window == "all" else window, 4096)
+    ]
+    got = list(dm.train_chunks)
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        assert dataclasses.asdict(mine) == {**dataclasses.asdict(theirs), "later_actions": list(theirs.later_actions)}
+    assert dm.train_chunks[-1] == got[-1]
+    with pytest.raises(IndexError):
+        dm.train_chunks[len(got)]
+
+
+def test_datamodule_top_fraction_matches_filter_episodes(maze_data):
+    """The streaming filter keeps what `filter_episodes` keeps on each split (its threshold per split)."""
+    paths, tok = maze_data
+    dm = _dm(paths["fo"], tok, variant="fo", filter="top_fraction", top_fraction=0.3, val_fraction=0.2, seed=1)
+    everything = _dm(paths["fo"], tok, variant="fo", val_fraction=0.2, seed=1)
+    episodes = _by_source(paths["fo"])
+    for kept, split in ((dm.train_chunks, everything.train_chunks), (dm.val_chunks, everything.val_chunks)):
+        split_episodes = [episodes[s] for s in dict.fromkeys(c.source for c in split)]
+        wanted = {e.source for e in filter_episodes(split_episodes, "top_fraction", 0.3)}
+        assert {c.source for c in kept} == wanted
+        assert 0 < len(wanted) < len(split_episodes)
+
+
+def test_datamodule_validates_the_whole_file_before_tokenising(maze_data, tmp_path, monkeypatch):
+    paths, tok = maze_data
+    path = tmp_path / "train.jsonl"
+    lines = paths["fo"].read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines + ['{"turns": [], "done": true}']) + "\n", encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(datamodule, "episode_to_chunks", lambda *a: calls.append(a) or [])
+    with pytest.raises(DatasetError, match=re.escape(f"{path}:{len(lines) + 1}: field 'turns'")):
+        _dm(path, tok, variant="fo")
+    assert calls == []
+
+
+def test_datamodule_success_filter_refuses_string_success(maze_data, tmp_path):
+    """`meta.success: "false"` no longer counts as a success: the file is refused."""
+    paths, tok = maze_data
+    path = tmp_path / "train.jsonl"
+    path.write_text(paths["fo"].read_text(encoding="utf-8").replace('"success": false', '"success": "false"', 1),
+                    encoding="utf-8")
+    with pytest.raises(DatasetError, match="meta.success must be true or false, got 'false'"):
+        _dm(path, tok, variant="fo", filter="success")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "data.batch_size must be at least 1, got 0"),
+    ("batch_size", -1, "data.batch_size must be at least 1, got -1"),
+    ("batch_size", 2.5, "data.batch_size must be an integer, got 2.5"),
+    ("num_workers", -1, "data.num_workers must be at least 0, got -1"),
+    ("window", 0, "data.window must be at least 1, got 0"),
+    ("window", "last", "data.window must be 'task', 'all' or a number of texts, got 'last'"),
+    ("max_length", 1, "data.max_length must be at least 2, got 1"),
+    ("val_fraction", -0.1, "data.val_fraction must be in [0, 1), got -0.1"),
+    ("val_fraction", 1.0, "data.val_fraction must be in [0, 1), got 1.0"),
+    ("val_fraction", float("nan"), "data.val_fraction must be in [0, 1), got nan"),
+    ("top_fraction", 0.0, "data.top_fraction must be in (0, 1], got 0.0"),
+    ("top_fraction", 1.5, "data.top_fraction must be in (0, 1], got 1.5"),
+    ("filter", "best", "data.filter must be none, success or top_fraction, got 'best'"),
+    ("overflow", "wrap", "data.overflow must be error or truncate, got 'wrap'"),
+    ("max_line_bytes", 0, "data.max_line_bytes must be at least 1, got 0"),
+    ("data_path", "", "data.data_path must be a file path, got ''"),
+    ("variant", "zz", "task 'maze' has no variant 'zz'; valid: fo, po"),
+])
+def test_datamodule_arguments_are_checked_with_one_line(field, value, message):
+    kwargs = {"data_path": "train.jsonl", "task": "maze", field: value}
+    with pytest.raises(LMRLError) as info:
+        EpisodeDataModule(**kwargs)
+    assert str(info.value) == message
+
+
+def test_datamodule_unknown_task():
+    with pytest.raises(LMRLError, match="unknown task 'nope'"):
+        EpisodeDataModule("train.jsonl", task="nope")

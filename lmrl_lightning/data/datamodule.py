@@ -1,42 +1,114 @@
-"""The DataModule every offline algorithm trains from: JSONL episodes -> filtered -> token chunks -> batches."""
+"""The DataModule every offline algorithm trains from: JSONL episodes -> filtered -> token chunks -> batches.
+
+`setup` streams the file twice and never holds the list of episodes: a first pass validates every line and
+keeps each episode's return and success (a few bytes each: the split and the filter's threshold need them);
+the second tokenises the selected episodes one at a time into a `ChunkStore`, flat arrays of token ids.
+"""
 from __future__ import annotations
 
+import math
 import random
+from array import array
 from functools import partial
-from typing import Literal, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from lmrl_lightning.data.collate import collate_chunks
-from lmrl_lightning.data.filters import FilterMode, filter_episodes
-from lmrl_lightning.data.jsonl import read_episodes
+from lmrl_lightning.data.filters import FilterMode, check_filter, top_fraction_threshold
+from lmrl_lightning.data.jsonl import MAX_LINE_BYTES, DatasetError, iter_episodes
+from lmrl_lightning.data.prepare import check_dataset_manifest
 from lmrl_lightning.data.tokenize import Overflow, TokenChunk, TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
+
+OVERFLOW_MODES = ("error", "truncate")
+
+
+class ChunkStore(Sequence[TokenChunk]):
+    """Token chunks packed into flat arrays (about 10 bytes a token, against about 100 in Python lists).
+
+    Indexing rebuilds one `TokenChunk`, so the DataLoader and `collate_chunks` see the chunks unchanged. Each
+    episode's later-action summaries are stored once: a chunk's are a suffix of its episode's (the way
+    `episode_to_chunks` builds them), so windowed episodes do not store them once per action. Rewards are
+    kept as float32, the precision of the batches.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.tokens, self.is_action, self.rewards = array("i"), array("b"), array("f")
+        self.bounds = array("q", [0])  # chunk k's tokens are [bounds[k], bounds[k + 1])
+        self.next_state = array("i")
+        self.next_lo, self.next_hi = array("q"), array("q")  # next_lo[k] == -1: no next state
+        self.later_lengths, self.later_rewards = array("i"), array("f")
+        self.later_lo, self.later_hi = array("q"), array("q")
+        self.dones, self.lines = array("b"), array("q")
+
+    def add_episode(self, chunks: Sequence[TokenChunk], line: int) -> None:
+        longest = max((c.later_actions for c in chunks), key=len, default=())
+        self.later_lengths.extend(n for n, _ in longest)
+        self.later_rewards.extend(r for _, r in longest)
+        end = len(self.later_lengths)
+        for c in chunks:
+            self.tokens.extend(c.input_ids)
+            self.is_action.extend(c.is_action)
+            self.rewards.extend(c.rewards)
+            self.bounds.append(len(self.tokens))
+            self.next_lo.append(-1 if c.next_state_ids is None else len(self.next_state))
+            self.next_state.extend(c.next_state_ids or ())
+            self.next_hi.append(len(self.next_state))
+            self.later_lo.append(end - len(c.later_actions))
+            self.later_hi.append(end)
+            self.dones.append(c.done)
+            self.lines.append(line)
+
+    def __len__(self) -> int:
+        return len(self.dones)
+
+    def __getitem__(self, k: int) -> TokenChunk:  # type: ignore[override]
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        k %= len(self)
+        lo, hi = self.bounds[k], self.bounds[k + 1]
+        later = slice(self.later_lo[k], self.later_hi[k])
+        return TokenChunk(
+            input_ids=self.tokens[lo:hi].tolist(),
+            is_action=[bool(a) for a in self.is_action[lo:hi]],
+            rewards=self.rewards[lo:hi].tolist(),
+            done=bool(self.dones[k]),
+            next_state_ids=None if self.next_lo[k] < 0 else self.next_state[self.next_lo[k]:self.next_hi[k]].tolist(),
+            source=f"{self.path}:{self.lines[k]}",
+            later_actions=list(zip(self.later_lengths[later], self.later_rewards[later])),
+        )
 
 
 class EpisodeDataModule(L.LightningDataModule):
     """Serves padded batches of token chunks from a JSONL episode file.
 
     The tokenizer is the model's: it is taken from the LightningModule being trained (or set with
-    `attach_tokenizer`), so the data always matches the model.
+    `attach_tokenizer`), so the data always matches the model. When the file sits in a directory written by
+    ``lmrl data``, its manifest is checked first (`prepare.check_dataset_manifest`): the task and variant, the
+    data file, and the tokenizer when the model uses the dataset's.
 
     Args:
         data_path: JSONL episode file (written by ``lmrl data``).
         task: registered task name; gives the history window and, with `variant`, its evaluation.
         variant: task variant (e.g. ``fo`` or ``po`` for the maze).
         window: texts of context per action chunk: ``task`` (the task's environment window), ``all`` (the whole
-            episode as one sequence) or a number.
+            episode as one sequence) or a number (at least 1).
         filter: ``none``; ``success`` (successful episodes only) or ``top_fraction`` (best episodes by return):
             filtered BC.
-        top_fraction: fraction kept by ``top_fraction``.
-        val_fraction: fraction of episodes held out (before filtering) for the validation loss.
-        max_length: longest chunk in tokens.
+        top_fraction: fraction kept by ``top_fraction``, in (0, 1].
+        val_fraction: fraction of episodes held out (before filtering) for the validation loss, in [0, 1): the
+            nearest whole number of episodes, drawn by `seed`.
+        max_length: longest chunk in tokens (at least 2).
         overflow: ``error`` stops on a chunk longer than max_length; ``truncate`` keeps its last tokens.
         batch_size: chunks per batch (per device).
         num_workers: DataLoader worker processes.
         seed: seed of the train/validation split.
+        max_line_bytes: longest episode line accepted, in bytes (`jsonl.MAX_LINE_BYTES`, 1 MiB).
     """
 
     def __init__(
@@ -53,6 +125,7 @@ class EpisodeDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -68,12 +141,45 @@ class EpisodeDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.max_line_bytes = max_line_bytes
+        self.check_arguments()
         self.tokenizer = None
-        self.train_chunks: list[TokenChunk] = []
-        self.val_chunks: list[TokenChunk] = []
+        self.train_chunks: Sequence[TokenChunk] = []
+        self.val_chunks: Sequence[TokenChunk] = []
+
+    def check_arguments(self) -> None:
+        """One line naming the field, for each argument out of its range (before any data is read)."""
+        _require(isinstance(self.data_path, str) and self.data_path.strip() != "", "data_path", "a file path",
+                 self.data_path)
+        if self.window not in ("task", "all"):
+            _require(_is_int(self.window), "window", "'task', 'all' or a number of texts", self.window)
+            _require(self.window >= 1, "window", "at least 1", self.window)
+        _require(self.filter in ("none", "success", "top_fraction"), "filter", "none, success or top_fraction",
+                 self.filter)
+        _require(_is_real(self.top_fraction) and 0 < self.top_fraction <= 1, "top_fraction", "in (0, 1]",
+                 self.top_fraction)
+        _require(_is_real(self.val_fraction) and 0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)",
+                 self.val_fraction)
+        _require(self.overflow in OVERFLOW_MODES, "overflow", "error or truncate", self.overflow)
+        for field, least in (("max_length", 2), ("batch_size", 1), ("num_workers", 0), ("max_line_bytes", 1)):
+            value = getattr(self, field)
+            _require(_is_int(value), field, "an integer", value)
+            _require(value >= least, field, f"at least {least}", value)
+        _require(_is_int(self.seed), "seed", "an integer", self.seed)
+        check_filter(self.filter, self.top_fraction)
+        self.task_variant()  # an unknown task or variant
 
     def attach_tokenizer(self, tokenizer) -> None:
         self.tokenizer = tokenizer
+
+    def task_variant(self) -> Optional[str]:
+        """The variant in use: `variant`, or the task's first; None without a task."""
+        if self.task is None:
+            return None
+        from lmrl_lightning.registry import get_task
+
+        spec = get_task(self.task)
+        return spec.check_variant(self.variant or spec.variants[0])
 
     def history_window(self) -> Optional[int]:
         if self.window == "all":
@@ -84,42 +190,61 @@ class EpisodeDataModule(L.LightningDataModule):
             return None
         from lmrl_lightning.registry import get_task
 
-        spec = get_task(self.task)
-        return spec.history_window.get(spec.check_variant(self.variant or spec.variants[0]))
-
-    def split(self, episodes: list[Episode]) -> tuple[list[Episode], list[Episode]]:
-        order = list(range(len(episodes)))
-        random.Random(self.seed).shuffle(order)
-        n_val = int(round(self.val_fraction * len(episodes)))
-        val = [episodes[i] for i in order[:n_val]]
-        train = [episodes[i] for i in order[n_val:]]
-        return train, val
+        return get_task(self.task).history_window.get(self.task_variant())
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_chunks:
             return
+        module = self.trainer.lightning_module if self.trainer is not None else None
         if self.tokenizer is None:
-            if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
+            if not hasattr(module, "tokenizer"):
                 raise RuntimeError("EpisodeDataModule needs a tokenizer: train it with an lmrl algorithm module")
-            self.tokenizer = self.trainer.lightning_module.tokenizer
-        train, val = self.split(read_episodes(self.data_path))
-        train = filter_episodes(train, self.filter, self.top_fraction)
-        if not train:
+            self.tokenizer = module.tokenizer
+        model_tokenizer = getattr(getattr(module, "backbone_config", None), "tokenizer", None)
+        check_dataset_manifest(self.data_path, self.task, self.task_variant(), model_tokenizer)
+        returns, successes = self.scan_returns()
+        in_val = set(random.Random(self.seed).sample(range(len(returns)), round(self.val_fraction * len(returns))))
+        keep = self.selection(returns, successes, in_val)
+        self.train_chunks, self.val_chunks = self.tokenise(keep, in_val, len(returns))
+        if not self.train_chunks:
             raise LMRLError(f"{self.data_path}: filter {self.filter!r} kept no training episode")
-        val = filter_episodes(val, self.filter, self.top_fraction)
-        self.train_chunks = self.to_chunks(train)
-        self.val_chunks = self.to_chunks(val)
 
-    def to_chunks(self, episodes: list[Episode]) -> list[TokenChunk]:
-        tokenize = TurnTokenizer(self.tokenizer)
-        window = self.history_window()
-        return [
-            chunk
-            for e in episodes
-            for chunk in episode_to_chunks(e, tokenize, window, self.max_length, self.overflow)
-        ]
+    def episodes(self) -> Iterator[Episode]:
+        return iter_episodes(self.data_path, self.max_line_bytes)
 
-    def _loader(self, chunks: list[TokenChunk], shuffle: bool) -> DataLoader:
+    def scan_returns(self) -> tuple[array, bytearray]:
+        """First pass: validate every line (before anything is tokenised); each episode's return and success."""
+        returns, successes = array("d"), bytearray()
+        for episode in self.episodes():
+            returns.append(episode.total_reward)
+            successes.append(episode.success)
+        return returns, successes
+
+    def selection(self, returns: array, successes: bytearray, in_val: set[int]) -> Callable[[int], bool]:
+        """Whether the filter keeps episode i; `top_fraction`'s threshold is computed per split."""
+        if self.filter == "success":
+            return lambda i: bool(successes[i])
+        if self.filter == "top_fraction":
+            val = [r for i, r in enumerate(returns) if i in in_val]
+            train = [r for i, r in enumerate(returns) if i not in in_val]
+            thresholds = (top_fraction_threshold(train, self.top_fraction),
+                          top_fraction_threshold(val, self.top_fraction))
+            return lambda i: returns[i] >= thresholds[i in in_val]
+        return lambda i: True
+
+    def tokenise(self, keep: Callable[[int], bool], in_val: set[int], n_episodes: int) -> tuple[ChunkStore, ChunkStore]:
+        """Second pass: the kept episodes' chunks, one episode at a time."""
+        tokenize, window = TurnTokenizer(self.tokenizer), self.history_window()
+        stores = ChunkStore(self.data_path), ChunkStore(self.data_path)
+        for i, episode in enumerate(self.episodes()):
+            if i >= n_episodes:
+                raise DatasetError(f"{episode.source}: the file grew while it was read; read it again")
+            if keep(i):
+                chunks = episode_to_chunks(episode, tokenize, window, self.max_length, self.overflow)
+                stores[i in in_val].add_episode(chunks, int(episode.source.rsplit(":", 1)[1]))
+        return stores
+
+    def _loader(self, chunks: Sequence[TokenChunk], shuffle: bool) -> DataLoader:
         return DataLoader(
             chunks,
             batch_size=self.batch_size,
@@ -134,3 +259,16 @@ class EpisodeDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_chunks, shuffle=False) if self.val_chunks else []
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, field: str, what: str, value: Any) -> None:
+    if not ok:
+        raise LMRLError(f"data.{field} must be {what}, got {value!r}")
