@@ -24,13 +24,15 @@ same seed both variants make the same moves and differ only in the observation w
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import random
+from array import array
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -41,6 +43,10 @@ from lmrl_lightning.rollout import rollout
 from lmrl_lightning.scoring import format_dataset_stats
 from lmrl_lightning.tasks.maze.env import DEFAULT_MAX_STEPS, START_POSITIONS, MazeEnv, Position, Variant
 from lmrl_lightning.tasks.maze.policies import SUBMAZES, MixturePolicy, submaze_of
+
+# Episodes played and written at a time: memory stays flat however many are asked for.
+BLOCK = 4096
+SUBMAZE_NAMES = tuple(SUBMAZES)
 
 # The env's longest episode: `max_steps` moves and the failure step.
 FULL_EPISODE_TURNS = DEFAULT_MAX_STEPS + 1
@@ -67,17 +73,43 @@ def sample_horizon(rng: random.Random, max_episode_steps: Horizon) -> int:
     return min(high, int(math.exp(rng.uniform(math.log(low), math.log(high + 1)))))
 
 
-def plan_episodes(
-    n_episodes: int, seed: int, max_episode_steps: Horizon
-) -> list[tuple[EvalEpisode, str, int]]:
-    """For each episode: its `EvalEpisode` (start position in the options), its submaze and its horizon."""
+def iter_plan(n_episodes: int, seed: int, max_episode_steps: Horizon) -> Iterator[tuple[EvalEpisode, str, int]]:
+    """For each episode in turn: its `EvalEpisode` (start position in the options), its submaze and its horizon."""
     rng = random.Random(seed)
-    plan = []
     for i in range(n_episodes):
         start: Position = rng.choice(START_POSITIONS)
         horizon = sample_horizon(rng, max_episode_steps)
-        plan.append((EvalEpisode(i, i, {"init_position": list(start)}), submaze_of(start), horizon))
-    return plan
+        yield EvalEpisode(i, i, {"init_position": list(start)}), submaze_of(start), horizon
+
+
+def plan_episodes(
+    n_episodes: int, seed: int, max_episode_steps: Horizon
+) -> list[tuple[EvalEpisode, str, int]]:
+    """The whole plan of `iter_plan` as a list."""
+    return list(iter_plan(n_episodes, seed, max_episode_steps))
+
+
+def play_block(
+    env: MazeEnv, policy: MixturePolicy, block: Sequence[tuple[EvalEpisode, str, int]], seed: int, batch_size: int
+) -> list[Episode]:
+    """Play one block of the plan; episodes come back in plan order, their meta completed."""
+    # The rollout engine cuts episodes at one `max_turns` per call, so episodes are grouped by horizon. A
+    # player's moves depend only on (seed, episode index, turn), so neither grouping nor blocking changes them.
+    by_horizon: dict[int, list[EvalEpisode]] = defaultdict(list)
+    for spec, _, horizon in block:
+        by_horizon[horizon].append(spec)
+    played: dict[int, Episode] = {}
+    for horizon, specs in sorted(by_horizon.items()):
+        for episode in rollout(env, policy, specs, batch_size=batch_size, policy_seed=seed, max_turns=horizon):
+            played[episode.meta["index"]] = episode
+    episodes = []
+    for spec, submaze, horizon in block:
+        episode = played[spec.index]
+        episode.meta.update(
+            {"start": spec.options["init_position"], "submaze": submaze, "horizon": horizon, "variant": env.variant}
+        )
+        episodes.append(episode)
+    return episodes
 
 
 def generate_dataset(
@@ -91,6 +123,9 @@ def generate_dataset(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Play the confined mixture policy and write `out_dir/train.jsonl` and `out_dir/stats.json`.
+
+    Episodes are played and written in blocks of `BLOCK`, so memory stays flat however many are asked for
+    (the statistics keep five numbers per episode).
 
     Args:
         out_dir: directory for the dataset (created if missing).
@@ -111,31 +146,20 @@ def generate_dataset(
     _check_horizon(max_episode_steps)
     env = MazeEnv(variant)
     policy = MixturePolicy(solver_prob, confine=True)
-    plan = plan_episodes(n_episodes, seed, max_episode_steps)
+    columns = _StatsColumns()
 
-    # The rollout engine cuts episodes at one `max_turns` per call, so episodes are grouped by horizon. A
-    # player's moves depend only on (seed, episode index, turn), so the grouping does not change them.
-    by_horizon: dict[int, list[EvalEpisode]] = defaultdict(list)
-    for spec, _, horizon in plan:
-        by_horizon[horizon].append(spec)
-    played: dict[int, Episode] = {}
-    with tqdm(total=n_episodes, desc=f"maze {variant} dataset", disable=not progress) as bar:
-        for horizon, specs in sorted(by_horizon.items()):
-            for episode in rollout(env, policy, specs, batch_size=batch_size, policy_seed=seed, max_turns=horizon):
-                played[episode.meta["index"]] = episode
-            bar.update(len(specs))
-
-    episodes = []
-    for spec, submaze, horizon in plan:
-        episode = played[spec.index]
-        episode.meta.update(
-            {"start": spec.options["init_position"], "submaze": submaze, "horizon": horizon, "variant": variant}
-        )
-        episodes.append(episode)
+    def episodes() -> Iterator[Episode]:
+        plan = iter_plan(n_episodes, seed, max_episode_steps)
+        with tqdm(total=n_episodes, desc=f"maze {variant} dataset", disable=not progress) as bar:
+            while block := list(itertools.islice(plan, BLOCK)):
+                for episode in play_block(env, policy, block, seed, batch_size):
+                    columns.add(episode)
+                    yield episode
+                bar.update(len(block))
 
     out = Path(out_dir)
-    write_episodes(out / "train.jsonl", episodes)
-    stats = dataset_stats(episodes)
+    write_episodes(out / "train.jsonl", episodes())
+    stats = columns.stats()
     stats["config"] = {
         "variant": variant,
         "n_episodes": n_episodes,
@@ -147,28 +171,48 @@ def generate_dataset(
     return stats
 
 
+class _StatsColumns:
+    """Per-episode length, return, success, submaze and done, packed (a few bytes an episode)."""
+
+    def __init__(self) -> None:
+        self.lengths, self.returns = array("d"), array("d")
+        self.successes, self.submazes, self.dones = array("b"), array("b"), array("b")
+
+    def add(self, episode: Episode) -> None:
+        self.lengths.append(float(episode.num_actions))
+        self.returns.append(episode.total_reward)
+        self.successes.append(episode.success)
+        self.submazes.append(SUBMAZE_NAMES.index(episode.meta["submaze"]) if episode.meta.get("submaze") in SUBMAZES else -1)
+        self.dones.append(episode.done)
+
+    def stats(self) -> dict[str, Any]:
+        """Table 1 statistics (population std, as `rollout.summarise`), each as `{"ours", "paper"}`, plus the
+        success rate and episode count per submaze and the share of truncated episodes."""
+        ours = {
+            "n_episodes": len(self.lengths),
+            "mean_length": _mean(self.lengths),
+            "std_length": _std(self.lengths),
+            "success_rate": _mean(self.successes),
+            "mean_return": _mean(self.returns),
+            "std_return": _std(self.returns),
+        }
+        stats: dict[str, Any] = {k: {"ours": v, "paper": PAPER_TABLE1[k]} for k, v in ours.items()}
+        per_submaze: dict[str, dict[str, float]] = {}
+        for code, name in enumerate(SUBMAZE_NAMES):
+            group = [s for s, m in zip(self.successes, self.submazes) if m == code]
+            if group:
+                per_submaze[name] = {"n_episodes": len(group), "success_rate": _mean(group)}
+        stats["per_submaze"] = per_submaze
+        stats["truncated_fraction"] = _mean([1 - d for d in self.dones])
+        return stats
+
+
 def dataset_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
-    """Table 1 statistics (population std, as `rollout.summarise`), each as `{"ours", "paper"}`, plus the
-    success rate and episode count per submaze and the share of truncated episodes."""
-    lengths = [float(e.num_actions) for e in episodes]
-    returns = [e.total_reward for e in episodes]
-    ours = {
-        "n_episodes": len(episodes),
-        "mean_length": _mean(lengths),
-        "std_length": _std(lengths),
-        "success_rate": _mean([float(e.success) for e in episodes]),
-        "mean_return": _mean(returns),
-        "std_return": _std(returns),
-    }
-    stats: dict[str, Any] = {k: {"ours": v, "paper": PAPER_TABLE1[k]} for k, v in ours.items()}
-    per_submaze: dict[str, dict[str, float]] = {}
-    for name in SUBMAZES:
-        group = [e for e in episodes if e.meta.get("submaze") == name]
-        if group:
-            per_submaze[name] = {"n_episodes": len(group), "success_rate": _mean([float(e.success) for e in group])}
-    stats["per_submaze"] = per_submaze
-    stats["truncated_fraction"] = _mean([float(not e.done) for e in episodes])
-    return stats
+    """The statistics of `generate_dataset` (see `_StatsColumns.stats`) for a list of episodes."""
+    columns = _StatsColumns()
+    for episode in episodes:
+        columns.add(episode)
+    return columns.stats()
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:
