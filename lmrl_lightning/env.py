@@ -91,9 +91,25 @@ class TextTrajectoryChain:
         return node
 
 
+class EpisodeOverError(RuntimeError):
+    """`TextEnv.step` after the episode ended (or, in an env that needs it, before the first `reset`)."""
+
+
 class TextEnv(ABC):
     """A text environment: `reset` gives the first history, `step` takes the history ending in the agent's
-    action and returns the new history the agent will see, the reward of that action, and `done`."""
+    action and returns the new history the agent will see, the reward of that action, and `done`.
+
+    What every environment guarantees (tests/test_env_fuzz.py checks it for each registered task):
+    * `step` plays any action text: empty, a million characters, control characters, lone surrogates, with or
+      without the end-of-turn newline. Text that is not a valid action is the task's invalid action (it earns
+      the task's documented invalid-action reward), never an exception.
+    * The reward is a finite float from the task's documented set, `done` is a bool, and the returned history
+      is a tuple of `Text` ending in an observation.
+    * `step` after the step that returned `done=True` raises `EpisodeOverError` (a RuntimeError) until the
+      next `reset()`; an env without a state before its first `reset()` raises it there too.
+    * `step` with an empty history, or one whose last text is not an action, raises ValueError.
+    No other exception comes out of `step`.
+    """
 
     @abstractmethod
     def reset(self, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> TextHistory: ...

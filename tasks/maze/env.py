@@ -23,7 +23,7 @@ import random
 from collections import deque
 from typing import Any, Literal, Optional, Sequence
 
-from lmrl_lightning.env import Text, TextEnv, TextHistory
+from lmrl_lightning.env import EpisodeOverError, Text, TextEnv, TextHistory
 
 Position = tuple[int, int]
 Variant = Literal["fo", "po"]
@@ -202,7 +202,7 @@ class MazeEnv(TextEnv):
 
     def step(self, history: TextHistory) -> tuple[TextHistory, float, bool]:
         if self.done:
-            raise RuntimeError("the maze episode is over; call reset() first")
+            raise EpisodeOverError("the maze episode is over; call reset() first")
         if not history or not history[-1].is_action:
             raise ValueError("step() needs a history whose last text is the agent's action")
         action = history[-1].text

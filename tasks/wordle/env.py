@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from lmrl_lightning.env import Text, TextEnv, TextHistory
+from lmrl_lightning.env import EpisodeOverError, Text, TextEnv, TextHistory
 
 WORD_LENGTH = 5
 MAX_GUESSES = 6
@@ -191,8 +191,12 @@ class WordleEnv(TextEnv):
         return (Text(HEADER, False),)
 
     def step(self, history: TextHistory) -> tuple[TextHistory, float, bool]:
-        if self.answer is None or self.done:
-            raise RuntimeError("step() after the game ended; call reset() first")
+        if self.answer is None:
+            raise EpisodeOverError("step() before the first reset(); call reset() first")
+        if self.done:
+            raise EpisodeOverError("step() after the game ended; call reset() first")
+        if not history or not history[-1].is_action:
+            raise ValueError("step() needs a history whose last text is the agent's action")
         guess = parse_guess(history[-1].text)
         self.n_guesses += 1
         if is_legal_guess(guess):
