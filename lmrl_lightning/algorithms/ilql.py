@@ -20,6 +20,7 @@ from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, next_state
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import HeadKind, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.policies.sampling import eval_mode
+from lmrl_lightning.validation import check_number
 
 
 def expectile_weights(target_q: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
@@ -86,6 +87,8 @@ class ILQL(ValueModule):
         tau: float = 0.7,
         polyak: float = 0.005,
     ):
+        check_number("model.tau", tau, low=0, high=1, low_open=True, high_open=True)
+        check_number("model.polyak", polyak, low=0, high=1, low_open=True)
         super().__init__(
             backbone, init_from, lr, weight_decay, warmup_steps, betas, gamma, discount_per, beta, head, head_bias,
             cql_weight,

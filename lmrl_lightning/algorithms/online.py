@@ -24,6 +24,7 @@ from lmrl_lightning.env import Episode
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task
 from lmrl_lightning.rollout import rollout, turn_seed
+from lmrl_lightning.validation import check_int, check_number
 
 
 def distributed() -> bool:
@@ -109,6 +110,11 @@ class OnlineModule(LMRLModule):
         max_length: int = 512,
         seed: int = 0,
     ):
+        for field, value in (("n_rollouts", n_rollouts), ("rollout_batch_size", rollout_batch_size),
+                             ("train_batch_size", train_batch_size), ("epochs", epochs)):
+            check_int(f"model.{field}", value)
+        check_int("model.max_length", max_length, low=2)
+        check_number("model.temperature", temperature, low=0, low_open=True)
         super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
         self.task_spec: TaskSpec = get_task(task)
         self.variant = self.task_spec.check_variant(variant or self.task_spec.variants[0])

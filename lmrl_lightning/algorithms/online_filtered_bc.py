@@ -19,6 +19,7 @@ from lmrl_lightning.data.filters import FilterMode, filter_episodes
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.validation import check_number
 
 
 class OnlineFilteredBC(OnlineModule):
@@ -51,6 +52,7 @@ class OnlineFilteredBC(OnlineModule):
         filter: FilterMode = "success",
         top_fraction: float = 0.3,
     ):
+        check_number("model.top_fraction", top_fraction, low=0, high=1, low_open=True)
         super().__init__(
             backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
             rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,

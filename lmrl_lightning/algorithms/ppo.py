@@ -33,6 +33,7 @@ from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
+from lmrl_lightning.validation import check_int, check_number
 
 
 # ---- pure functions -------------------------------------------------------------------------------------------
@@ -102,6 +103,21 @@ def adapt_kl_coef(coef: float, kl: float, target: float, horizon: float, n_steps
 
 
 # ---- the module ---------------------------------------------------------------------------------------------
+def check_ppo_settings(arguments: dict) -> None:
+    """PPO's own ranges, from its constructor's arguments (the base classes check the shared settings)."""
+    for field in ("gamma", "lam"):
+        check_number(f"model.{field}", arguments[field], low=0, high=1)
+    for field in ("clip", "clip_value"):
+        check_number(f"model.{field}", arguments[field], low=0, low_open=True)
+    for field in ("value_coef", "kl_coef", "bc_weight"):
+        check_number(f"model.{field}", arguments[field], low=0)
+    check_number("model.value_bias", arguments["value_bias"])
+    check_int("model.bc_batch_size", arguments["bc_batch_size"])
+    for field in ("kl_target", "kl_horizon", "grad_clip"):
+        if arguments[field] is not None:
+            check_number(f"model.{field}", arguments[field], low=0, low_open=True)
+
+
 class PPO(OnlineModule):
     """Proximal policy optimisation of the LM policy against the task's simulator (see the module docstring).
 
@@ -153,6 +169,7 @@ class PPO(OnlineModule):
         bc_batch_size: int = 32,
         grad_clip: Optional[float] = None,
     ):
+        check_ppo_settings(locals())
         super().__init__(
             backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
             rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,

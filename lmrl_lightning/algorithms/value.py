@@ -26,6 +26,7 @@ from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
 from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy
+from lmrl_lightning.validation import check_number
 
 DiscountPer = Literal["token", "turn"]
 
@@ -131,6 +132,10 @@ class ValueModule(LMRLModule):
         head_bias: float = 0.0,
         cql_weight: float = 0.0,
     ):
+        check_number("model.gamma", gamma, low=0, high=1)
+        check_number("model.beta", beta, low=0)
+        check_number("model.head_bias", head_bias)
+        check_number("model.cql_weight", cql_weight, low=0)
         super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
         if discount_per not in ("token", "turn"):
             raise LMRLError(f"discount_per {discount_per!r}: valid: token, turn")

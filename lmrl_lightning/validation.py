@@ -1,0 +1,61 @@
+"""Checks of configuration values: one `LMRLError` line naming the field, the allowed range and the value given.
+
+Constructors call these first, so that a bad value stops `lmrl fit` before any model is built, rather than
+training quietly with a negative learning rate or a NaN temperature.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from lmrl_lightning.errors import LMRLError
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_number(
+    field: str,
+    value,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """`value` is a finite number within [low, high] (an end is excluded when its `*_open` flag is set)."""
+    ok = _is_real(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    raise LMRLError(f"{field} must be a finite number{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
+
+
+def check_int(field: str, value, low: int = 1) -> None:
+    """`value` is an integer of at least `low`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise LMRLError(f"{field} must be an integer >= {low}, got {value!r}")
+
+
+def check_choice(field: str, value, choices) -> None:
+    if value not in choices:
+        raise LMRLError(f"{field} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_optimisation(lr, weight_decay, warmup_steps, betas) -> None:
+    """The optimiser settings every module shares (AdamW with linear warm-up)."""
+    check_number("model.lr", lr, low=0, low_open=True)
+    check_number("model.weight_decay", weight_decay, low=0)
+    check_int("model.warmup_steps", warmup_steps, low=0)
+    if len(betas) != 2:
+        raise LMRLError(f"model.betas must be two numbers, got {list(betas)!r}")
+    for i, beta in enumerate(betas):
+        check_number(f"model.betas[{i}]", beta, low=0, high=1, high_open=True)
