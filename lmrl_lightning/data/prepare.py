@@ -88,7 +88,9 @@ def check_episode_count(n_episodes: Optional[int]) -> None:
     if n_episodes < 1:
         raise LMRLError(f"--episodes must be at least 1, got {n_episodes}")
     if n_episodes > MAX_EPISODES:
-        raise LMRLError(f"--episodes must be at most {MAX_EPISODES:,} (generation time grows with it), got {n_episodes}")
+        raise LMRLError(
+            f"--episodes must be at most {MAX_EPISODES:,} (generation time grows with it), got {n_episodes}"
+        )
 
 
 def check_vocab_size(vocab_size: int) -> None:
@@ -109,6 +111,8 @@ def check_out_dir(out_dir: PathLike, overwrite: bool) -> Path:
     if not str(out_dir).strip():
         raise LMRLError("--out is empty; name the dataset directory to write")
     out = Path(os.path.abspath(out_dir))
+    if out.is_symlink():
+        raise LMRLError(f"--out {out_dir} is a symbolic link; name the directory itself")
     if out.exists() and not out.is_dir():
         raise LMRLError(f"--out {out_dir} is an existing file, not a directory")
     if out == Path(out.anchor) or out == Path.cwd() or out in Path.cwd().parents:
@@ -138,7 +142,11 @@ def move_into_place(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-    os.rename(out, old)  # onto an empty directory: allowed, and atomic
+    try:
+        os.rename(out, old)  # onto an empty directory: allowed, and atomic
+    except BaseException:
+        old.rmdir()
+        raise
     try:
         os.rename(tmp, out)
     except BaseException:

@@ -182,7 +182,8 @@ class _StatsColumns:
         self.lengths.append(float(episode.num_actions))
         self.returns.append(episode.total_reward)
         self.successes.append(episode.success)
-        self.submazes.append(SUBMAZE_NAMES.index(episode.meta["submaze"]) if episode.meta.get("submaze") in SUBMAZES else -1)
+        submaze = episode.meta.get("submaze")
+        self.submazes.append(SUBMAZE_NAMES.index(submaze) if submaze in SUBMAZES else -1)
         self.dones.append(episode.done)
 
     def stats(self) -> dict[str, Any]:
