@@ -1,8 +1,10 @@
-"""Task registry: the core finds tasks by name here and never imports a task package directly."""
+"""Task and algorithm registry: the core finds tasks and algorithms by name here and never imports a task package
+directly, nor a module that a file names."""
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Callable, Optional
 
 from lmrl_lightning.env import TextEnv
@@ -72,3 +74,34 @@ def get_task(name: str) -> TaskSpec:
 def _load_builtin_tasks() -> None:
     # The tasks package registers each built-in task on import.
     importlib.import_module("lmrl_lightning.tasks")
+
+
+# Installed packages declare their algorithms under this entry-point group, e.g. in pyproject.toml:
+#   [project.entry-points."lmrl_lightning.algorithms"]
+#   my_algo = "my_package.algo:MyAlgo"
+ALGORITHM_ENTRY_POINTS = "lmrl_lightning.algorithms"
+
+
+def class_path(cls: type) -> str:
+    """`module.Class`, as checkpoints record the algorithm that wrote them."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def algorithm_class(name: str) -> Optional[type]:
+    """The registered algorithm called `name` (e.g. `bc`, `BC` or `lmrl_lightning.algorithms.bc.BC`), or None.
+
+    Registered: the built-in ALGORITHMS and what installed packages declare under ALGORITHM_ENTRY_POINTS. Names are
+    matched before anything is loaded, so an unregistered name (read from a file, say) never causes an import."""
+    from lmrl_lightning.algorithms import ALGORITHMS
+    from lmrl_lightning.algorithms.base import LMRLModule
+
+    for short, cls in ALGORITHMS.items():
+        if name in (short, cls.__name__, class_path(cls)):
+            return cls
+    for entry in entry_points(group=ALGORITHM_ENTRY_POINTS):
+        if name in (entry.name, entry.value.replace(":", ".")):
+            cls = entry.load()
+            if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
+                raise LMRLError(f"entry point {entry.name!r} ({entry.value}) is not an LMRLModule subclass")
+            return cls
+    return None
