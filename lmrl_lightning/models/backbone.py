@@ -1,13 +1,15 @@
 """Backbone factory: a tiny GPT-2 built from config with the task's tokenizer, a local HF directory, or a hub id."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from lmrl_lightning.errors import LMRLError
@@ -20,6 +22,11 @@ TINY_PRESETS: dict[str, dict[str, int]] = {
     "small": {"n_layer": 4, "n_embd": 256, "n_head": 4},
 }
 
+
+DTYPES = ("float32", "bfloat16", "float16")
+# The shortest context a model may have: one observation plus one generated turn (policies generate up to 16
+# tokens a turn), so that a rollout never runs past the position embeddings.
+MIN_POSITIONS = 32
 
 # A directory holds a tokenizer when it has one of these (fast, slow SentencePiece, or BPE vocabulary files).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -63,7 +70,11 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):  # as stored in a checkpoint's hyper-parameters
-            self.lora = LoraSettings(**self.lora)
+            try:
+                self.lora = LoraSettings(**self.lora)
+            except TypeError as e:
+                raise BackboneError(f"backbone.lora: {e}") from None
+        self._check_fields()
         if self.quantization not in (None, "4bit", "8bit"):
             raise BackboneError(f"backbone.quantization {self.quantization!r}: valid: 4bit, 8bit (or none)")
         if self.quantization and self.lora is None:
@@ -75,6 +86,29 @@ class BackboneConfig:
                 f"backbone.quantization needs a model directory, not the preset {self.name_or_path!r} "
                 "(save it with save_pretrained first)"
             )
+
+    def _check_fields(self) -> None:
+        # Checked here, not only by the CLI's type hints: configs also come from files (checkpoints, exports).
+        for field, optional in (("name_or_path", False), ("tokenizer", True), ("quantized_device", True)):
+            value = getattr(self, field)
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                raise BackboneError(f"backbone.{field} must be a non-empty string, got {value!r}")
+        for field in ("trust_remote_code", "gradient_checkpointing"):
+            if not isinstance(getattr(self, field), bool):
+                raise BackboneError(f"backbone.{field} must be true or false, got {getattr(self, field)!r}")
+        positions = self.max_positions
+        if not isinstance(positions, int) or isinstance(positions, bool) or positions < MIN_POSITIONS:
+            raise BackboneError(
+                f"backbone.max_positions must be an integer of at least {MIN_POSITIONS} (one observation and one "
+                f"generated turn), got {positions!r}"
+            )
+        dropout = self.dropout
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise BackboneError(f"backbone.dropout must be in [0, 1), got {dropout!r}")
+        if self.dtype not in DTYPES:
+            raise BackboneError(f"backbone.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.lora is not None and not isinstance(self.lora, LoraSettings):
+            raise BackboneError(f"backbone.lora must be LoRA settings (r, alpha, ...) or null, got {self.lora!r}")
 
     @property
     def is_preset(self) -> bool:
@@ -102,7 +136,8 @@ def load_tokenizer(config: BackboneConfig):
             source, local_files_only=True, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as e:
-        raise BackboneError(f"cannot load a tokenizer from {source!r}: {str(e).splitlines()[0]}") from None
+        _refuse_remote_code(source, e)
+        raise BackboneError(f"cannot load a tokenizer from {source!r}: {_one_line(e)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     end_of_turn_id(tokenizer)
@@ -173,18 +208,51 @@ def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
             if device is None:
                 device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
             extra["device_map"] = {"": device}
-        return AutoModelForCausalLM.from_pretrained(
-            config.name_or_path,
-            local_files_only=True,
-            dtype=dtype,
-            trust_remote_code=config.trust_remote_code,
-            **extra,
-        )
-    except (OSError, ValueError) as e:
+        with _no_progress_bar():
+            return AutoModelForCausalLM.from_pretrained(
+                config.name_or_path,
+                local_files_only=True,
+                dtype=dtype,
+                trust_remote_code=config.trust_remote_code,
+                **extra,
+            )
+    except SafetensorError as e:
         raise BackboneError(
-            f"model {config.name_or_path!r} not found locally ({str(e).splitlines()[0]}); pass a local model "
+            f"the weights of model {config.name_or_path!r} cannot be read ({e}); the file may be truncated"
+        ) from None
+    except (OSError, ValueError) as e:
+        _refuse_remote_code(config.name_or_path, e)
+        raise BackboneError(
+            f"model {config.name_or_path!r} cannot be loaded locally ({_one_line(e)}); pass a local model "
             f"directory or a preset ({', '.join(TINY_PRESETS)})"
         ) from None
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _refuse_remote_code(source: str, error: Exception) -> None:
+    """transformers' refusal to run a directory's own code (auto_map), as a one-line error saying who may allow it."""
+    if "trust_remote_code" in str(error) or "custom code" in str(error):
+        raise BackboneError(
+            f"{source!r} needs to run its own Python code (auto_map), which is off: allow it only if you trust that "
+            "code, with --trust-remote-code (lmrl eval/export) or backbone.trust_remote_code in your config"
+        ) from None
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    # transformers draws a "Loading weights" bar on stderr, which would come before `lmrl`'s one-line errors.
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _looks_like_path(name: str) -> bool:

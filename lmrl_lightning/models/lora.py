@@ -41,6 +41,26 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: Optional[list[str]] = None
 
+    def __post_init__(self) -> None:
+        # Checked here because settings also come from files (a checkpoint's or an export's hyper-parameters).
+        if not _is_int(self.r) or self.r < 1:
+            raise LMRLError(f"backbone.lora.r must be an integer of at least 1, got {self.r!r}")
+        if not _is_number(self.alpha) or not 0 < self.alpha < float("inf"):
+            raise LMRLError(f"backbone.lora.alpha must be a positive number, got {self.alpha!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise LMRLError(f"backbone.lora.dropout must be in [0, 1), got {self.dropout!r}")
+        targets = self.target_modules
+        if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+            raise LMRLError(f"backbone.lora.target_modules must be a list of module names, got {targets!r}")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
 
 def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
