@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,10 +25,11 @@ def _data(args: argparse.Namespace) -> None:
     from lmrl_lightning.data.prepare import prepare_task_data
     from lmrl_lightning.registry import get_task
 
-    stats = prepare_task_data(args.task, args.variant, args.out, args.episodes, args.seed, args.vocab_size)
+    stats = prepare_task_data(args.task, args.variant, args.out, args.episodes, args.seed, args.vocab_size,
+                              overwrite=args.overwrite)
     format_stats = get_task(args.task).format_stats
     print(format_stats(stats) if format_stats else json.dumps(stats, indent=2))
-    print(f"wrote {args.out}/train.jsonl and {args.out}/tokenizer/")
+    print(f"wrote {args.out}/: train.jsonl, tokenizer/, stats.json, manifest.json")
 
 
 def _resolve_model_args(rest: Sequence[str]) -> list[str]:
@@ -71,23 +72,9 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
 
 def _fit(rest: Sequence[str]):
     """`lmrl fit`; returns the LightningCLI (its trainer, model and callbacks) to in-process callers."""
-    from lightning.pytorch.cli import LightningCLI
+    from lmrl_lightning.fit_cli import run_fit
 
-    from lmrl_lightning.algorithms.base import LMRLModule
-
-    # LightningCLI warns (echoing the whole command line) whenever `args` is passed while sys.argv has arguments,
-    # which is always the case for `lmrl fit ...`; sys.argv must stay as it is, for DDP relaunches the command.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    # No datamodule class: `data:` is then optional (online algorithms collect their own data) and takes any
-    # LightningDataModule by class_path (lmrl_lightning.data.datamodule.EpisodeDataModule for offline data).
-    return LightningCLI(
-        LMRLModule,
-        None,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=["fit", *_resolve_model_args(rest)],
-        save_config_kwargs={"overwrite": True},
-    )
+    return run_fit(rest, _resolve_model_args(rest))
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -95,12 +82,13 @@ def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.registry import get_task
     from lmrl_lightning.rollout import evaluate_task, format_transcript, summarise
 
+    _check_eval_flags(args)
     if Path(args.checkpoint).is_dir():
         from lmrl_lightning.export import load_export
 
-        module, meta = load_export(args.checkpoint)
+        module, meta = load_export(args.checkpoint, args.trust_remote_code, args.algorithm)
     else:
-        module, meta = load_module(args.checkpoint)
+        module, meta = load_module(args.checkpoint, args.trust_remote_code, args.algorithm)
     task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
     decoding = args.decoding or task.default_decoding
@@ -117,9 +105,49 @@ def _eval(args: argparse.Namespace) -> None:
     print(format_transcript(episodes[0]))
     print(json.dumps({"task": task.name, "variant": variant, **vars(summary)}, indent=2))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
-                       "returns": [e.total_reward for e in episodes]}, f, indent=2)
+        _write_json_atomically(Path(args.out), {
+            "task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
+            "returns": [e.total_reward for e in episodes],
+        })
+
+
+def _check_eval_flags(args: argparse.Namespace) -> None:
+    """Refuse bad `lmrl eval` flags before loading the checkpoint or rolling anything out."""
+    for flag, value in (("--rollouts", args.rollouts), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise LMRLError(f"{flag} must be at least 1, got {value}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise LMRLError(
+            f"--temperature must be a positive number, got {args.temperature:g} (greedy is --decoding greedy)"
+        )
+    if args.beta is not None and not math.isfinite(args.beta):
+        raise LMRLError(f"--beta must be a finite number, got {args.beta:g}")
+    if args.out is not None:
+        _check_output_file(args.out, "--out")
+
+
+def _check_output_file(path: str, flag: str) -> None:
+    """An output file is checked before the work that produces it: its directory exists and is writable."""
+    if not path:
+        raise LMRLError(f"{flag} must name a file, got ''")
+    parent = Path(path).parent
+    if Path(path).is_dir():
+        raise LMRLError(f"{flag} {path!r} is a directory; name a file")
+    if not parent.is_dir():
+        raise LMRLError(f"{flag} {path!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LMRLError(f"{flag} {path!r}: cannot write in {str(parent)!r}")
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: never half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _play(args: argparse.Namespace) -> None:
@@ -152,21 +180,50 @@ def _play(args: argparse.Namespace) -> None:
     print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
 
 
+def _check_quickstart_flags(args: argparse.Namespace) -> None:
+    if not args.out:
+        raise LMRLError("--out must name a directory, got ''")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise LMRLError(f"--out {args.out!r} is a file; name a directory")
+    for flag, value in (("--rollouts", args.rollouts), ("--steps", args.steps), ("--value-steps", args.value_steps)):
+        if value is not None and value < 1:
+            raise LMRLError(f"{flag} must be at least 1, got {value}")
+
+
 def _missing(what: str):
     raise LMRLError(f"missing {what}")
 
 
+def _add_trust_flags(p: argparse.ArgumentParser) -> None:
+    # What a checkpoint or export directory may run is the person's decision, never the file's.
+    p.add_argument("--algorithm", default=None, metavar="MODULE.CLASS",
+                   help="import this algorithm class for a checkpoint written by an unregistered one (trust its code)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model directory run its own Python code (auto_map); a file never grants this")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one `LMRLError` line pointing at --help, not the usage text."""
+
+    def error(self, message: str):
+        raise LMRLError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="lmrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", help="generate a task's offline dataset and tokenizer")
     p.add_argument("task")
     p.add_argument("--variant", default=None)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--episodes", type=int, default=None, help="number of episodes (default: the paper's)")
+    p.add_argument("--out", required=True, help="dataset directory, written whole (a temporary sibling, then renamed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory at --out")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="number of episodes, 1 to 100,000,000 (default: the paper's); episodes are streamed to "
+                        "disk, so the bound is time: about 1k maze or 2k Wordle episodes a second")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary of the task tokenizer")
+    p.add_argument("--vocab-size", type=int, default=512,
+                   help="BPE vocabulary of the task tokenizer, at least 258 (256 bytes and 2 special tokens)")
 
     sub.add_parser("fit", help="train from a config (LightningCLI; see `lmrl fit --help`)", add_help=False)
 
@@ -182,11 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")
+    _add_trust_flags(p)
 
     p = sub.add_parser("export", help="write a checkpoint as a directory that transformers/peft and `lmrl eval` load")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="new directory")
     p.add_argument("--merge", action="store_true", help="LoRA: write the policy with its adapter merged in")
+    _add_trust_flags(p)
 
     p = sub.add_parser("play", help="play a task yourself")
     p.add_argument("task")
@@ -221,10 +280,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "export":
             from lmrl_lightning.export import export_module
 
-            print(f"exported to {export_module(args.checkpoint, args.out, args.merge)}")
+            out = export_module(args.checkpoint, args.out, args.merge, args.trust_remote_code, args.algorithm)
+            print(f"exported to {out}")
         elif args.command == "quickstart":
             from lmrl_lightning.quickstart import run_quickstart
 
+            _check_quickstart_flags(args)
             names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
             unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
             if unknown:
@@ -233,6 +294,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LMRLError as e:
         print(f"lmrl: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system said no (permissions, a full disk, a path that vanished)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lmrl: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmrl: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

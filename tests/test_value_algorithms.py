@@ -726,12 +726,12 @@ def test_both_decoding_paths_give_valid_actions(assets, bandit_ilql):
         for h in (out[0], out[2]):
             assert h[:-1] == hist
             assert h[-1].is_action and h[-1].text.endswith("\n") and h[-1].text.count("\n") == 1
-    # token-by-token value-guided sampling also moves mass from the bad door to the good one. Measured (seed 0,
-    # 200 samples): ILQL "door one" 0.85, "door two" 0 (the rest is " one one": without a CQL term, Q of tokens
-    # never taken in a state is extrapolated); BC: "door one" 0.42, "door two" 0.51.
-    counts, freq = door_frequency(bandit_ilql.policy("sample"))
-    bc_counts, bc_freq = door_frequency(assets["bc"].policy("sample"))
-    assert freq > bc_freq + 0.2, (counts, bc_counts)
+    # token-by-token value-guided sampling also takes the mass off the bad door. Measured (200 samples, training
+    # seeds 0, 1, 2 at 100 steps): "door two" 0 every time; "door one" 0.55, 0.17, 0.49 (the rest is " one one":
+    # without a CQL term, Q of tokens never taken in a state is extrapolated, so where the freed mass goes depends on
+    # the seed); BC: "door one" 0.49, "door two" about half.
+    counts, _ = door_frequency(bandit_ilql.policy("sample"))
+    bc_counts, _ = door_frequency(assets["bc"].policy("sample"))
     assert counts[DOORS[1]] <= 10 < bc_counts[DOORS[1]], (counts, bc_counts)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from pathlib import Path
 from typing import Literal, Optional, Sequence, Union
 
@@ -14,12 +15,13 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from lmrl_lightning.checkpointing import AtomicCheckpointIO, rng_state, set_rng_state
+from lmrl_lightning.checkpointing import AtomicCheckpointIO, check_local_checkpoint, rng_state, set_rng_state
 from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import add_lora
 from lmrl_lightning.policies import LMPolicy, RerankPolicy
+from lmrl_lightning.validation import check_optimisation
 
 Decoding = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 
@@ -47,11 +49,14 @@ class LMRLModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
     ):
         super().__init__()
+        check_optimisation(lr, weight_decay, warmup_steps, betas)
         if isinstance(backbone, dict):  # as stored in a checkpoint's hyper-parameters
             backbone = BackboneConfig(**backbone)
-        init_checkpoint = read_checkpoint(init_from) if init_from else None
-        if init_checkpoint is not None:
-            backbone = BackboneConfig(**init_checkpoint["hyper_parameters"]["backbone"])
+        init_checkpoint = read_checkpoint(init_from, "init_from") if init_from else None
+        if init_checkpoint is not None:  # its model, but trust_remote_code from this config, never from the file
+            backbone = backbone_from_file(
+                init_checkpoint["hyper_parameters"]["backbone"], f"init_from {init_from!r}", backbone.trust_remote_code
+            )
         # Plain types only in the checkpoint, so that it loads with weights_only=True.
         self.save_hyperparameters(ignore=["backbone"])
         self.hparams["backbone"] = dataclasses.asdict(backbone)
@@ -146,6 +151,36 @@ class LMRLModule(L.LightningModule):
         # A resumed run draws the same data order and samples as an uninterrupted one.
         checkpoint["lmrl_rng"] = rng_state()
 
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        # A NaN/inf loss would silently destroy every weight; stop before the update, keeping the saved checkpoints.
+        if not torch.isfinite(loss).all():
+            raise LMRLError(
+                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); stopped "
+                "before the update: the checkpoints already saved are intact (lower model.lr or check the data)"
+            )
+
+    def check_resume_settings(self, checkpoint: dict) -> None:
+        """A resumed run trains what the checkpoint trained: the same hyper-parameters (model, algorithm settings)
+        and the same task. Data and trainer settings (batch size, max_steps...) apply as the config gives them."""
+        saved = comparable_hparams(checkpoint.get("hyper_parameters") or {})
+        mine = comparable_hparams(dict(self.hparams))
+        changed = [k for k in sorted(saved.keys() | mine.keys()) if saved.get(k) != mine.get(k)]
+        if changed:
+            key = changed[0]
+            raise LMRLError(
+                f"cannot resume: model.{key} is {mine.get(key)!r} here but {saved.get(key)!r} in the checkpoint"
+                f"{f' (and {len(changed) - 1} more)' if len(changed) > 1 else ''}; resume with the checkpoint's "
+                "settings, or start a new run from its weights with --model.init_from"
+            )
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        meta = checkpoint.get("lmrl") or {}
+        for field in ("task", "variant"):
+            mine_value = getattr(datamodule, field, None)
+            if mine_value is not None and meta.get(field) is not None and mine_value != meta[field]:
+                raise LMRLError(
+                    f"cannot resume: data.{field} is {mine_value!r} here but the checkpoint trained on {meta[field]!r}"
+                )
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         written_by = (checkpoint.get("lmrl") or {}).get("algorithm")
         mine = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -153,52 +188,102 @@ class LMRLModule(L.LightningModule):
             raise LMRLError(
                 f"cannot resume {type(self).__name__} from a checkpoint written by {written_by or 'another program'}"
             )
+        self.check_resume_settings(checkpoint)
         if "lmrl_rng" in checkpoint:
             set_rng_state(checkpoint["lmrl_rng"])
 
 
-def read_checkpoint(path: Union[str, Path]) -> dict:
-    """A checkpoint written by an lmrl-lightning module, read with weights_only=True; clear errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise LMRLError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle refusing a non-weight object, ...
-        raise LMRLError(
-            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            "it may be truncated or not a Lightning checkpoint"
-        ) from None
-    meta = checkpoint.get("lmrl") if isinstance(checkpoint, dict) else None
-    if not meta or "state_dict" not in checkpoint:
-        raise LMRLError(f"checkpoint {str(path)!r} was not written by an lmrl-lightning algorithm module")
-    return checkpoint
+def comparable_hparams(hparams: dict) -> dict:
+    """Hyper-parameters as plain JSON values (tuples as lists), without LightningCLI's bookkeeping entries."""
+    plain = {k: v for k, v in hparams.items() if k not in ("_class_path", "_instantiator")}
+    return json.loads(json.dumps(plain, default=str))
 
 
-def import_algorithm(dotted: str, source: str) -> type:
-    """The LMRLModule class at `dotted` (as recorded by a checkpoint or an export from `source`)."""
-    module_name, _, class_name = dotted.rpartition(".")
+def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
+    """A checkpoint written by an lmrl-lightning module: a local file read with weights_only=True, carrying its
+    lmrl metadata; one-line errors otherwise (see `lmrl_lightning.checkpointing.check_local_checkpoint`)."""
+    return check_local_checkpoint(path, what)
+
+
+def backbone_from_file(stored, source: str, trust_remote_code: bool = False) -> BackboneConfig:
+    """The BackboneConfig that a checkpoint or export recorded. A file never grants trust: `trust_remote_code` is
+    what the person running this passed (a command-line flag, their own config), whatever the file says."""
+    if not isinstance(stored, dict):
+        raise LMRLError(f"{source}: hyper-parameter 'backbone' must be a mapping, got {type(stored).__name__}")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError):
-        raise LMRLError(f"{source} needs algorithm {dotted!r}, which cannot be imported") from None
-    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
-        raise LMRLError(f"{source} names {dotted!r}, which is not an LMRLModule")
+        return BackboneConfig(**{**stored, "trust_remote_code": trust_remote_code})
+    except TypeError as e:  # an unknown or missing field
+        raise LMRLError(f"{source}: hyper-parameter 'backbone': {e}") from None
+    except LMRLError as e:
+        raise LMRLError(f"{source}: {e}") from None
+
+
+def import_algorithm(recorded: str, source: str, explicit: Optional[str] = None) -> type:
+    """The LMRLModule class that rebuilds what `source` (a checkpoint or an export) recorded as `recorded`.
+
+    A name read from a file is looked up among registered algorithms only (built-ins and the entry points of
+    installed packages): it never causes an import. Any other class is imported only when the person names it
+    (`explicit`, from `--algorithm`), and it must be the class the file records."""
+    from lmrl_lightning.registry import algorithm_class, class_path
+
+    shown = recorded if len(recorded) <= 200 else recorded[:200] + "..."
+    if explicit is None:
+        cls = algorithm_class(recorded)
+        if cls is None:
+            raise LMRLError(
+                f"{source} was written by {shown!r}, which is not a registered algorithm; if you trust that code, "
+                "name its class explicitly with --algorithm MODULE.CLASS"
+            )
+        return cls
+    cls = algorithm_class(explicit) or _import_named_class(explicit)
+    if class_path(cls) != recorded:
+        raise LMRLError(f"--algorithm {explicit!r} is {class_path(cls)}, but {source} was written by {shown!r}")
     return cls
 
 
-def load_module(path: Union[str, Path]) -> tuple[LMRLModule, dict]:
-    """Rebuild a trained module from a Lightning checkpoint (read with weights_only=True) and its lmrl metadata."""
+def _import_named_class(dotted: str) -> type:
+    """The LMRLModule subclass at `dotted`, imported because the person named it on the command line."""
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
+        raise LMRLError(f"--algorithm {dotted!r} is not an importable LMRLModule subclass (module.Class)")
+    return cls
+
+
+def load_module(
+    path: Union[str, Path], trust_remote_code: bool = False, algorithm: Optional[str] = None
+) -> tuple[LMRLModule, dict]:
+    """Rebuild a trained module from a Lightning checkpoint (a local file read with weights_only=True) and its
+    lmrl metadata. `trust_remote_code` and `algorithm` (a class to import) come from the person, never the file."""
     checkpoint = read_checkpoint(path)
+    source = f"checkpoint {str(path)!r}"
     meta = checkpoint["lmrl"]
-    cls = import_algorithm(meta["algorithm"], f"checkpoint {str(path)!r}")
-    class_name = cls.__name__
+    cls = import_algorithm(meta["algorithm"], source, algorithm)
     # The state dict holds every weight: do not read the checkpoint this one was initialised from. LightningCLI
     # adds its own `_class_path`/`_instantiator` entries to the hyper-parameters; they are not constructor args.
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in ("_class_path", "_instantiator")}
-    module = cls(**{**hparams, "init_from": None})
-    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    hparams["backbone"] = backbone_from_file(hparams["backbone"], source, trust_remote_code)
+    module = build_from_hparams(cls, hparams, source)
+    try:
+        missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    except RuntimeError as e:  # a weight of another shape
+        raise LMRLError(f"{source} does not match {cls.__name__}'s weights ({_one_line(e)})") from None
     wrong = unexpected + [k for k in missing if not module.is_base_weight(k)]
     if wrong:
-        raise LMRLError(f"checkpoint {str(path)!r} does not match {class_name}'s weights (e.g. {wrong[0]!r})")
+        raise LMRLError(f"{source} does not match {cls.__name__}'s weights (e.g. {wrong[0]!r})")
     return module, meta
+
+
+def build_from_hparams(cls: type, hparams: dict, source: str) -> LMRLModule:
+    """`cls(**hparams)` for hyper-parameters read from a file; ones that do not fit `cls` are one line."""
+    try:
+        return cls(**{**hparams, "init_from": None})
+    except TypeError as e:  # an unknown keyword, or a value of the wrong type
+        raise LMRLError(f"{source}: hyper-parameters do not fit {cls.__name__} ({_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:240] or type(e).__name__
