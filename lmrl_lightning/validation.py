@@ -52,7 +52,7 @@ def check_choice(field: str, value, choices) -> None:
 
 def check_optimisation(lr, weight_decay, warmup_steps, betas) -> None:
     """The optimiser settings every module shares (AdamW with linear warm-up)."""
-    check_number("model.lr", lr, low=0, low_open=True)
+    check_number("model.lr", lr, low=0)  # 0 is allowed: a frozen module (evaluation-only runs, tests)
     check_number("model.weight_decay", weight_decay, low=0)
     check_int("model.warmup_steps", warmup_steps, low=0)
     if len(betas) != 2:

