@@ -1,4 +1,4 @@
-"""Text-environment API (spec §1): texts, histories, trajectories, environments and policies.
+"""Text-environment API (spec §1): texts, histories, environments, policies and recorded episodes.
 
 A history is a tuple of `Text` segments; each segment carries its own trailing newline, so a history is
 rendered by plain concatenation. Environments own the context they return (the maze keeps only its last
@@ -23,72 +23,6 @@ class Text:
 
 
 TextHistory = tuple[Text, ...]
-
-
-def history_to_str(history: Sequence[Text]) -> str:
-    """Render a history as the model sees it: plain concatenation, no separators."""
-    return "".join(t.text for t in history)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    history: TextHistory
-    reward: float
-    done: bool
-
-
-@dataclass
-class TextTrajectory:
-    """A history with one reward per segment; rewards sit on action segments only.
-
-    `done` says whether the trajectory ends in a true terminal state (False: truncated).
-    """
-
-    history: TextHistory
-    rewards: tuple[float, ...]
-    done: bool
-
-    def __post_init__(self) -> None:
-        if len(self.rewards) != len(self.history):
-            raise ValueError(f"{len(self.rewards)} rewards for {len(self.history)} texts")
-        for i, (t, r) in enumerate(zip(self.history, self.rewards)):
-            if not t.is_action and r != 0.0:
-                raise ValueError(f"text {i} is an observation but has reward {r}; rewards belong to actions")
-
-    @property
-    def total_reward(self) -> float:
-        return float(sum(self.rewards))
-
-
-@dataclass
-class TextTrajectoryChain:
-    """A singly linked list of trajectory chunks (one per transition when an episode outgrows a context).
-
-    Only the last chunk may be `done`; a value method bootstraps from each chunk into the next.
-    """
-
-    trajectory: TextTrajectory
-    next: Optional["TextTrajectoryChain"] = None
-
-    def __post_init__(self) -> None:
-        if self.next is not None and self.trajectory.done:
-            raise ValueError("only the last chunk of a chain may be done")
-
-    def to_list(self) -> list[TextTrajectory]:
-        chunks, node = [], self
-        while node is not None:
-            chunks.append(node.trajectory)
-            node = node.next
-        return chunks
-
-    @classmethod
-    def from_list(cls, chunks: Sequence[TextTrajectory]) -> "TextTrajectoryChain":
-        if not chunks:
-            raise ValueError("a chain needs at least one chunk")
-        node = None
-        for chunk in reversed(chunks):
-            node = cls(chunk, node)
-        return node
 
 
 class EpisodeOverError(RuntimeError):
@@ -120,41 +54,17 @@ class TextEnv(ABC):
     def close(self) -> None:
         pass
 
+    def success(self) -> Optional[bool]:
+        """Whether the episode that just ended succeeded (recorded as `meta["success"]`); None: the task has no
+        notion of success beyond its return."""
+        return None
+
     def end_message(self) -> Optional[str]:
         """What `lmrl play` tells the person at the end of an episode (e.g. a hidden word); None: nothing."""
         return None
 
     def copy(self) -> "TextEnv":
         return copy.deepcopy(self)
-
-
-class BatchedTextEnv:
-    """N independent copies of one environment stepped together; finished entries are skipped (None)."""
-
-    def __init__(self, env: TextEnv, size: int):
-        self.envs = [env.copy() for _ in range(size)]
-
-    def __len__(self) -> int:
-        return len(self.envs)
-
-    def reset(
-        self, seeds: Sequence[Optional[int]], options: Sequence[Optional[dict[str, Any]]]
-    ) -> list[TextHistory]:
-        if not (len(seeds) == len(options) <= len(self.envs)):
-            raise ValueError(f"{len(seeds)} seeds and {len(options)} options for {len(self.envs)} environments")
-        return [env.reset(seed=s, options=o) for env, s, o in zip(self.envs, seeds, options)]
-
-    def step(
-        self, histories: Sequence[Optional[TextHistory]], done: Sequence[bool]
-    ) -> list[Optional[StepResult]]:
-        return [
-            None if d or h is None else StepResult(*env.step(h))
-            for env, h, d in zip(self.envs, histories, done)
-        ]
-
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
 
 
 class TextPolicy(ABC):
@@ -203,11 +113,6 @@ class PrivilegedPolicy(ABC):
         """The action text (ending in a newline) to play in `env`, whose agent-visible history is `history`."""
 
 
-def ensure_end_of_turn(text: str) -> str:
-    """Exactly one trailing newline, and no newline inside the action (it ends the turn)."""
-    return text.split(END_OF_TURN, 1)[0] + END_OF_TURN
-
-
 @dataclass
 class Turn:
     """One segment of a recorded episode, as written to the JSONL dataset format."""
@@ -241,14 +146,3 @@ class Episode:
     @property
     def success(self) -> bool:
         return bool(self.meta.get("success", False))
-
-    def to_trajectory(self) -> TextTrajectory:
-        return TextTrajectory(
-            tuple(Text(t.text, t.is_action) for t in self.turns), tuple(t.reward for t in self.turns), self.done
-        )
-
-
-def episode_success(env: TextEnv) -> Optional[bool]:
-    """Whether the env's last episode succeeded, for envs that define `success()`; None otherwise."""
-    success = getattr(env, "success", None)
-    return success() if callable(success) else None

@@ -20,7 +20,6 @@ from lmrl_lightning.env import (
     TextEnv,
     TextHistory,
     Turn,
-    episode_success,
 )
 from lmrl_lightning.registry import EvalEpisode, TaskSpec
 from lmrl_lightning.scoring import Normalisation
@@ -95,7 +94,7 @@ def rollout(
             slot.history = new_history
             if done or slot.n_actions >= max_turns:
                 meta = {"index": slot.spec.index, "seed": slot.spec.seed, "options": slot.spec.options}
-                success = episode_success(slot.env)
+                success = slot.env.success()
                 if success is not None:
                     meta["success"] = success
                 finished[slot.spec.index] = Episode(slot.turns, bool(done), meta)
