@@ -22,7 +22,7 @@ quiet_libraries()
 
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.rollout import evaluate_task, summarise  # noqa: E402
+from lmrl_lightning.evaluation import evaluate_task, summarise  # noqa: E402
 
 
 def main(argv=None) -> None:

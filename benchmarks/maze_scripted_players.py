@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, command_line, machine_info, write_json  # noqa: E402
 
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.rollout import evaluate_task, summarise  # noqa: E402
+from lmrl_lightning.evaluation import evaluate_task, summarise  # noqa: E402
 from lmrl_lightning.tasks.maze.policies import (  # noqa: E402
     MixturePolicy, OptimalMazePolicy, RandomMazePolicy, SuboptimalMazeSolver,
 )

@@ -48,7 +48,8 @@ import torch  # noqa: E402
 from lmrl_lightning.env import END_OF_TURN, Text  # noqa: E402
 from lmrl_lightning.policies.sampling import LMPolicy  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.rollout import rollout, summarise  # noqa: E402
+from lmrl_lightning.evaluation import summarise  # noqa: E402
+from lmrl_lightning.rollout import rollout  # noqa: E402
 
 
 def parse_args(argv=None):

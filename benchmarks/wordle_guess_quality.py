@@ -20,7 +20,7 @@ quiet_libraries()
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.data.jsonl import iter_episodes  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.rollout import evaluate_task  # noqa: E402
+from lmrl_lightning.evaluation import evaluate_task  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
 
 RUNS = ("wordle_bc", "wordle_filtered_bc", "wordle_mc_returns", "wordle_ilql", "wordle_ppo", "wordle_online_filtered_bc")

@@ -1,3 +1,3 @@
-from lmrl_lightning.callbacks.rollout_eval import BetaSweep, RolloutEvaluation, gather_episodes
+from lmrl_lightning.callbacks.rollout_eval import BetaSweep, RolloutEvaluation
 
-__all__ = ["BetaSweep", "RolloutEvaluation", "gather_episodes"]
+__all__ = ["BetaSweep", "RolloutEvaluation"]

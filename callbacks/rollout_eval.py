@@ -4,22 +4,13 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import lightning as L
-import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lmrl_lightning.algorithms.base import Decoding
 from lmrl_lightning.env import Episode
+from lmrl_lightning.evaluation import RolloutSummary, evaluate_task, gather_episodes, summarise
 from lmrl_lightning.registry import get_task
-from lmrl_lightning.rollout import RolloutSummary, evaluate_task, format_transcript, summarise
-
-
-def gather_episodes(episodes: list[Episode]) -> list[Episode]:
-    """All ranks' episodes, in evaluation order, on every rank (identity without DDP)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[Optional[list[Episode]]] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, episodes)
-        episodes = [e for part in parts for e in part]
-    return sorted(episodes, key=lambda e: e.meta["index"])
+from lmrl_lightning.rollout import format_transcript
 
 
 class RolloutEvaluation(L.Callback):

@@ -80,7 +80,8 @@ def _fit(rest: Sequence[str]):
 def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.algorithms.base import load_module
     from lmrl_lightning.registry import get_task
-    from lmrl_lightning.rollout import evaluate_task, format_transcript, summarise
+    from lmrl_lightning.evaluation import evaluate_task, summarise
+    from lmrl_lightning.rollout import format_transcript
 
     _check_eval_flags(args)
     if Path(args.checkpoint).is_dir():

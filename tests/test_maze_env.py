@@ -10,7 +10,8 @@ import pytest
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.env import PrivilegedPolicy, Text, TextEnv, TextHistory
 from lmrl_lightning.registry import EvalEpisode, get_task
-from lmrl_lightning.rollout import rollout, summarise
+from lmrl_lightning.evaluation import summarise
+from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import env as maze_env
 from lmrl_lightning.tasks.maze.datagen import dataset_stats, format_stats_table, generate_dataset, sample_horizon
 from lmrl_lightning.tasks.maze.env import (

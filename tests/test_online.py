@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, gae, ppo_loss
-from lmrl_lightning.algorithms.ppo import adapt_kl_coef, kl_k3
+from lmrl_lightning.algorithms.ppo import (
+    RoundStats, adapt_kl_coef, episode_kl_sum, episode_targets, kl_k3, kl_shaped_rewards, pack_minibatch, round_stats,
+    round_sums, split_by_sizes, whiten,
+)
+from lmrl_lightning.data.tokenize import TokenChunk
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.errors import LMRLError
 from ddp_helpers import run_ddp_script
@@ -73,6 +78,61 @@ def test_kl_k3_and_adaptive_coefficient_by_hand():
     assert kl_k3(logp, ref).tolist() == pytest.approx([math.exp(-0.5) - 1 + 0.5, 0.0])
     assert adapt_kl_coef(0.1, kl=0.3, target=0.1, horizon=100, n_steps=10) == pytest.approx(0.1 * (1 + 0.2 * 0.1))
     assert adapt_kl_coef(0.1, kl=0.09, target=0.1, horizon=100, n_steps=10) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
+
+
+def test_kl_shaped_rewards_and_split_by_sizes_by_hand():
+    shaped = kl_shaped_rewards(torch.tensor([0.0, 1.0]), torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.0]), 0.5)
+    assert shaped.tolist() == pytest.approx([0.0 - 0.5 * 0.5, 1.0 - 0.5 * -1.0])
+    assert split_by_sizes("abcde", [2, 0, 3]) == [["a", "b"], [], ["c", "d", "e"]]
+
+
+def chunk_scores(rewards, logp, logp_ref, values, last_value) -> dict:
+    return {"rewards": torch.tensor(rewards), "logp": torch.tensor(logp), "logp_ref": torch.tensor(logp_ref),
+            "values": torch.tensor(values), "last_value": last_value}
+
+
+def test_episode_targets_run_gae_across_chunks_with_kl_shaped_rewards():
+    """Two chunks (1 and 2 action tokens): one GAE over the three tokens, split back per chunk; the first chunk's
+    last value is never a bootstrap, the last chunk's is when the episode was cut."""
+    scores = [chunk_scores([0.0], [0.0], [0.0], [0.5], 9.0),
+              chunk_scores([0.0, 1.0], [-1.0, -1.0], [-1.0, -2.0], [0.2, 0.1], 2.0)]
+    # shaped rewards with kl_coef 0.5: [0, 0, 1 - 0.5 * 1] = [0, 0, 0.5]; gamma 0.9, lam 0.8 (gamma * lam = 0.72)
+    d2, d1, d0 = 0.5 - 0.1, 0.9 * 0.1 - 0.2, 0.9 * 0.2 - 0.5
+    a2 = d2
+    a1 = d1 + 0.72 * a2                       # 0.178
+    a0 = d0 + 0.72 * a1                       # -0.19184
+    (adv_first, adv_second), (ret_first, ret_second) = episode_targets(scores, True, 0.5, 0.9, 0.8)
+    assert adv_first.tolist() == pytest.approx([a0]) and adv_second.tolist() == pytest.approx([a1, a2])
+    assert ret_first.tolist() == pytest.approx([a0 + 0.5])
+    assert ret_second.tolist() == pytest.approx([a1 + 0.2, a2 + 0.1])
+    (_, cut_second), _ = episode_targets(scores, False, 0.5, 0.9, 0.8)
+    b2 = 0.5 + 0.9 * 2.0 - 0.1                # bootstraps from the last chunk's last value, 2.0
+    assert cut_second.tolist() == pytest.approx([d1 + 0.72 * b2, b2])
+    assert episode_kl_sum(scores) == pytest.approx(0.0 + 0.0 + (math.exp(-1.0) - 1 + 1.0))
+
+
+def test_round_statistics_from_sums_by_hand_and_summed_over_ranks():
+    advantages, returns, values = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]), torch.tensor([2.0, 3.0])
+    sums = round_sums(advantages, returns, values, kl_sum=0.6)
+    assert sums == pytest.approx([4.0, 10.0, 2, 0.6, 1.0, 20.0, 6.0])
+    # mean A 2, Var A 5 - 4 = 1, KL 0.3 per token, Var R 10 - 9 = 1, mean (R - V)^2 = 0.5: explained 0.5
+    assert round_stats(sums) == RoundStats(2, 2.0, 1.0, 0.3, 0.5)
+    # two ranks' sums added (what all_reduce does) give the statistics of the whole round
+    rank0 = round_sums(advantages[:1], returns[:1], values[:1], 0.2)
+    rank1 = round_sums(advantages[1:], returns[1:], values[1:], 0.4)
+    assert asdict(round_stats([a + b for a, b in zip(rank0, rank1)])) == pytest.approx(asdict(round_stats(sums)))
+    assert round_stats(round_sums(advantages, torch.ones(2), values, 0.0)).explained_variance == 0.0  # constant R
+    assert round_stats([0.0] * 7) == RoundStats(0.0, 0.0, 0.0, 0.0, 0.0)  # a rank with no action token
+    assert whiten(advantages, 2.0, 1.0).tolist() == pytest.approx([-1.0, 1.0])
+
+
+def test_pack_minibatch_lays_per_token_values_on_the_action_mask():
+    a = TokenChunk([5, 6, 7], [False, True, True], [0.0, 0.0, 1.0], True, None)
+    b = TokenChunk([5, 8, 9, 10], [False, True, False, True], [0.0, 0.0, 0.0, 2.0], True, None)
+    per_token = {"advantages": [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])]}
+    batch = pack_minibatch([a, b], per_token, rows=[1, 0], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 8, 9, 10], [5, 6, 7, 0]]
+    assert batch["advantages"].tolist() == [[3.0, 0.0, 4.0], [1.0, 2.0, 0.0]]
 
 
 # ---- a round's data -------------------------------------------------------------------------------------------

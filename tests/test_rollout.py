@@ -13,7 +13,8 @@ from lmrl_lightning.env import BatchedTextPolicy, Episode, Text, Turn
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.registry import EvalEpisode, get_task
-from lmrl_lightning.rollout import evaluate_task, format_transcript, rollout, summarise
+from lmrl_lightning.evaluation import evaluate_task, summarise
+from lmrl_lightning.rollout import format_transcript, rollout
 from lmrl_lightning.scoring import Normalisation
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS, MazeEnv, MixturePolicy, OptimalMazePolicy
 from lmrl_lightning.tasks.maze.env import describe_fo

@@ -15,37 +15,16 @@ import time
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from lmrl_lightning.algorithms.base import Decoding, LMRLModule
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
+from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task
 from lmrl_lightning.rollout import rollout, turn_seed
 from lmrl_lightning.validation import check_int, check_number
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce(values: Sequence[float], op: str = "sum") -> list[float]:
-    """Sum (or max) of each value over the DDP ranks (the values themselves without DDP)."""
-    t = torch.tensor(list(values), dtype=torch.float64)
-    if distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t.tolist()
-
-
-def all_gather_objects(items: list) -> list:
-    """Every rank's list, concatenated in rank order (the list itself without DDP)."""
-    if not distributed():
-        return list(items)
-    parts: list[Optional[list]] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, items)
-    return [x for part in parts for x in part]
 
 
 def minibatch_plan(n_items: int, batch_size: int, n_batches: int, epochs: int, generator: torch.Generator):

@@ -13,9 +13,10 @@ import torch
 
 from lmrl_lightning.algorithms.base import Decoding
 from lmrl_lightning.algorithms.bc import bc_loss
-from lmrl_lightning.algorithms.online import OnlineModule, all_gather_objects, minibatch_plan
+from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.filters import FilterMode, filter_episodes
+from lmrl_lightning.distributed import all_gather_objects
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig

@@ -17,16 +17,18 @@ The KL coefficient is fixed, or adapted once per round towards `kl_target` (Zieg
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, TypedDict, TypeVar
 
 import torch
 
 from lmrl_lightning.algorithms.base import Decoding
 from lmrl_lightning.algorithms.bc import bc_loss
-from lmrl_lightning.algorithms.online import OnlineModule, all_reduce, minibatch_plan
+from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.data.tokenize import TokenChunk
+from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
@@ -34,6 +36,8 @@ from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
 from lmrl_lightning.validation import check_int, check_number
+
+T = TypeVar("T")
 
 
 # ---- pure functions -------------------------------------------------------------------------------------------
@@ -61,8 +65,108 @@ def kl_k3(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
     return torch.expm1(d) - d
 
 
+class ChunkScores(TypedDict):
+    """One chunk's per-action-token quantities under the weights that collected the round (`PPO.score_chunks`)."""
+
+    rewards: torch.Tensor  # [N] task reward (on an action's last token)
+    logp: torch.Tensor  # [N] log-prob of the taken token under the policy
+    logp_ref: torch.Tensor  # [N] ... under the frozen reference
+    values: torch.Tensor  # [N] V before each action token
+    last_value: float  # V at the chunk's last token: the bootstrap of a cut episode
+
+
+def kl_shaped_rewards(
+    task_rewards: torch.Tensor, logp: torch.Tensor, logp_ref: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """Reward of each action token: r_k - kl_coef * (logp_k - logp_ref_k) (a sample of the KL penalty)."""
+    return task_rewards - kl_coef * (logp - logp_ref)
+
+
+def split_by_sizes(items: Sequence[T], sizes: Sequence[int]) -> list[list[T]]:
+    """`items` cut into consecutive groups of the given sizes (e.g. the round's chunks back into episodes)."""
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(list(items[start:start + size]))
+        start += size
+    return groups
+
+
+def episode_targets(
+    scores: Sequence[ChunkScores], done: bool, kl_coef: float, gamma: float, lam: float
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Advantages and returns of one episode, one tensor per chunk in chunk order: GAE over all the episode's
+    action tokens with KL-shaped rewards, after the last one V = 0 at a true end, else the last chunk's last V."""
+    logp, logp_ref, values, task_rewards = (
+        torch.cat([s[key] for s in scores]) for key in ("logp", "logp_ref", "values", "rewards")
+    )
+    shaped = kl_shaped_rewards(task_rewards, logp, logp_ref, kl_coef)
+    bootstrap = 0.0 if done else scores[-1]["last_value"]
+    advantages, returns = gae(shaped.tolist(), values.tolist(), bootstrap, gamma, lam)
+    sizes = [s["logp"].numel() for s in scores]
+    return list(torch.tensor(advantages).split(sizes)), list(torch.tensor(returns).split(sizes))
+
+
+def episode_kl_sum(scores: Sequence[ChunkScores]) -> float:
+    """Sum over one episode's action tokens of the k3 estimate of KL(pi || pi_ref)."""
+    return float(kl_k3(torch.cat([s["logp"] for s in scores]), torch.cat([s["logp_ref"] for s in scores])).sum())
+
+
+def round_sums(advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, kl_sum: float) -> list[float]:
+    """This rank's sums over its action tokens [N] that `round_stats` turns into statistics once summed over ranks:
+    A, A^2, token count, KL, (R - V)^2, R^2, R."""
+    return [
+        float(advantages.sum()), float((advantages**2).sum()), advantages.numel(), kl_sum,
+        float(((returns - values) ** 2).sum()), float((returns**2).sum()), float(returns.sum()),
+    ]
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    action_tokens: float
+    advantage_mean: float
+    advantage_var: float
+    kl: float  # mean per action token
+    explained_variance: float  # 1 - mean((R - V)^2) / Var(R); 0 when the returns do not vary
+
+
+def round_stats(sums: Sequence[float]) -> RoundStats:
+    """The round's statistics from the sums of `round_sums` (over all ranks)."""
+    total, sq, count, kl_total, residual_sq, returns_sq, returns_total = sums
+    n = max(count, 1)
+    mean = total / n
+    returns_var = returns_sq / n - (returns_total / n) ** 2
+    return RoundStats(
+        action_tokens=count, advantage_mean=mean, advantage_var=sq / n - mean**2, kl=kl_total / n,
+        explained_variance=1.0 - (residual_sq / n) / returns_var if returns_var > 0 else 0.0,
+    )
+
+
 def whiten(x: torch.Tensor, mean: float, var: float) -> torch.Tensor:
     return (x - mean) / (var + 1e-8) ** 0.5
+
+
+def cat_or_empty(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(list(tensors)) if tensors else torch.zeros(0)
+
+
+def pack_minibatch(
+    chunks: Sequence[TokenChunk], per_token: dict[str, Sequence[torch.Tensor]], rows: Sequence[int], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """The collated chunks at `rows`, plus each per-chunk quantity of `per_token` ([N_i] per chunk, at its action
+    tokens) laid out as a [B, T-1] float tensor on the batch's action mask (0 elsewhere)."""
+    batch = collate_chunks([chunks[i] for i in rows], pad_id)
+    mask = batch["action_mask"]
+    for key, per_chunk in per_token.items():
+        full = torch.zeros(mask.shape)
+        full[mask] = torch.cat([per_chunk[i] for i in rows]).float()
+        batch[key] = full
+    return batch
+
+
+def sample_batch(chunks: Sequence[TokenChunk], size: int, generator: torch.Generator, pad_id: int) -> dict:
+    """`size` chunks drawn uniformly with replacement, collated (the offline BC term's minibatch)."""
+    pick = torch.randint(len(chunks), (size,), generator=generator).tolist()
+    return collate_chunks([chunks[i] for i in pick], pad_id)
 
 
 def ppo_loss(
@@ -204,7 +308,7 @@ class PPO(OnlineModule):
         return logits, logp, self.value_head(hidden).squeeze(-1).float()
 
     @torch.no_grad()
-    def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[dict[str, torch.Tensor]]:
+    def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[ChunkScores]:
         """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights; and V at its
         last token."""
         device = self.device
@@ -232,69 +336,44 @@ class PPO(OnlineModule):
         per_episode = self.to_chunks(episodes)
         chunks = [c for cs in per_episode for c in cs]
         scores = self.score_chunks(chunks)
-        gamma, lam, kl_coef = self.hparams.gamma, self.hparams.lam, float(self.kl_coef)
-        advantages, returns, kl_sum, n_tokens = [], [], 0.0, 0
-        start = 0
-        for episode, cs in zip(episodes, per_episode):
-            s = scores[start:start + len(cs)]
-            start += len(cs)
-            logp = torch.cat([x["logp"] for x in s])
-            logp_ref = torch.cat([x["logp_ref"] for x in s])
-            values = torch.cat([x["values"] for x in s])
-            task_rewards = torch.cat([x["rewards"] for x in s])
-            shaped = task_rewards - kl_coef * (logp - logp_ref)
-            kl_sum += float(kl_k3(logp, logp_ref).sum())
-            n_tokens += logp.numel()
-            bootstrap = 0.0 if episode.done else s[-1]["last_value"]
-            adv, ret = gae(shaped.tolist(), values.tolist(), bootstrap, gamma, lam)
-            # Split back per chunk, in the chunk order.
-            sizes = [x["logp"].numel() for x in s]
-            advantages += list(torch.tensor(adv).split(sizes))
-            returns += list(torch.tensor(ret).split(sizes))
-
-        flat_adv = torch.cat(advantages) if advantages else torch.zeros(0)
-        flat_ret = torch.cat(returns) if returns else torch.zeros(0)
-        flat_val = torch.cat([x["values"] for x in scores]) if scores else torch.zeros(0)
-        total, sq, count, kl_total, res_sq, ret_mean_sq, ret_sum = all_reduce([
-            float(flat_adv.sum()), float((flat_adv**2).sum()), flat_adv.numel(), kl_sum,
-            float(((flat_ret - flat_val) ** 2).sum()), float((flat_ret**2).sum()), float(flat_ret.sum()),
-        ])
-        mean = total / max(count, 1)
-        var = sq / max(count, 1) - mean**2
+        scores_per_episode = split_by_sizes(scores, [len(cs) for cs in per_episode])
+        kl_coef = float(self.kl_coef)
+        advantages, returns = [], []
+        for episode, episode_scores in zip(episodes, scores_per_episode):
+            adv, ret = episode_targets(episode_scores, episode.done, kl_coef, self.hparams.gamma, self.hparams.lam)
+            advantages += adv
+            returns += ret
+        kl_sum = sum(episode_kl_sum(s) for s in scores_per_episode)
+        values = [s["values"] for s in scores]
+        # Statistics over all ranks: whitening and the KL controller see the whole round.
+        stats = round_stats(all_reduce(round_sums(cat_or_empty(advantages), cat_or_empty(returns),
+                                                  cat_or_empty(values), kl_sum)))
         if self.hparams.whiten_advantages:
-            advantages = [whiten(a, mean, var) for a in advantages]
-        kl = kl_total / max(count, 1)
-        returns_var = ret_mean_sq / max(count, 1) - (ret_sum / max(count, 1)) ** 2
-        self._round.update(
-            kl=kl, kl_coef=kl_coef, action_tokens=count,
-            explained_variance=1.0 - (res_sq / max(count, 1)) / returns_var if returns_var > 0 else 0.0,
-        )
+            advantages = [whiten(a, stats.advantage_mean, stats.advantage_var) for a in advantages]
+        self._round.update(kl=stats.kl, kl_coef=kl_coef, action_tokens=stats.action_tokens,
+                           explained_variance=stats.explained_variance)
         if self.hparams.kl_target is not None:
             self.kl_coef.fill_(adapt_kl_coef(
-                kl_coef, kl, self.hparams.kl_target, self.hparams.kl_horizon, self.hparams.train_batch_size
+                kl_coef, stats.kl, self.hparams.kl_target, self.hparams.kl_horizon, self.hparams.train_batch_size
             ))
+        per_token = {"old_logp": [s["logp"] for s in scores], "old_values": values, "advantages": advantages,
+                     "returns": returns}
+        return self.minibatches(chunks, per_token, generator)
 
-        bs = self.hparams.train_batch_size
-        n_batches = int(all_reduce([math.ceil(len(chunks) / bs)], "max")[0])
-        plan = minibatch_plan(len(chunks), bs, n_batches, self.hparams.epochs, generator)
+    def minibatches(
+        self, chunks: list[TokenChunk], per_token: dict[str, list[torch.Tensor]], generator: torch.Generator
+    ) -> list[dict[str, torch.Tensor]]:
+        """`epochs` shuffled passes over the round's chunks, as many minibatches on every rank (DDP lockstep), each
+        with an offline BC minibatch when the BC term is on."""
+        size = self.hparams.train_batch_size
+        n_batches = int(all_reduce([math.ceil(len(chunks) / size)], "max")[0])
+        plan = minibatch_plan(len(chunks), size, n_batches, self.hparams.epochs, generator)
         pad = self.tokenizer.pad_token_id
+        batches = [pack_minibatch(chunks, per_token, rows, pad) for rows in plan]
         bc_chunks = self.offline_chunks()
-        batches = []
-        for rows in plan:
-            part = [chunks[i] for i in rows]
-            batch = collate_chunks(part, pad)
-            mask = batch["action_mask"]
-            for key, per_chunk in (("old_logp", [scores[i]["logp"] for i in rows]),
-                                   ("old_values", [scores[i]["values"] for i in rows]),
-                                   ("advantages", [advantages[i] for i in rows]),
-                                   ("returns", [returns[i] for i in rows])):
-                full = torch.zeros(mask.shape)
-                full[mask] = torch.cat(per_chunk).float()
-                batch[key] = full
-            if bc_chunks:
-                pick = torch.randint(len(bc_chunks), (self.hparams.bc_batch_size,), generator=generator).tolist()
-                batch["bc"] = collate_chunks([bc_chunks[i] for i in pick], pad)
-            batches.append(batch)
+        if bc_chunks:  # drawn after the plan, batch by batch: the generator's order of use is part of a replay
+            for batch in batches:
+                batch["bc"] = sample_batch(bc_chunks, self.hparams.bc_batch_size, generator, pad)
         return batches
 
     def offline_chunks(self) -> Optional[list[TokenChunk]]:

@@ -187,7 +187,7 @@ class _StatsColumns:
         self.dones.append(episode.done)
 
     def stats(self) -> dict[str, Any]:
-        """Table 1 statistics (population std, as `rollout.summarise`), each as `{"ours", "paper"}`, plus the
+        """Table 1 statistics (population std, as `evaluation.summarise`), each as `{"ours", "paper"}`, plus the
         success rate and episode count per submaze and the share of truncated episodes."""
         ours = {
             "n_episodes": len(self.lengths),

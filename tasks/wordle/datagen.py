@@ -105,7 +105,7 @@ def generate_dataset(
 
 
 class _RunningStats:
-    """Table 1's statistics accumulated one game at a time (population std, as `rollout.summarise`)."""
+    """Table 1's statistics accumulated one game at a time (population std, as `evaluation.summarise`)."""
 
     def __init__(self) -> None:
         self.n = 0
