@@ -21,6 +21,7 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 quiet_libraries()
 
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
+from lmrl_lightning.policies import Decoding  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
 from lmrl_lightning.evaluation import evaluate_task, summarise  # noqa: E402
 
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
     rows = []
     for beta in (float(b) for b in args.betas.split(",")):
         start = time.time()
-        policy = module.policy(task.default_decoding, 1.0, task.candidate_actions, beta=beta)
+        policy = module.policy(Decoding(task.default_decoding, beta=beta), task.candidate_actions)
         summary = summarise(
             evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed), task.normalisation[variant]
         )

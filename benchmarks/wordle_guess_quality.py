@@ -19,6 +19,7 @@ quiet_libraries()
 
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.data.jsonl import iter_episodes  # noqa: E402
+from lmrl_lightning.policies import Decoding  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
 from lmrl_lightning.evaluation import evaluate_task  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
@@ -39,7 +40,7 @@ def main(argv=None) -> None:
         checkpoint = root / run / "checkpoints" / "last.ckpt"
         if checkpoint.is_file():
             module, _ = load_module(checkpoint)
-            episodes = evaluate_task(module.policy("sample"), get_task("wordle"), "default", args.games, 400, 0)
+            episodes = evaluate_task(module.policy(Decoding("sample")), get_task("wordle"), "default", args.games, 400, 0)
             rows.append({"run": run, **guess_quality(episodes)})
         print(rows[-1], flush=True)
     write_json(Path(args.out), {"benchmark": "wordle_guess_quality", "command": command_line(),

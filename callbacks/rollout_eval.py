@@ -1,14 +1,21 @@
 """Evaluation by rollouts against the task's simulator during and at the end of training, sharded over DDP ranks."""
 from __future__ import annotations
 
+import dataclasses
+import glob
+import os
+import time
 from typing import Optional, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lmrl_lightning.algorithms.base import Decoding
+from lmrl_lightning.algorithms.value import ValueModule
 from lmrl_lightning.env import Episode
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.evaluation import RolloutSummary, evaluate_task, gather_episodes, summarise
+from lmrl_lightning.policies import Decoding, as_decoding
 from lmrl_lightning.registry import get_task
 from lmrl_lightning.rollout import format_transcript
 
@@ -26,9 +33,8 @@ class RolloutEvaluation(L.Callback):
         variant: task variant (default: the task's first).
         n_rollouts: rollouts per evaluation start (default: the paper's, e.g. 32 for the maze).
         every_n_epochs: evaluation period in epochs (0: only at the end of fit).
-        decoding: ``sample``, ``greedy``, ``rerank`` or ``rerank_greedy`` (fixed candidate actions); default: the
-            task's default decoding.
-        temperature: sampling temperature.
+        decoding: how the policy acts (kind, temperature, beta, max_new_tokens; see `Decoding`); default: the
+            task's default decoding kind at temperature 1.
         batch_size: episodes stepped together per rank.
         policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
         n_transcripts: transcripts logged per evaluation.
@@ -41,7 +47,6 @@ class RolloutEvaluation(L.Callback):
         n_rollouts: Optional[int] = None,
         every_n_epochs: int = 1,
         decoding: Optional[Decoding] = None,
-        temperature: float = 1.0,
         batch_size: int = 256,
         policy_seed: int = 0,
         n_transcripts: int = 3,
@@ -50,8 +55,7 @@ class RolloutEvaluation(L.Callback):
         self.variant = self.spec.check_variant(variant or self.spec.variants[0])
         self.n_rollouts = n_rollouts
         self.every_n_epochs = every_n_epochs
-        self.decoding = decoding or self.spec.default_decoding
-        self.temperature = temperature
+        self.decoding = as_decoding(decoding, self.spec.default_decoding)
         self.batch_size = batch_size
         self.policy_seed = policy_seed
         self.n_transcripts = n_transcripts
@@ -59,8 +63,10 @@ class RolloutEvaluation(L.Callback):
         self.last_episodes: list[Episode] = []
         self._evaluated_step = -1
 
-    def evaluate(self, trainer: L.Trainer, module, prefix: str = "eval/", **policy_args) -> RolloutSummary:
-        policy = module.policy(self.decoding, self.temperature, self.spec.candidate_actions, **policy_args)
+    def evaluate(
+        self, trainer: L.Trainer, module, prefix: str = "eval/", decoding: Optional[Decoding] = None
+    ) -> RolloutSummary:
+        policy = module.policy(decoding or self.decoding, self.spec.candidate_actions)
         mine = evaluate_task(
             policy, self.spec, self.variant, self.n_rollouts, self.batch_size, self.policy_seed,
             rank=trainer.global_rank, world_size=trainer.world_size, progress=trainer.is_global_zero,
@@ -94,9 +100,11 @@ class BetaSweep(RolloutEvaluation):
 
     beta only weighs the value guidance when decoding, so it can be chosen after training. Each beta of `betas` is
     evaluated with `n_rollouts` per start and `policy_seed` (keep it different from the reported evaluation's
-    seed, so the choice is not fitted to the reported episodes); the best normalised score's beta is written to
-    `module.hparams.beta` (and to the checkpoint callback's file). Put this callback before the `RolloutEvaluation` that reports the final score: callbacks
-    run in list order. Scores per beta are logged under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
+    seed, so the choice is not fitted to the reported episodes). The best normalised score's beta becomes the
+    module's `decoding_beta` (a buffer: every checkpoint saved afterwards carries it), and every checkpoint file
+    the run's `ModelCheckpoint` callbacks already wrote (best, top k, last) is rewritten with it, its weights
+    unchanged. Put this callback before the `RolloutEvaluation` that reports the final score: callbacks run in list
+    order. Scores per beta are logged under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
     """
 
     def __init__(self, task: str, betas: Sequence[float], variant: Optional[str] = None, n_rollouts: int = 4,
@@ -104,24 +112,55 @@ class BetaSweep(RolloutEvaluation):
         super().__init__(task, variant, n_rollouts, every_n_epochs=0, policy_seed=policy_seed, n_transcripts=0,
                          **kwargs)
         if not betas:
-            raise ValueError("BetaSweep needs at least one beta")
+            raise LMRLError("BetaSweep needs at least one beta")
         self.betas = [float(b) for b in betas]
         self.chosen: Optional[float] = None
+        self._fit_started = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_started = time.time()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pass
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not hasattr(pl_module.hparams, "beta"):
-            raise TypeError(f"BetaSweep needs a value-guided module (MC, ILQL), not {type(pl_module).__name__}")
-        sweep = [
-            (beta, self.evaluate(trainer, pl_module, prefix=f"beta_sweep/beta_{beta:g}/", beta=beta))
+        if not isinstance(pl_module, ValueModule):
+            raise LMRLError(f"BetaSweep needs a value-guided module (MC, ILQL), not {type(pl_module).__name__}")
+        self.results = [
+            (beta, self.evaluate(trainer, pl_module, f"beta_sweep/beta_{beta:g}/", self.decoding_with(beta)))
             for beta in self.betas
         ]
-        self.results = sweep
-        self.chosen = max(sweep, key=lambda r: r[1].normalised_score)[0]
-        pl_module.hparams.beta = self.chosen
-        # The checkpoint was written before the sweep: write it again so that it decodes with the chosen beta.
-        saved = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if saved:
-            trainer.save_checkpoint(saved, weights_only=False)
+        self.chosen = max(self.results, key=lambda r: r[1].normalised_score)[0]
+        pl_module.decoding_beta.fill_(self.chosen)
+        # The files were written before the sweep: give each the chosen beta, so that none decodes with another.
+        if trainer.is_global_zero:
+            for path in written_checkpoints(trainer, self._fit_started):
+                set_decoding_beta(trainer, path, self.chosen)
+        trainer.strategy.barrier()
+
+    def decoding_with(self, beta: float) -> Decoding:
+        return dataclasses.replace(self.decoding, beta=beta)
+
+
+def written_checkpoints(trainer: L.Trainer, since: float) -> list[str]:
+    """The distinct checkpoint files that the trainer's ModelCheckpoint callbacks saved since `since` (a time)."""
+    paths = set()
+    for callback in trainer.checkpoint_callbacks:
+        tracked = [*callback.best_k_models, callback.best_model_path, callback.last_model_path]
+        # Without a monitor a callback tracks only its latest file; the others are in its directory, newer than `since`.
+        recent = []
+        if callback.dirpath:
+            pattern = os.path.join(glob.escape(callback.dirpath), "*" + callback.FILE_EXTENSION)
+            recent = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= since]
+        for path in tracked + recent:
+            if path and os.path.isfile(path):
+                paths.add(os.path.realpath(path))  # a symlinked last.ckpt is its target
+    return sorted(paths)
+
+
+def set_decoding_beta(trainer: L.Trainer, path: str, beta: float) -> None:
+    """Rewrite the checkpoint at `path` with `beta` as its module's decoding beta, everything else as it was."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    checkpoint = checkpoint_io.load_checkpoint(path, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"]["decoding_beta"] = torch.tensor(beta, dtype=torch.float64)
+    checkpoint_io.save_checkpoint(checkpoint, path)

@@ -79,6 +79,7 @@ def _fit(rest: Sequence[str]):
 
 def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.algorithms.base import load_module
+    from lmrl_lightning.policies import Decoding
     from lmrl_lightning.registry import get_task
     from lmrl_lightning.evaluation import evaluate_task, summarise
     from lmrl_lightning.rollout import format_transcript
@@ -92,15 +93,12 @@ def _eval(args: argparse.Namespace) -> None:
         module, meta = load_module(args.checkpoint, args.trust_remote_code, args.algorithm)
     task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
-    decoding = args.decoding or task.default_decoding
-    if args.beta is not None:
-        if not hasattr(module.hparams, "beta"):
-            raise LMRLError(
-                f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
-            )
-        policy = module.policy(decoding, args.temperature, task.candidate_actions, beta=args.beta)
-    else:
-        policy = module.policy(decoding, args.temperature, task.candidate_actions)
+    decoding = Decoding(args.decoding or task.default_decoding, args.temperature, args.beta)
+    if args.beta is not None and module.value_guidance() is None:
+        raise LMRLError(
+            f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
+        )
+    policy = module.policy(decoding, task.candidate_actions)
     episodes = evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed, progress=True)
     summary = summarise(episodes, task.normalisation[variant])
     print(format_transcript(episodes[0]))

@@ -97,7 +97,7 @@ def train_and_evaluate(
     row = {"algorithm": name, "filter": filter, "steps": steps, "train_chunks": len(data.train_chunks),
            "seconds": time.time() - start, "checkpoint": str(out / "checkpoints" / f"{slug}.ckpt"), **vars(summary)}
     if name in ("MC", "ILQL"):
-        row["beta"] = float(module.hparams.beta)
+        row["beta"] = float(module.decoding_beta)
     if sweep:
         row["beta_sweep"] = {f"{b:g}": s.normalised_score for b, s in sweep[0].results}
     return row

@@ -19,6 +19,7 @@ from lmrl_lightning.callbacks import RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE
 from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import register_task
 from lmrl_lightning.tasks.maze import TASK, MazeEnv
 
@@ -46,7 +47,8 @@ def main(data_dir: Path, out_dir: Path, devices: int) -> None:
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant="fo", max_length=64, batch_size=4)
     # A high temperature turns the untrained model's re-ranking (which always prefers the move with the fewest
     # tokens) into a random walk, so that episodes differ in moves, length and return.
-    evaluation = RolloutEvaluation("maze_short", "fo", n_rollouts=N_ROLLOUTS, every_n_epochs=0, temperature=100.0)
+    evaluation = RolloutEvaluation("maze_short", "fo", n_rollouts=N_ROLLOUTS, every_n_epochs=0,
+                                    decoding=Decoding("rerank", temperature=100.0))
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -13,11 +13,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from word_choice import TASK  # noqa: E402,F401  (registers the task)
 
 from lmrl_lightning.algorithms import PPO  # noqa: E402
+from lmrl_lightning.policies import Decoding  # noqa: E402
 
 
 def main(bc_checkpoint: str, out_dir: Path, devices: int) -> None:
     L.seed_everything(0)
-    module = PPO(init_from=bc_checkpoint, task="word_choice", decoding="rerank", n_rollouts=32, lr=1e-3, epochs=2,
+    module = PPO(init_from=bc_checkpoint, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, lr=1e-3, epochs=2,
                  train_batch_size=8)
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=2, logger=False,

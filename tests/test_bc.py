@@ -12,6 +12,7 @@ from lmrl_lightning.data.prepare import TOKENIZER_DIR
 from lmrl_lightning.env import Text
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS, MazeEnv, OptimalMazePolicy
@@ -67,7 +68,7 @@ def test_bc_learns_the_optimal_move_on_most_cells(optimal_maze_data):
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
     )
     trainer.fit(module, data)
-    policy = module.policy("rerank_greedy", candidates=MOVES)
+    policy = module.policy(Decoding("rerank_greedy"), MOVES)
     histories = [(Text(describe_fo(p), False),) for p in START_POSITIONS]
     chosen = [h[-1].text for h in policy.act(histories)]
     correct = sum(move in optimal_moves(p) for move, p in zip(chosen, START_POSITIONS))

@@ -10,6 +10,7 @@ from lmrl_lightning.env import Text
 from lmrl_lightning.models import backbone
 from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.policies.rerank import candidate_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
@@ -187,7 +188,7 @@ def test_greedy_cached_decoding_equals_uncached_argmax(taught_module, max_new_to
     """Greedy turns from the batched KV-cached decoder equal step-by-step argmax without a cache; each turn
     ends at the first newline (16 tokens: the taught model's "move ...\\n") or is cut at max_new_tokens (4)."""
     tok = taught_module.tokenizer
-    policy = taught_module.policy("greedy", max_new_tokens=max_new_tokens)
+    policy = taught_module.policy(Decoding("greedy", max_new_tokens=max_new_tokens))
     out = policy.act(HISTORIES)
     for history, result in zip(HISTORIES, out):
         ids = uncached_decode(taught_module.model, tok, prompt_ids(tok, history, max_new_tokens),
@@ -228,7 +229,7 @@ SAMPLED_POLICIES = [("random", "sample"), ("taught", "rerank")]
 @pytest.mark.parametrize("model, decoding", SAMPLED_POLICIES)
 def test_a_row_acts_the_same_alone_or_in_a_batch(request, model, decoding):
     """A row's action for a given seed does not depend on the other rows (different lengths, repeats of it)."""
-    policy = request.getfixturevalue(f"{model}_module").policy(decoding, candidates=MOVES)
+    policy = request.getfixturevalue(f"{model}_module").policy(Decoding(decoding), MOVES)
     histories = HISTORIES + HISTORIES[:3]
     seeds = [1000 + 17 * i for i in range(len(histories))]
     batch = policy.act(histories, seeds=seeds)
@@ -238,7 +239,7 @@ def test_a_row_acts_the_same_alone_or_in_a_batch(request, model, decoding):
 
 def test_same_seeds_repeat_and_other_seeds_differ(random_module):
     """Sampling is a function of the seeds: the same seeds give the same turns, other seeds other turns."""
-    policy = random_module.policy("sample", temperature=1.0)
+    policy = random_module.policy(Decoding("sample", temperature=1.0))
     histories = HISTORIES * 2
     seeds = list(range(len(histories)))
     first = policy.act(histories, seeds=seeds)
@@ -253,17 +254,17 @@ def test_top_k_1_equals_greedy(taught_module):
     """Sampling at temperature 1 from the single most likely token is greedy decoding."""
     histories = HISTORIES * 3
     seeds = list(range(len(histories)))
-    greedy = taught_module.policy("greedy").act(histories, seeds=seeds)
+    greedy = taught_module.policy(Decoding("greedy")).act(histories, seeds=seeds)
     top_1 = LMPolicy(taught_module.model, taught_module.tokenizer, temperature=1.0, top_k=1)
     assert top_1.act(histories, seeds=seeds) == greedy
     # without top-k, the same seeds sample other turns on some rows
-    assert taught_module.policy("sample", temperature=1.0).act(histories, seeds=seeds) != greedy
+    assert taught_module.policy(Decoding("sample", temperature=1.0)).act(histories, seeds=seeds) != greedy
 
 
 @pytest.mark.parametrize("model, decoding", SAMPLED_POLICIES)
 def test_done_and_none_rows_are_skipped(request, model, decoding):
     """Rows that are None or done come back None; the other rows act as they would without them."""
-    policy = request.getfixturevalue(f"{model}_module").policy(decoding, candidates=MOVES)
+    policy = request.getfixturevalue(f"{model}_module").policy(Decoding(decoding), MOVES)
     h0, h1, h2, h3 = HISTORIES[:4]
     out = policy.act([h0, None, h2, h3, h1], done=[False, False, True, False, False], seeds=[4, 5, 6, 7, 8])
     assert out[1] is None and out[2] is None
@@ -297,7 +298,7 @@ def test_rerank_greedy_picks_the_best_scoring_candidate(taught_module):
     """The policy's scores are the candidates' log-probabilities after each (left-truncated) history, and
     temperature 0 picks the best of them."""
     model, tok = taught_module.model, taught_module.tokenizer
-    policy = taught_module.policy("rerank_greedy", candidates=MOVES)
+    policy = taught_module.policy(Decoding("rerank_greedy"), MOVES)
     histories = HISTORIES + [(observation(p),) for p in START_POSITIONS[::2]]
     candidates = [tok.encode(m) for m in MOVES]
     prompts = [prompt_ids(tok, h, max(len(c) for c in candidates)) for h in histories]
@@ -312,7 +313,7 @@ def test_rerank_greedy_picks_the_best_scoring_candidate(taught_module):
 def test_rerank_sampling_frequencies_follow_softmax_of_scores(taught_module, temperature):
     """Over 4000 seeds the sampled candidates are chosen about as often as softmax(scores / T)."""
     history = HISTORIES[1]
-    policy = taught_module.policy("rerank", temperature=temperature, candidates=MOVES)
+    policy = taught_module.policy(Decoding("rerank", temperature=temperature), MOVES)
     expected = torch.softmax(policy.scores([history])[0].double() / temperature, -1)
     assert (expected > 0.1).sum() >= 2, "the scores should leave more than one likely move"
     n = 4000

@@ -13,6 +13,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, bitsandbytes_precision
 from lmrl_lightning.models.lora import LoraSettings
 from lmrl_lightning.models.tokenizer import train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -55,7 +56,7 @@ def test_lora_bc_ilql_ppo_on_cuda(dirs, arch, quantization, precision):
     for module, fit in (
         (BC(backbone, lr=1e-2), lambda t, m: t.fit(m, words(dirs))),
         (ILQL(backbone, lr=1e-2), lambda t, m: t.fit(m, words(dirs))),
-        (PPO(backbone, task="word_choice", decoding="rerank", n_rollouts=8, train_batch_size=4, lr=1e-2),
+        (PPO(backbone, task="word_choice", decoding=Decoding("rerank"), n_rollouts=8, train_batch_size=4, lr=1e-2),
          lambda t, m: t.fit(m)),
     ):
         before = {n: p.detach().cpu().clone() for n, p in module.named_parameters()}

@@ -16,6 +16,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, BackboneError, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import POLICY_ADAPTER, LoraSettings, adapter_parameters
 from lmrl_lightning.models.tokenizer import end_of_turn_id, train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
 pytestmark = [
@@ -93,7 +94,7 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
     assert any(".value." in n for n in moved) and any(".target." in n for n in moved)
     assert any(n.startswith("q1.") for n in moved)
 
-    ppo = PPO(backbone, task="word_choice", decoding="rerank", n_rollouts=8, rollout_batch_size=8,
+    ppo = PPO(backbone, task="word_choice", decoding=Decoding("rerank"), n_rollouts=8, rollout_batch_size=8,
               train_batch_size=4, lr=1e-2)
     before = snapshot(ppo, lambda n: True)
     L.Trainer(max_epochs=2, **QUIET).fit(ppo)  # rollout, train, rollout, train

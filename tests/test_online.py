@@ -20,6 +20,7 @@ from lmrl_lightning.algorithms.ppo import (
 from lmrl_lightning.data.tokenize import TokenChunk
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.policies import Decoding
 from ddp_helpers import run_ddp_script
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
@@ -35,7 +36,7 @@ def bc_ckpt(tmp_path_factory):
 
 
 def ppo(bc_ckpt, **kwargs) -> PPO:
-    args = dict(init_from=bc_ckpt, task="word_choice", decoding="rerank", n_rollouts=32, rollout_batch_size=32,
+    args = dict(init_from=bc_ckpt, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, rollout_batch_size=32,
                 lr=1e-3, epochs=2, train_batch_size=16)
     return PPO(**{**args, **kwargs})
 
@@ -171,7 +172,7 @@ def test_online_rounds_learn_the_best_answer(bc_ckpt, cls):
     """From the 50/50 BC policy, six rounds of 32 rollouts bring the mean return near the optimum of 1."""
     L.seed_everything(0)
     module = ppo(bc_ckpt) if cls is PPO else OnlineFilteredBC(
-        init_from=bc_ckpt, task="word_choice", decoding="rerank", n_rollouts=32, lr=1e-3, train_batch_size=16
+        init_from=bc_ckpt, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, lr=1e-3, train_batch_size=16
     )
     trainer = L.Trainer(max_epochs=6, enable_checkpointing=False, **QUIET)
     trainer.fit(module)

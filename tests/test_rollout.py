@@ -12,6 +12,7 @@ from lmrl_lightning.algorithms import BC
 from lmrl_lightning.env import BatchedTextPolicy, Episode, Text, Turn
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import EvalEpisode, get_task
 from lmrl_lightning.evaluation import evaluate_task, summarise
 from lmrl_lightning.rollout import format_transcript, rollout
@@ -84,7 +85,7 @@ def random_lm(tmp_path_factory):
 
 def test_lm_rollout_does_not_depend_on_batch_size(random_lm):
     """Sampled turns of a tiny LM policy: 6 episodes (two per start) of 4 turns each, in batches of 1, 3 and 64."""
-    policy = random_lm.policy("sample", temperature=1.0, max_new_tokens=6)
+    policy = random_lm.policy(Decoding("sample", temperature=1.0, max_new_tokens=6))
     episodes = [EvalEpisode(i, i, {"init_position": list(START_POSITIONS[i % 3])}) for i in range(6)]
     env = MazeEnv("fo", max_steps=3)
     reference = rollout(env, policy, episodes, batch_size=1, policy_seed=1)

@@ -25,6 +25,7 @@ from lmrl_lightning.env import Episode, Text, Turn
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import count_parameters, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import START_POSITIONS, MazeEnv, OptimalMazePolicy
@@ -644,16 +645,16 @@ def bandit_ilql(assets):
 
 
 def test_bc_picks_the_good_door_about_half_the_time(assets):
-    _, bc_freq = door_frequency(assets["bc"].policy("rerank", candidates=DOORS))
+    _, bc_freq = door_frequency(assets["bc"].policy(Decoding("rerank"), DOORS))
     # Measured (seed 0, 200 re-ranking samples): 0.42.
     assert 0.3 <= bc_freq <= 0.7
 
 
 def test_ilql_rerank_picks_the_good_door(bandit_ilql):
-    counts, freq = door_frequency(bandit_ilql.policy("rerank", candidates=DOORS))
+    counts, freq = door_frequency(bandit_ilql.policy(Decoding("rerank"), DOORS))
     # Measured (seed 0): 1.00 (BC: 0.42).
     assert freq > 0.9, counts
-    greedy = bandit_ilql.policy("greedy").act([(Text(DOOR_PROMPT, False),)])
+    greedy = bandit_ilql.policy(Decoding("greedy")).act([(Text(DOOR_PROMPT, False),)])
     assert greedy[0][-1] == Text(DOORS[0], True)
 
 
@@ -661,7 +662,7 @@ def test_mc_rerank_picks_the_good_door(assets):
     L.seed_everything(0)
     module = MCReturns(init_from=assets["ckpt"], lr=1e-3, gamma=0.99)
     fit(module, assets["root"] / "bandit.jsonl", steps=100, batch_size=16, window="all")
-    counts, freq = door_frequency(module.eval().policy("rerank", candidates=DOORS))
+    counts, freq = door_frequency(module.eval().policy(Decoding("rerank"), DOORS))
     # Measured (seed 0): 1.00 (BC: 0.42).
     assert freq > 0.9, counts
 
@@ -675,7 +676,7 @@ def test_value_guided_greedy_decoding_matches_uncached_recomputation(assets):
     perturb_(module.q1, module.q2, module.v, std=0.05, seed=3)
     tok = module.tokenizer
     prompts = [DOOR_PROMPT, "a dark hall\n", DOOR_PROMPT]  # a repeated prompt: its cache rows are copied
-    out = module.policy("greedy", max_new_tokens=6).act([(Text(p, False),) for p in prompts])
+    out = module.policy(Decoding("greedy", max_new_tokens=6)).act([(Text(p, False),) for p in prompts])
     banned = [tok.pad_token_id, tok.eos_token_id]
     eot = tok.encode("\n")[0]
     for prompt, history in zip(prompts, out):
@@ -703,7 +704,7 @@ def test_value_rerank_scores_match_direct_sum(assets):
     tok = module.tokenizer
     candidates = DOORS + ["walk to the end\n"]
     histories = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
-    scores = module.policy("rerank", candidates=candidates).scores(histories)
+    scores = module.policy(Decoding("rerank"), candidates).scores(histories)
     with torch.no_grad():
         for i, hist in enumerate(histories):
             prompt = [x for t in hist for x in tok.encode(t.text)]
@@ -720,7 +721,7 @@ def test_value_rerank_scores_match_direct_sum(assets):
 
 def test_both_decoding_paths_give_valid_actions(assets, bandit_ilql):
     hist = (Text(DOOR_PROMPT, False),)
-    for policy in (bandit_ilql.policy("sample"), bandit_ilql.policy("rerank", candidates=DOORS)):
+    for policy in (bandit_ilql.policy(Decoding("sample")), bandit_ilql.policy(Decoding("rerank"), DOORS)):
         out = policy.act([hist, None, hist], seeds=[1, 2, 3])
         assert out[1] is None
         for h in (out[0], out[2]):
@@ -730,8 +731,8 @@ def test_both_decoding_paths_give_valid_actions(assets, bandit_ilql):
     # seeds 0, 1, 2 at 100 steps): "door two" 0 every time; "door one" 0.55, 0.17, 0.49 (the rest is " one one":
     # without a CQL term, Q of tokens never taken in a state is extrapolated, so where the freed mass goes depends on
     # the seed); BC: "door one" 0.49, "door two" about half.
-    counts, _ = door_frequency(bandit_ilql.policy("sample"))
-    bc_counts, _ = door_frequency(assets["bc"].policy("sample"))
+    counts, _ = door_frequency(bandit_ilql.policy(Decoding("sample")))
+    bc_counts, _ = door_frequency(assets["bc"].policy(Decoding("sample")))
     assert counts[DOORS[1]] <= 10 < bc_counts[DOORS[1]], (counts, bc_counts)
 
 
@@ -755,19 +756,30 @@ def test_value_checkpoint_round_trip(assets, head):
         assert torch.equal(module.target_q1(h), loaded.target_q1(h2))
 
 
-def test_beta_sweep_picks_the_best_beta_and_rewrites_the_checkpoint(assets, tmp_path):
-    """BetaSweep evaluates each beta, keeps the best-scoring one in hparams and in the saved checkpoint."""
-    module = ILQL(init_from=assets["ckpt"], beta=8.0)
+def test_beta_sweep_picks_the_best_beta_and_every_checkpoint_carries_it(assets, tmp_path):
+    """BetaSweep evaluates each beta and keeps the best-scoring one as the module's decoding beta; every checkpoint
+    the run wrote (each step's, best, last) loads with it and keeps its own weights, and the configured beta stays
+    in the hyper-parameters (a resumed run is the same run)."""
+    module = ILQL(init_from=assets["ckpt"], beta=8.0, lr=1e-2)
     perturb_(module.q1, module.q2, module.v, std=3.0)
     sweep = BetaSweep("maze", [0.0, 50.0], "fo", n_rollouts=1, batch_size=64)
     data = EpisodeDataModule(str(assets["root"] / "maze.jsonl"), window=1, batch_size=4, val_fraction=0.0)
+    checkpoints = ModelCheckpoint(dirpath=str(tmp_path), filename="ilql-{step}", save_top_k=-1,
+                                  every_n_train_steps=1, save_last=True)
     trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[sweep, ModelCheckpoint(dirpath=str(tmp_path), filename="ilql")],
+        max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[checkpoints, sweep],
     )
     trainer.fit(module, data)
     scores = {beta: summary.normalised_score for beta, summary in sweep.results}
     assert sorted(scores) == [0.0, 50.0] and scores[0.0] != scores[50.0]
-    assert sweep.chosen == max(scores, key=scores.get) == module.hparams.beta
-    loaded, _ = load_module(tmp_path / "ilql.ckpt")
-    assert loaded.hparams.beta == sweep.chosen
+    assert sweep.chosen == max(scores, key=scores.get) == float(module.decoding_beta)
+    files = sorted(p.name for p in tmp_path.glob("*.ckpt"))
+    assert files == ["ilql-step=1.ckpt", "ilql-step=2.ckpt", "last.ckpt"]
+    assert checkpoints.best_model_path.endswith("ilql-step=2.ckpt")
+    for name in files:
+        loaded, _ = load_module(tmp_path / name)
+        assert float(loaded.decoding_beta) == sweep.chosen and loaded.hparams.beta == 8.0, name
+        assert loaded.policy(Decoding("rerank"), ["a\n"]).guidance.beta == sweep.chosen
+    first, last = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("ilql-step=1.ckpt", "last.ckpt"))
+    assert any(not torch.equal(first[k], last[k]) for k in first if k != "decoding_beta")  # not overwritten

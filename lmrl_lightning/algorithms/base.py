@@ -9,7 +9,7 @@ import dataclasses
 import importlib
 import json
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -20,10 +20,8 @@ from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import add_lora
-from lmrl_lightning.policies import LMPolicy, RerankPolicy
+from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
 from lmrl_lightning.validation import check_optimisation
-
-Decoding = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 
 
 class LMRLModule(L.LightningModule):
@@ -78,25 +76,18 @@ class LMRLModule(L.LightningModule):
                 )
 
     # ---- evaluation -------------------------------------------------------------------------------------------
-    def policy(
-        self,
-        decoding: Decoding = "sample",
-        temperature: float = 1.0,
-        candidates: Optional[Sequence[str]] = None,
-        max_new_tokens: int = 16,
-    ) -> BatchedTextPolicy:
-        """The batched text policy this module acts with (evaluation, online rollouts).
+    def policy(self, decoding: Decoding = Decoding(), candidates: Optional[Sequence[str]] = None) -> BatchedTextPolicy:
+        """The batched text policy this module acts with (evaluation, online rollouts), as `decoding` describes;
+        `candidates` are the task's fixed actions that the re-ranking kinds choose among."""
+        guidance = self.value_guidance(decoding.beta)
+        if decoding.beta is not None and guidance is None:
+            raise LMRLError(f"decoding.beta weighs value guidance (MC, ILQL); {type(self).__name__} has none")
+        return build_policy(self.model, self.tokenizer, decoding, candidates, guidance)
 
-        ``sample``/``greedy`` generate a turn token by token; ``rerank``/``rerank_greedy`` choose among the task's
-        fixed `candidates` by their log-probability (sampled from the softmax, or the best one).
-        """
-        if decoding in ("rerank", "rerank_greedy"):
-            if not candidates:
-                raise LMRLError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
-            return RerankPolicy(self.model, self.tokenizer, candidates, 0.0 if decoding == "rerank_greedy" else temperature)
-        if decoding not in ("sample", "greedy"):
-            raise LMRLError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
-        return LMPolicy(self.model, self.tokenizer, 0.0 if decoding == "greedy" else temperature, 0, max_new_tokens)
+    def value_guidance(self, beta: Optional[float] = None) -> Optional[ValueGuidance]:
+        """What decoding adds to the policy's scores, weighted by `beta` (None: the module's own); None for a module
+        that decodes with its policy alone. Value-based modules override it."""
+        return None
 
     # ---- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):

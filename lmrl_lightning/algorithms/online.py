@@ -10,6 +10,7 @@ a run resumed from the checkpoint of round r replays round r + 1 exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Iterator, Optional, Sequence
@@ -17,14 +18,15 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lmrl_lightning.algorithms.base import Decoding, LMRLModule
+from lmrl_lightning.algorithms.base import LMRLModule
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.policies import Decoding, as_decoding
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task
 from lmrl_lightning.rollout import rollout, turn_seed
-from lmrl_lightning.validation import check_int, check_number
+from lmrl_lightning.validation import check_int
 
 
 def minibatch_plan(n_items: int, batch_size: int, n_batches: int, epochs: int, generator: torch.Generator):
@@ -59,10 +61,10 @@ class OnlineModule(LMRLModule):
             ``bad_word_reward: -10``, the original's RL training value; evaluation keeps the task's defaults).
         n_rollouts: episodes per round, over all DDP ranks (paper: 128; each rank plays its share).
         rollout_batch_size: episodes stepped together by the batched rollout engine.
-        decoding: how rollouts decode (default: the task's evaluation decoding): ``sample`` (the policy's own
-            tokens) or ``rerank`` (sampled among the task's fixed candidate actions, e.g. the maze's four moves:
-            their token sequences are the canonical ones the updates score, whereas free text is re-tokenised).
-        temperature: sampling temperature of the rollouts.
+        decoding: how rollouts decode (default: the task's evaluation decoding kind, temperature 1): kind
+            ``sample`` (the policy's own tokens) or ``rerank`` (sampled among the task's fixed candidate actions,
+            e.g. the maze's four moves: their token sequences are the canonical ones the updates score, whereas
+            free text is re-tokenised).
         train_batch_size: chunks per minibatch (per rank).
         epochs: passes over a round's data (paper PPO: 4 in the dialogue commands, 1 elsewhere).
         max_length: longest training chunk in tokens (longer ones keep their last tokens).
@@ -83,7 +85,6 @@ class OnlineModule(LMRLModule):
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
-        temperature: float = 1.0,
         train_batch_size: int = 32,
         epochs: int = 1,
         max_length: int = 512,
@@ -93,10 +94,12 @@ class OnlineModule(LMRLModule):
                              ("train_batch_size", train_batch_size), ("epochs", epochs)):
             check_int(f"model.{field}", value)
         check_int("model.max_length", max_length, low=2)
-        check_number("model.temperature", temperature, low=0, low_open=True)
         super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
         self.task_spec: TaskSpec = get_task(task)
         self.variant = self.task_spec.check_variant(variant or self.task_spec.variants[0])
+        self.rollout_decoding = as_decoding(decoding, self.task_spec.default_decoding)
+        if isinstance(decoding, Decoding):  # plain types in the checkpoint, so that it loads with weights_only=True
+            self.hparams["decoding"] = dataclasses.asdict(decoding)
         # Rounds finished, in the state dict: a resumed run continues with the next round's seeds whatever
         # Lightning's epoch counter says while it restarts.
         self.register_buffer("rounds_done", torch.zeros((), dtype=torch.long))
@@ -129,8 +132,7 @@ class OnlineModule(LMRLModule):
 
     def collect(self) -> list[Episode]:
         """Roll this rank's episodes of the round out with the current policy."""
-        decoding = self.hparams.decoding or self.task_spec.default_decoding
-        policy = self.policy(decoding, self.hparams.temperature, self.task_spec.candidate_actions)
+        policy = self.policy(self.rollout_decoding, self.task_spec.candidate_actions)
         env = self.task_spec.make_env(self.variant, **(self.hparams.env_options or {}))
         return rollout(env, policy, self.round_specs(), self.hparams.rollout_batch_size, policy_seed=self.hparams.seed)
 

@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 import torch
 
-from lmrl_lightning.algorithms.base import Decoding
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
 from lmrl_lightning.data.collate import collate_chunks
@@ -20,6 +19,7 @@ from lmrl_lightning.distributed import all_gather_objects
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.validation import check_number
 
 
@@ -45,7 +45,6 @@ class OnlineFilteredBC(OnlineModule):
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
-        temperature: float = 1.0,
         train_batch_size: int = 128,
         epochs: int = 1,
         max_length: int = 512,
@@ -56,7 +55,7 @@ class OnlineFilteredBC(OnlineModule):
         check_number("model.top_fraction", top_fraction, low=0, high=1, low_open=True)
         super().__init__(
             backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
-            rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,
+            rollout_batch_size, decoding, train_batch_size, epochs, max_length, seed,
         )
         if filter == "none":
             raise LMRLError("online filtered BC needs a filter: success or top_fraction")

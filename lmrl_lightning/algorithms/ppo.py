@@ -22,7 +22,6 @@ from typing import Any, Optional, Sequence, TypedDict, TypeVar
 
 import torch
 
-from lmrl_lightning.algorithms.base import Decoding
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
 from lmrl_lightning.data.collate import collate_chunks
@@ -32,6 +31,7 @@ from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
@@ -253,7 +253,6 @@ class PPO(OnlineModule):
         n_rollouts: int = 128,
         rollout_batch_size: int = 32,
         decoding: Optional[Decoding] = None,
-        temperature: float = 1.0,
         train_batch_size: int = 32,
         epochs: int = 1,
         max_length: int = 512,
@@ -276,7 +275,7 @@ class PPO(OnlineModule):
         check_ppo_settings(locals())
         super().__init__(
             backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
-            rollout_batch_size, decoding, temperature, train_batch_size, epochs, max_length, seed,
+            rollout_batch_size, decoding, train_batch_size, epochs, max_length, seed,
         )
         if (kl_target is None) != (kl_horizon is None):
             raise LMRLError("an adaptive KL coefficient needs both kl_target and kl_horizon")

@@ -6,7 +6,8 @@ A value module holds three things:
   heads: defined by the subclass.
 It decodes with `logits_pi_beta + beta * guidance(h)` at every token, where `guidance` is the subclass's value
 of each next token (MC: Q; ILQL: min(Q1, Q2) - V), and re-ranks fixed candidates by
-`sum over the action's tokens of (log pi_beta + beta * guidance)`, the sequence-level form of the same policy.
+`sum over the action's tokens of (log pi_beta + beta * guidance)`, the sequence-level form of the same policy
+(the decoders are in `lmrl_lightning.policies.value_guided`; `value_guidance` hands them the trunk and values).
 
 Index convention (spec §1.6): arrays of length T-1, index t is the prediction at position t of token t+1; the
 "action steps" are the indices where token t+1 is an action token.
@@ -14,18 +15,16 @@ Index convention (spec §1.6): arrays of length T-1, index t is the prediction a
 from __future__ import annotations
 
 import copy
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 
-from lmrl_lightning.algorithms.base import Decoding, LMRLModule
-from lmrl_lightning.env import BatchedTextPolicy
+from lmrl_lightning.algorithms.base import LMRLModule
 from lmrl_lightning.errors import LMRLError
-from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
+from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
-from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
-from lmrl_lightning.policies.sampling import LMPolicy
+from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.validation import check_number
 
 DiscountPer = Literal["token", "turn"]
@@ -111,7 +110,9 @@ class ValueModule(LMRLModule):
     Args (beyond `LMRLModule`'s):
         gamma: discount (paper 0.99).
         discount_per: "token" (the paper's code: gamma per action token) or "turn" (gamma per agent turn).
-        beta: weight of the value guidance when decoding (paper: 16 maze/dialogue; maze scripts 8).
+        beta: weight of the value guidance when decoding (paper: 16 maze/dialogue; maze scripts 8): the initial
+            value of the `decoding_beta` buffer, which decoding reads and a `BetaSweep` replaces after training (a
+            buffer, so every checkpoint and export carries the beta in use; `Decoding.beta` overrides it per call).
         head: Q parameterisation: "mlp" (paper), "linear" or "tied" (shares the trunk's output embedding).
         head_bias: initial output of every head (about the expected return).
         cql_weight: weight of the cross-entropy of the data action under softmax(Q) (paper maze scripts: 0).
@@ -145,6 +146,8 @@ class ValueModule(LMRLModule):
         self.hidden_size = self.trunk.get_input_embeddings().weight.shape[1]
         self.vocab_size = self.trunk.get_output_embeddings().weight.shape[0]
         self.build_heads()
+        # float64: the swept value exactly, whatever dtype the networks run in.
+        self.register_buffer("decoding_beta", torch.tensor(float(beta), dtype=torch.float64))
 
     def copy_of_policy(self, name: str, trainable: bool, source: Optional[str] = None) -> torch.nn.Module:
         """A copy of the policy (or of adapter `source`): a deep copy, or with LoRA a new adapter `name` on the
@@ -183,29 +186,10 @@ class ValueModule(LMRLModule):
         """`guidance(hidden)` at the given next tokens only, [...] (no vocabulary-sized output)."""
         raise NotImplementedError
 
-    def policy(
-        self,
-        decoding: Decoding = "sample",
-        temperature: float = 1.0,
-        candidates: Optional[Sequence[str]] = None,
-        max_new_tokens: int = 16,
-        beta: Optional[float] = None,
-    ) -> BatchedTextPolicy:
-        """Value-guided decoding: pi(a|s) proportional to pi_beta(a|s) exp(beta * guidance); see the module doc."""
-        beta = self.hparams.beta if beta is None else beta
-        if decoding in ("rerank", "rerank_greedy"):
-            if not candidates:
-                raise LMRLError(f"decoding {decoding!r} needs the task's candidate actions; this task has none")
-            return ValueRerankPolicy(
-                self.model, self.tokenizer, candidates, 0.0 if decoding == "rerank_greedy" else temperature,
-                trunk=self.trunk, guidance_at=self.guidance_at, beta=beta,
-            )
-        if decoding not in ("sample", "greedy"):
-            raise LMRLError(f"unknown decoding {decoding!r}; valid: sample, greedy, rerank, rerank_greedy")
-        return ValueGuidedPolicy(
-            self.model, self.tokenizer, 0.0 if decoding == "greedy" else temperature, 0, max_new_tokens,
-            trunk=self.trunk, guidance=self.guidance, beta=beta,
-        )
+    def value_guidance(self, beta: Optional[float] = None) -> ValueGuidance:
+        """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`)."""
+        beta = float(self.decoding_beta) if beta is None else beta
+        return ValueGuidance(self.trunk, self.guidance, self.guidance_at, beta)
 
     def log_stats(self, name: str, x: torch.Tensor, batch_size: int) -> None:
         """Mean, min and max of a per-action-step quantity."""
@@ -216,50 +200,3 @@ class ValueModule(LMRLModule):
         self.log(f"train/{name}_min", x.min(), batch_size=batch_size)
         self.log(f"train/{name}_max", x.max(), batch_size=batch_size)
 
-
-def trunk_forward(trunk, ids, mask, positions, cache):
-    """The value trunk's last hidden states after `ids`, continuing from `cache`, and its new KV cache."""
-    out, cache = forward_with_cache(trunk.base_model, cache, input_ids=ids, attention_mask=mask, position_ids=positions)
-    return out.last_hidden_state, cache
-
-
-class ValueGuidedPolicy(LMPolicy):
-    """Token-by-token sampling from logits_pi_beta + beta * guidance(h_trunk), with a KV cache on both trunks."""
-
-    def __init__(self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, *, trunk, guidance, beta):
-        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens)
-        self.trunk, self.guidance, self.beta = trunk, guidance, beta
-
-    def modules(self) -> list:
-        return [self.model, self.trunk]
-
-    def next_token_logits(self, ids, mask, positions, state):
-        policy_state, trunk_state = state if state is not None else (None, None)
-        logits, policy_state = super().next_token_logits(ids, mask, positions, policy_state)
-        hidden, trunk_state = trunk_forward(self.trunk, ids, mask, positions, trunk_state)
-        guided = logits.float() + self.beta * self.guidance(hidden[:, -1])
-        return guided, (policy_state, trunk_state)
-
-    def reorder(self, state, rows):
-        return tuple(super(ValueGuidedPolicy, self).reorder(s, rows) for s in state)
-
-
-class ValueRerankPolicy(RerankPolicy):
-    """Re-ranks candidates by the sum over their tokens of log pi_beta + beta * guidance."""
-
-    def __init__(self, model, tokenizer, candidates, temperature=1.0, *, trunk, guidance_at, beta):
-        super().__init__(model, tokenizer, candidates, temperature)
-        self.trunk, self.guidance_at, self.beta = trunk, guidance_at, beta
-
-    def modules(self) -> list:
-        return [self.model, self.trunk]
-
-    def features(self, ids, mask, positions, caches, last_only):
-        policy_caches, trunk_cache = (caches[:1], caches[1]) if caches else (None, None)
-        (logits,), policy_caches = lm_features(self.model, ids, mask, positions, policy_caches, last_only)
-        hidden, trunk_cache = trunk_forward(self.trunk, ids, mask, positions, trunk_cache)
-        return (logits, hidden[:, -1:] if last_only else hidden), (*policy_caches, trunk_cache)
-
-    def token_scores(self, features, tokens):
-        logits, hidden = features
-        return token_logprobs(logits, tokens) + self.beta * self.guidance_at(hidden, tokens)

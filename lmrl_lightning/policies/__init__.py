@@ -1,4 +1,9 @@
+from lmrl_lightning.policies.decoding import DECODING_KINDS, Decoding, DecodingKind, as_decoding, build_policy
 from lmrl_lightning.policies.rerank import RerankPolicy, candidate_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy, row_uniform, sample_from_logits
+from lmrl_lightning.policies.value_guided import ValueGuidance, ValueGuidedPolicy, ValueRerankPolicy
 
-__all__ = ["LMPolicy", "RerankPolicy", "candidate_logprobs", "row_uniform", "sample_from_logits"]
+__all__ = [
+    "DECODING_KINDS", "Decoding", "DecodingKind", "LMPolicy", "RerankPolicy", "ValueGuidance", "ValueGuidedPolicy",
+    "ValueRerankPolicy", "as_decoding", "build_policy", "candidate_logprobs", "row_uniform", "sample_from_logits",
+]

@@ -1,0 +1,89 @@
+"""How a module acts: one typed decoding configuration, and the one function that turns it into a policy."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional, Sequence, Union
+
+from lmrl_lightning.env import BatchedTextPolicy
+from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.policies.rerank import RerankPolicy
+from lmrl_lightning.policies.sampling import LMPolicy
+from lmrl_lightning.policies.value_guided import ValueGuidance, ValueGuidedPolicy, ValueRerankPolicy
+from lmrl_lightning.validation import check_choice, check_int, check_number
+
+DecodingKind = Literal["sample", "greedy", "rerank", "rerank_greedy"]
+DECODING_KINDS: tuple[str, ...] = ("sample", "greedy", "rerank", "rerank_greedy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How a policy chooses each action (evaluation, online rollouts, `lmrl eval`).
+
+    Args:
+        kind: ``sample`` (token by token from the softmax), ``greedy`` (the most likely token), ``rerank`` (one of the
+            task's fixed candidate actions, sampled from the softmax of their summed token scores) or
+            ``rerank_greedy`` (the best-scoring candidate).
+        temperature: divides the logits (or candidate scores) before sampling, > 0; the greedy kinds ignore it.
+        beta: weight of the value guidance of value-based modules (MC Returns, ILQL): logits_pi_beta + beta *
+            guidance. None: the module's own beta (as trained, or as a `BetaSweep` chose it). Setting it on a module
+            without value guidance is an error.
+        max_new_tokens: longest generated action in tokens (``sample``/``greedy``); a turn cut there ends with a
+            newline.
+    """
+
+    kind: DecodingKind = "sample"
+    temperature: float = 1.0
+    beta: Optional[float] = None
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        check_choice("decoding.kind", self.kind, DECODING_KINDS)
+        check_number("decoding.temperature", self.temperature, low=0, low_open=True)
+        if self.beta is not None:
+            check_number("decoding.beta", self.beta, low=0)
+        check_int("decoding.max_new_tokens", self.max_new_tokens)
+
+    @property
+    def reranks(self) -> bool:
+        """Chooses among the task's candidate actions rather than generating text."""
+        return self.kind in ("rerank", "rerank_greedy")
+
+    @property
+    def sampling_temperature(self) -> float:
+        """The temperature the decoder applies: 0 (argmax) for the greedy kinds."""
+        return 0.0 if self.kind in ("greedy", "rerank_greedy") else self.temperature
+
+
+def as_decoding(value: Union[Decoding, dict, None], default_kind: str = "sample") -> Decoding:
+    """A `Decoding` from a constructor argument: itself, its fields as a mapping (as checkpoints store it), or None
+    (`default_kind`, e.g. the task's default decoding, with the other fields' defaults)."""
+    if isinstance(value, Decoding):
+        return value
+    if value is None:
+        return Decoding(default_kind)
+    if isinstance(value, dict):
+        try:
+            return Decoding(**value)
+        except TypeError as e:  # an unknown field
+            raise LMRLError(f"decoding: {e}") from None
+    raise LMRLError(f"decoding must be a Decoding or a mapping of its fields, got {value!r}")
+
+
+def build_policy(
+    model,
+    tokenizer,
+    decoding: Decoding,
+    candidates: Optional[Sequence[str]] = None,
+    guidance: Optional[ValueGuidance] = None,
+) -> BatchedTextPolicy:
+    """The decoder `decoding` asks for, over `model` (a causal LM), value-guided when `guidance` is given."""
+    temperature = decoding.sampling_temperature
+    if decoding.reranks:
+        if not candidates:
+            raise LMRLError(f"decoding {decoding.kind!r} needs the task's candidate actions; this task has none")
+        if guidance is not None:
+            return ValueRerankPolicy(model, tokenizer, candidates, temperature, guidance=guidance)
+        return RerankPolicy(model, tokenizer, candidates, temperature)
+    if guidance is not None:
+        return ValueGuidedPolicy(model, tokenizer, temperature, 0, decoding.max_new_tokens, guidance=guidance)
+    return LMPolicy(model, tokenizer, temperature, 0, decoding.max_new_tokens)

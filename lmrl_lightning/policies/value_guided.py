@@ -1,0 +1,82 @@
+"""Value-guided decoding (spec §3.4, §3.5): pi(a|s) proportional to pi_beta(a|s) exp(beta * guidance).
+
+Token by token the decoder samples from `logits_pi_beta + beta * guidance(h)`, where h is a value trunk's last hidden
+state; re-ranking scores each candidate by the sum over its tokens of `log pi_beta + beta * guidance`, the
+sequence-level form of the same policy. The module supplies the trunk and its guidance (MC: Q; ILQL:
+min(Q1, Q2) - V) as a `ValueGuidance`, so that decoders know nothing about algorithms.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from lmrl_lightning.models.backbone import forward_with_cache
+from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
+from lmrl_lightning.policies.sampling import LMPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueGuidance:
+    """What a value-based module adds to its policy's scores when decoding.
+
+    Args:
+        trunk: the causal LM whose last hidden state the values read (run beside the policy, with its own KV cache).
+        values: hidden states [..., d] -> the value of every next token, [..., V].
+        values_at: (hidden [..., d], tokens [...]) -> the value of the given next tokens only, [...].
+        beta: weight of the values against the policy's log-probabilities.
+    """
+
+    trunk: torch.nn.Module
+    values: Callable[[torch.Tensor], torch.Tensor]
+    values_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    beta: float
+
+
+def trunk_forward(trunk, ids, mask, positions, cache):
+    """The value trunk's last hidden states after `ids`, continuing from `cache`, and its new KV cache."""
+    out, cache = forward_with_cache(trunk.base_model, cache, input_ids=ids, attention_mask=mask, position_ids=positions)
+    return out.last_hidden_state, cache
+
+
+class ValueGuidedPolicy(LMPolicy):
+    """Token-by-token sampling from logits_pi_beta + beta * values(h_trunk), with a KV cache on both networks."""
+
+    def __init__(self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, *, guidance: ValueGuidance):
+        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens)
+        self.guidance = guidance
+
+    def modules(self) -> list:
+        return [self.model, self.guidance.trunk]
+
+    def next_token_logits(self, ids, mask, positions, state):
+        policy_state, trunk_state = state if state is not None else (None, None)
+        logits, policy_state = super().next_token_logits(ids, mask, positions, policy_state)
+        hidden, trunk_state = trunk_forward(self.guidance.trunk, ids, mask, positions, trunk_state)
+        guided = logits.float() + self.guidance.beta * self.guidance.values(hidden[:, -1])
+        return guided, (policy_state, trunk_state)
+
+    def reorder(self, state, rows):
+        return tuple(super(ValueGuidedPolicy, self).reorder(s, rows) for s in state)
+
+
+class ValueRerankPolicy(RerankPolicy):
+    """Re-ranks candidates by the sum over their tokens of log pi_beta + beta * values_at(h_trunk)."""
+
+    def __init__(self, model, tokenizer, candidates, temperature=1.0, *, guidance: ValueGuidance):
+        super().__init__(model, tokenizer, candidates, temperature)
+        self.guidance = guidance
+
+    def modules(self) -> list:
+        return [self.model, self.guidance.trunk]
+
+    def features(self, ids, mask, positions, caches, last_only):
+        policy_caches, trunk_cache = (caches[:1], caches[1]) if caches else (None, None)
+        (logits,), policy_caches = lm_features(self.model, ids, mask, positions, policy_caches, last_only)
+        hidden, trunk_cache = trunk_forward(self.guidance.trunk, ids, mask, positions, trunk_cache)
+        return (logits, hidden[:, -1:] if last_only else hidden), (*policy_caches, trunk_cache)
+
+    def token_scores(self, features, tokens):
+        logits, hidden = features
+        return token_logprobs(logits, tokens) + self.guidance.beta * self.guidance.values_at(hidden, tokens)
