@@ -94,6 +94,17 @@ class RolloutEvaluation(L.Callback):
         if self._evaluated_step != trainer.global_step:
             self.evaluate(trainer, pl_module)
 
+    def summary_line(self) -> str:
+        """The last evaluation in one line (what `lmrl fit` prints at the end)."""
+        step, s = self.results[-1]
+        success = f", success rate {s.success_rate:.3f}" if s.success_rate is not None else ""
+        score = f", normalised score {s.normalised_score:.1f}" if s.normalised_score is not None else ""
+        return (
+            f"evaluation of {self.spec.name}-{self.variant} at step {step} ({s.n_episodes} episodes): mean return "
+            f"{s.mean_return:.3f} (std {s.std_return:.3f}, min {s.min_return:g}, max {s.max_return:g}), mean length "
+            f"{s.mean_length:.2f}{success}{score}"
+        )
+
 
 class BetaSweep(RolloutEvaluation):
     """At the end of fit, picks the decoding beta of a value-based module (MC, ILQL) by rollouts.

@@ -11,14 +11,47 @@ Bad input (a malformed dataset, an unknown name, a missing file) ends with one l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from lmrl_lightning.errors import LMRLError
+
+# What libraries print on every run that tells an lmrl user nothing they can act on: Lightning's advertisements for
+# its cloud products, a seed warning that the next line ("Seed set to 0") repeats, and deprecation notices raised
+# inside Lightning, torch and transformers. Silenced while `main` runs only (`quiet_library_noise`).
+_NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "transformers.utils.generic",
+)
+_NOISY_LOG_MESSAGES = ("💡 Tip: For seamless cloud", "`past_key_values`/`cache_params` are deprecated")
+_NOISY_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "No seed found")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NOISY_LOG_MESSAGES)
+
+
+@contextlib.contextmanager
+def quiet_library_noise() -> Iterator[None]:
+    """Drop the messages above while the block runs; the warning filters and loggers are restored after it."""
+    drop, loggers = _DropNoise(), [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    with warnings.catch_warnings():
+        for message in _NOISY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(drop)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -33,15 +66,14 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _resolve_model_args(rest: Sequence[str]) -> list[str]:
-    """Accept `--model ilql` (a name of ALGORITHMS) and refuse an unknown algorithm with the list of valid ones,
-    before LightningCLI would print its whole usage text. Config files and dotted paths pass through."""
+    """Accept `--model ilql` (a registered name: built-in, or an installed package's entry point) and refuse an
+    unknown algorithm with the list of valid ones, before LightningCLI would print its whole usage text. Config files
+    and dotted paths pass through."""
     import importlib
 
-    from lmrl_lightning.algorithms import ALGORITHMS
     from lmrl_lightning.algorithms.base import LMRLModule
+    from lmrl_lightning.registry import algorithm_class, algorithm_names, class_path
 
-    paths = {name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in ALGORITHMS.items()}
-    paths.update({cls.__name__: path for cls, path in zip(ALGORITHMS.values(), paths.values())})
     out = list(rest)
     for i, arg in enumerate(out):
         if arg == "--model" and i + 1 < len(out):
@@ -52,8 +84,9 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
             continue
         if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or os.path.exists(value):
             continue
-        if value in paths:
-            resolved = paths[value]
+        registered = algorithm_class(value)
+        if registered is not None:
+            resolved = class_path(registered)
         else:
             module_name, _, class_name = value.rpartition(".")
             try:
@@ -62,7 +95,7 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
                 cls = None
             if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
                 raise LMRLError(
-                    f"unknown algorithm {value!r}; valid: {', '.join(ALGORITHMS)} "
+                    f"unknown algorithm {value!r}; valid: {', '.join(algorithm_names())} "
                     "(or the dotted path of an LMRLModule subclass)"
                 )
             resolved = value
@@ -74,7 +107,20 @@ def _fit(rest: Sequence[str]):
     """`lmrl fit`; returns the LightningCLI (its trainer, model and callbacks) to in-process callers."""
     from lmrl_lightning.fit_cli import run_fit
 
-    return run_fit(rest, _resolve_model_args(rest))
+    cli = run_fit(rest, _resolve_model_args(rest))
+    _print_final_evaluations(cli.trainer)
+    return cli
+
+
+def _print_final_evaluations(trainer) -> None:
+    """The last result of each `RolloutEvaluation` the run had (the sweeps of `BetaSweep` are not results)."""
+    from lmrl_lightning.callbacks.rollout_eval import BetaSweep, RolloutEvaluation
+
+    if trainer is None or not trainer.is_global_zero:
+        return
+    for callback in trainer.callbacks:
+        if isinstance(callback, RolloutEvaluation) and not isinstance(callback, BetaSweep) and callback.results:
+            print(callback.summary_line())
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -91,7 +137,7 @@ def _eval(args: argparse.Namespace) -> None:
         module, meta = load_export(args.checkpoint, args.trust_remote_code, args.algorithm)
     else:
         module, meta = load_module(args.checkpoint, args.trust_remote_code, args.algorithm)
-    task = get_task(args.task or meta.get("task") or _missing("--task (the checkpoint does not record its task)"))
+    task = get_task(args.task) if args.task else _recorded_task(args.checkpoint, meta)
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
     decoding = Decoding(args.decoding or task.default_decoding, args.temperature, args.beta)
     if args.beta is not None and module.value_guidance() is None:
@@ -108,6 +154,21 @@ def _eval(args: argparse.Namespace) -> None:
             "task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
             "returns": [e.total_reward for e in episodes],
         })
+
+
+def _recorded_task(checkpoint: str, meta: dict):
+    """The task a checkpoint records, looked up among registered tasks and installed entry points only; when it is
+    not installed, the origin it records (distribution, version, entry point) says what to install."""
+    from lmrl_lightning.registry import describe_origin, find_task
+
+    name = meta.get("task") or _missing("--task (the checkpoint does not record its task)")
+    task = find_task(name) if isinstance(name, str) else None
+    if task is None:
+        raise LMRLError(
+            f"{checkpoint} was trained on task {str(name)[:100]!r}, which is not installed here; it came from "
+            f"{describe_origin(meta.get('task_origin'))}: install that, or name another task with --task"
+        )
+    return task
 
 
 def _check_eval_flags(args: argparse.Namespace) -> None:
@@ -262,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_library_noise()
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -2,9 +2,10 @@
 directly, nor a module that a file names."""
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from typing import Any, Callable, Optional
 
 from lmrl_lightning.env import TextEnv
@@ -52,6 +53,13 @@ class TaskSpec:
 
 
 _TASKS: dict[str, TaskSpec] = {}
+# Where each registered task came from (see `task_origin`), recorded in checkpoints and dataset manifests.
+_ORIGINS: dict[str, dict[str, str]] = {}
+
+# Installed packages declare their tasks under this entry-point group, naming a TaskSpec, e.g. in pyproject.toml:
+#   [project.entry-points."lmrl_lightning.tasks"]
+#   guess_number = "my_package.task:TASK"
+TASK_ENTRY_POINTS = "lmrl_lightning.tasks"
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
@@ -60,20 +68,98 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 def task_names() -> list[str]:
+    """Registered tasks and those installed packages declare (not loaded: a name is enough to list them)."""
     _load_builtin_tasks()
-    return sorted(_TASKS)
+    return sorted(set(_TASKS) | {entry.name for entry in entry_points(group=TASK_ENTRY_POINTS)})
 
 
 def get_task(name: str) -> TaskSpec:
+    """The task called `name` (see `find_task`); an unknown name lists the valid ones."""
+    task = find_task(name)
+    if task is None:
+        raise LMRLError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}")
+    return task
+
+
+def find_task(name: str) -> Optional[TaskSpec]:
+    """The task called `name`: a built-in, one registered in code, or the installed entry point of that name; None.
+
+    Only the entry point whose name matches is loaded, so a broken package breaks its own task only. A name read
+    from a file (a checkpoint's task) is looked up here and nowhere else: it never names a module to import."""
     _load_builtin_tasks()
     if name not in _TASKS:
-        raise LMRLError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+        _load_task_entry_point(name)
+    return _TASKS.get(name)
+
+
+def task_origin(name: str) -> dict[str, str]:
+    """Where task `name` came from: its distribution, version and entry point, or the module that registered it
+    in code (a launcher script, a test). Tells a person reading a checkpoint which package to install."""
+    if name in _ORIGINS:
+        return _ORIGINS[name]
+    make_env = get_task(name).make_env
+    return {"module": str(getattr(make_env, "__module__", None) or "unknown")}
+
+
+def describe_origin(origin: object) -> str:
+    """`origin` as recorded in a file, for a message: `dist version (entry point ...)`; untrusted text, shortened."""
+    if not isinstance(origin, dict):
+        return "an unrecorded source"
+    fields = {k: str(v)[:100] for k, v in origin.items() if k in ("distribution", "version", "entry_point", "module")}
+    if "distribution" in fields:
+        pin = f"=={fields['version']}" if "version" in fields else ""
+        return f"the package {fields['distribution']}{pin} (entry point {fields.get('entry_point', '?')})"
+    return f"module {fields.get('module', '?')} (registered in code, not by an installed package)"
 
 
 def _load_builtin_tasks() -> None:
-    # The tasks package registers each built-in task on import.
-    importlib.import_module("lmrl_lightning.tasks")
+    # The tasks package registers each built-in task on import and lists them in BUILTIN_TASKS.
+    for spec in importlib.import_module("lmrl_lightning.tasks").BUILTIN_TASKS:
+        _ORIGINS.setdefault(spec.name, _builtin_origin())
+
+
+@functools.cache
+def _builtin_origin() -> dict[str, str]:
+    version_ = _installed_version("lmrl-lightning")
+    return {"distribution": "lmrl-lightning", "version": version_, "entry_point": "built-in"}
+
+
+def _load_task_entry_point(name: str) -> None:
+    matches = [entry for entry in entry_points(group=TASK_ENTRY_POINTS) if entry.name == name]
+    if not matches:
+        return
+    origins = [_entry_point_origin(entry) for entry in matches]
+    if len(matches) > 1:
+        raise LMRLError(f"task {name!r} is declared by several installed packages: "
+                        f"{', '.join(describe_origin(o) for o in origins)}; uninstall all but one")
+    spec = _load_entry_point(matches[0], f"task {name!r}")
+    if not isinstance(spec, TaskSpec) or spec.name != name:
+        raise LMRLError(f"task {name!r} from {describe_origin(origins[0])}: the entry point must name the TaskSpec "
+                        f"called {name!r}, got {type(spec).__name__} {getattr(spec, 'name', '')!r}")
+    register_task(spec)
+    _ORIGINS[name] = origins[0]
+
+
+def _load_entry_point(entry: EntryPoint, what: str) -> Any:
+    try:
+        return entry.load()
+    except Exception as e:  # a third-party package's import error is reported as such, for this name only
+        origin = describe_origin(_entry_point_origin(entry))
+        raise LMRLError(f"{what} from {origin} failed to load: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _entry_point_origin(entry: EntryPoint) -> dict[str, str]:
+    origin = {"entry_point": f"{entry.name} = {entry.value}"}
+    if entry.dist is not None:
+        origin.update(distribution=entry.dist.name, version=entry.dist.version)
+    return origin
+
+
+def _installed_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 # Installed packages declare their algorithms under this entry-point group, e.g. in pyproject.toml:
@@ -85,6 +171,14 @@ ALGORITHM_ENTRY_POINTS = "lmrl_lightning.algorithms"
 def class_path(cls: type) -> str:
     """`module.Class`, as checkpoints record the algorithm that wrote them."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def algorithm_names() -> list[str]:
+    """The built-in algorithms' short names, then those installed packages declare (not loaded)."""
+    from lmrl_lightning.algorithms import ALGORITHMS
+
+    declared = sorted({entry.name for entry in entry_points(group=ALGORITHM_ENTRY_POINTS)} - set(ALGORITHMS))
+    return [*ALGORITHMS, *declared]
 
 
 def algorithm_class(name: str) -> Optional[type]:
@@ -100,7 +194,7 @@ def algorithm_class(name: str) -> Optional[type]:
             return cls
     for entry in entry_points(group=ALGORITHM_ENTRY_POINTS):
         if name in (entry.name, entry.value.replace(":", ".")):
-            cls = entry.load()
+            cls = _load_entry_point(entry, f"algorithm {entry.name!r}")
             if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
                 raise LMRLError(f"entry point {entry.name!r} ({entry.value}) is not an LMRLModule subclass")
             return cls

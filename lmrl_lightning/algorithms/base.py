@@ -133,11 +133,16 @@ class LMRLModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What `lmrl eval` needs to rebuild this module and its evaluation without the training config.
+        from lmrl_lightning.registry import task_origin
+
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        task = getattr(datamodule, "task", None)
         checkpoint["lmrl"] = {
             "algorithm": f"{type(self).__module__}.{type(self).__qualname__}",
-            "task": getattr(datamodule, "task", None),
+            "task": task,
             "variant": getattr(datamodule, "variant", None),
+            # Which package provides the task, so that `lmrl eval` can say what to install (read as text only).
+            "task_origin": task_origin(task) if task else None,
         }
         # A resumed run draws the same data order and samples as an uninterrupted one.
         checkpoint["lmrl_rng"] = rng_state()

@@ -24,7 +24,7 @@ from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.policies import Decoding, as_decoding
-from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task
+from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task, task_origin
 from lmrl_lightning.rollout import rollout, turn_seed
 from lmrl_lightning.validation import check_int
 
@@ -186,4 +186,5 @@ class OnlineModule(LMRLModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lmrl"].update(task=self.task_spec.name, variant=self.variant)
+        name = self.task_spec.name
+        checkpoint["lmrl"].update(task=name, variant=self.variant, task_origin=task_origin(name))

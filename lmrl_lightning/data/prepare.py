@@ -5,9 +5,9 @@ a hidden temporary sibling, `.NAME.incomplete-XXXX`, which is renamed into place
 written; an exception or Ctrl-C removes it. An existing dataset is replaced only with `overwrite=True`: it is
 renamed aside, the new one renamed in, then the old one deleted; nothing else in the parent is touched.
 
-The manifest names the task, variant, seed, episode count and statistics, and the size, modification time and
-sha256 of train.jsonl and of the tokenizer files, so that `fit` can refuse a directory whose files no longer
-belong together (see `check_dataset_manifest`).
+The manifest names the task (and where it came from: `registry.task_origin`), variant, seed, episode count and
+statistics, and the size, modification time and sha256 of train.jsonl and of the tokenizer files, so that `fit`
+can refuse a directory whose files no longer belong together (see `check_dataset_manifest`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 from lmrl_lightning.data.jsonl import iter_episodes
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
-from lmrl_lightning.registry import get_task
+from lmrl_lightning.registry import get_task, task_origin
 
 TOKENIZER_DIR = "tokenizer"
 TRAIN_FILE = "train.jsonl"
@@ -73,7 +73,8 @@ def prepare_task_data(
             texts.update(t.text for t in episode.turns)
             count += 1
         save_tokenizer(train_bpe_tokenizer(sorted(texts), vocab_size), tmp / TOKENIZER_DIR)
-        config = {"task": spec.name, "variant": variant, "seed": seed, "episodes": count, "vocab_size": vocab_size}
+        config = {"task": spec.name, "task_origin": task_origin(spec.name), "variant": variant, "seed": seed,
+                  "episodes": count, "vocab_size": vocab_size}
         write_manifest(tmp, config, stats)
         move_into_place(tmp, out)
     except BaseException:  # Ctrl-C included: no half-written directory is left behind
