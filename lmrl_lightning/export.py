@@ -6,10 +6,12 @@ Layout of the directory:
   the policy                with LoRA: its adapter (adapter_config.json + adapter_model.safetensors, loadable with
                             `PeftModel.from_pretrained(base, DIR)`), or with `merge`: the merged full model; without
                             LoRA: the full model (config.json + model.safetensors, `AutoModelForCausalLM`)
-  trunk/                    MC/ILQL value trunk: the value adapter (LoRA) or a full model directory
-  heads.safetensors         the Q/V heads (and target heads, PPO's value head, PPO's KL coefficient)
-What only training needs (ILQL's target trunk, PPO's frozen reference) is not exported: loading rebuilds them as
-copies, exactly as a fresh module does.
+  <sub-model>/              each of the module's `exported_submodels` (MC/ILQL: trunk/, the value trunk): its
+                            adapter (LoRA) or a full model directory
+  heads.safetensors         every other weight: the Q/V heads (and target heads, PPO's value head, PPO's KL
+                            coefficient)
+What only training needs, the module's `rebuilt_submodels` (ILQL's target trunk, PPO's frozen reference), is not
+exported: loading rebuilds them as copies, exactly as a fresh module does.
 
 The directory is data, never code: `lmrl.json` cannot grant `trust_remote_code` (only the person's
 `--trust-remote-code` can) nor name a module to import (only registered algorithms, or `--algorithm`).
@@ -26,24 +28,41 @@ from typing import Optional, Union
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
 
 from lmrl_lightning.algorithms.base import (
     LMRLModule, backbone_from_file, build_from_hparams, import_algorithm, load_module,
 )
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.heads import polyak_update
-from lmrl_lightning.models.lora import POLICY_ADAPTER
+from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView
 
 EXPORT_FORMAT = 1
-TRUNK_DIR = "trunk"
 HEADS_FILE = "heads.safetensors"
 META_FILE = "lmrl.json"
-# Submodules rebuilt on load rather than exported.
-REBUILT = ("model.", "trunk.", "target_trunk.", "reference.")
+
+
+def submodel_names(module: LMRLModule) -> tuple[str, ...]:
+    """The policy and every sub-model the module declares, exported or rebuilt: none of them goes to the heads."""
+    return ("model", *module.exported_submodels, *module.rebuilt_submodels)
 
 
 def head_state(module: LMRLModule) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in module.state_dict().items() if not k.startswith(REBUILT)}
+    """Every weight outside the policy and the declared sub-models (heads, buffers such as PPO's KL coefficient)."""
+    prefixes = tuple(f"{name}." for name in submodel_names(module))
+    return {k: v.detach().contiguous() for k, v in module.state_dict().items() if not k.startswith(prefixes)}
+
+
+def check_declared_submodels(module: LMRLModule) -> None:
+    """Refuse, before writing anything, a backbone-sized sub-model the module does not declare (its weights cannot
+    go to heads.safetensors: they would share the policy's tied embeddings or be the whole model again)."""
+    declared = set(submodel_names(module))
+    for name, child in module.named_children():
+        if name not in declared and isinstance(child, (PreTrainedModel, AdapterView)):
+            raise LMRLError(
+                f"cannot export {type(module).__name__}: its sub-model {name!r} is not declared; list it in the "
+                "class's `exported_submodels` (exported) or `rebuilt_submodels` (rebuilt on load)"
+            )
 
 
 def export_module(
@@ -57,6 +76,7 @@ def export_module(
     out = Path(out)
     check_new_directory(out, "export directory")
     module, meta = load_module(checkpoint, trust_remote_code, algorithm)
+    check_declared_submodels(module)
     check_mergeable(module, merge)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -94,8 +114,11 @@ def check_mergeable(module: LMRLModule, merge: bool) -> None:
         raise LMRLError("--merge merges a LoRA adapter; this checkpoint trained every weight (nothing to merge)")
     if module.backbone_config.quantization:
         raise LMRLError("--merge cannot fold an adapter into a 4/8-bit base; export the adapter instead")
-    if hasattr(module, "trunk"):
-        raise LMRLError("--merge applies to a policy adapter alone; MC/ILQL keep their value adapter separate")
+    if module.exported_submodels:
+        raise LMRLError(
+            f"--merge applies to a policy adapter alone; {type(module).__name__} keeps its "
+            f"{', '.join(module.exported_submodels)} adapter separate"
+        )
 
 
 def write_export(module: LMRLModule, meta: dict, out: Path, merge: bool) -> None:
@@ -106,13 +129,11 @@ def write_export(module: LMRLModule, meta: dict, out: Path, merge: bool) -> None
         hparams["backbone"] = {**hparams["backbone"], "name_or_path": ".", "lora": None, "quantization": None}
     elif module.peft is not None:
         module.peft.save_pretrained(str(out), selected_adapters=[POLICY_ADAPTER])
-        if hasattr(module, "trunk"):
-            module.peft.save_pretrained(str(out / TRUNK_DIR), selected_adapters=["value"])
     else:
         module.model.save_pretrained(str(out))
         hparams["backbone"] = {**hparams["backbone"], "name_or_path": "."}
-        if hasattr(module, "trunk"):
-            module.trunk.save_pretrained(str(out / TRUNK_DIR))
+    for name in module.exported_submodels:
+        write_submodel(module, name, out / name)
     module.tokenizer.save_pretrained(str(out))
     hparams["backbone"] = {**hparams["backbone"], "tokenizer": "."}
     save_file(head_state(module), str(out / HEADS_FILE))
@@ -120,6 +141,24 @@ def write_export(module: LMRLModule, meta: dict, out: Path, merge: bool) -> None
         "format": EXPORT_FORMAT, "algorithm": meta["algorithm"], "task": meta.get("task"),
         "variant": meta.get("variant"), "hparams": hparams,
     }, indent=2) + "\n", encoding="utf-8")
+
+
+def write_submodel(module: LMRLModule, name: str, directory: Path) -> None:
+    """Sub-model `name` into `directory`: with LoRA its adapter (in a sub-directory named after the adapter, as
+    peft writes a non-default one), else the whole model."""
+    if module.peft is not None:
+        module.peft.save_pretrained(str(directory), selected_adapters=[submodel_adapter(module, name)])
+    else:
+        getattr(module, name).save_pretrained(str(directory))
+
+
+def submodel_adapter(module: LMRLModule, name: str) -> str:
+    """The LoRA adapter that sub-model `name` of a LoRA module is a view of (see `LMRLModule.copy_of_policy`)."""
+    submodel = getattr(module, name)
+    if not isinstance(submodel, AdapterView) or submodel.adapter is None:
+        raise LMRLError(f"{type(module).__name__}.{name} is not a LoRA adapter of the policy's base; make it with "
+                        "copy_of_policy so that it can be exported")
+    return submodel.adapter
 
 
 def _resolve(directory: Path, path):
@@ -185,19 +224,29 @@ def load_exported_weights(module: LMRLModule, directory: Path) -> None:
     if module.peft is not None:
         policy = read_safetensors(directory / "adapter_model.safetensors")
         set_peft_model_state_dict(module.peft, policy, POLICY_ADAPTER)
-        if hasattr(module, "trunk"):
-            trunk = read_safetensors(directory / TRUNK_DIR / "value" / "adapter_model.safetensors")
-            set_peft_model_state_dict(module.peft, trunk, "value")
-    elif hasattr(module, "trunk"):
-        trunk_file = directory / TRUNK_DIR / "model.safetensors"
-        _, unexpected = module.trunk.load_state_dict(read_safetensors(trunk_file), strict=False)
-        if unexpected:
-            raise LMRLError(f"{trunk_file}: unexpected weight {unexpected[0]!r}")
+    for name in module.exported_submodels:
+        load_submodel(module, name, directory / name)
     _, unexpected = module.load_state_dict(read_safetensors(directory / HEADS_FILE), strict=False)
     if unexpected:
         raise LMRLError(f"{directory / HEADS_FILE}: unexpected weight {unexpected[0]!r} for {type(module).__name__}")
-    if hasattr(module, "target_trunk"):  # rebuilt as a copy of the loaded trunk
-        polyak_update(module.target_trunk, module.trunk, 1.0)
+    for name, source in module.rebuilt_submodels.items():
+        if source is not None:  # a copy of an exported sub-model: copy it again, now that that one is loaded
+            polyak_update(getattr(module, name), getattr(module, source), 1.0)
+
+
+def load_submodel(module: LMRLModule, name: str, directory: Path) -> None:
+    """Sub-model `name` from `directory`, as `write_submodel` wrote it."""
+    from peft import set_peft_model_state_dict
+
+    if module.peft is not None:
+        adapter = submodel_adapter(module, name)
+        weights = read_safetensors(directory / adapter / "adapter_model.safetensors")
+        set_peft_model_state_dict(module.peft, weights, adapter)
+        return
+    weights_file = directory / "model.safetensors"
+    _, unexpected = getattr(module, name).load_state_dict(read_safetensors(weights_file), strict=False)
+    if unexpected:
+        raise LMRLError(f"{weights_file}: unexpected weight {unexpected[0]!r}")
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lmrl_lightning.algorithms import BC, ILQL, MCReturns, ilql_loss, mc_loss
 from lmrl_lightning.algorithms.base import load_module, read_checkpoint
 from lmrl_lightning.algorithms.ilql import expectile_weights
+from lmrl_lightning.algorithms.mc_returns import returns_to_go
 from lmrl_lightning.algorithms.value import next_state_values, step_discounts
 from lmrl_lightning.callbacks import BetaSweep
 from lmrl_lightning.data.collate import collate_chunks
@@ -274,18 +275,18 @@ def test_mc_returns_whole_episode_and_windowed_chunks(assets, enc, per):
     gamma = 0.8
     assert all(len(enc(t)) >= 3 for t, a, _ in CHAIN if a)
     expected = hand_returns(CHAIN, enc, gamma, per)
-    module = MCReturns(init_from=assets["ckpt"], gamma=gamma, discount_per=per)
+    pad = assets["bc"].tokenizer.pad_token_id
 
     (whole,) = episode_to_chunks(make_episode(CHAIN), enc)
-    batch = collate_chunks([whole], module.tokenizer.pad_token_id)
-    whole_returns = module.returns(batch)[0][batch["action_mask"][0]].tolist()
+    batch = collate_chunks([whole], pad)
+    whole_returns = returns_to_go(batch, gamma, per)[0][batch["action_mask"][0]].tolist()
     assert whole_returns == pytest.approx(expected, abs=1e-5)
-    assert module.returns(batch)[0][~batch["action_mask"][0]].abs().sum().item() == 0.0
+    assert returns_to_go(batch, gamma, per)[0][~batch["action_mask"][0]].abs().sum().item() == 0.0
 
     # one chunk per action (later actions carried in the chunk), padded into one batch: the same returns
     chunks = episode_to_chunks(make_episode(CHAIN), enc, window=1)
-    batch = collate_chunks(chunks, module.tokenizer.pad_token_id)
-    windowed = [x for k in range(len(chunks)) for x in module.returns(batch)[k][batch["action_mask"][k]].tolist()]
+    batch = collate_chunks(chunks, pad)
+    windowed = returns_to_go(batch, gamma, per)[batch["action_mask"]].tolist()  # row by row: the episode's order
     assert windowed == pytest.approx(expected, abs=1e-5)
 
 
@@ -294,13 +295,11 @@ def test_mc_returns_literal_values(assets, enc, window):
     """Literal values (gamma 0.5) on the whole episode and on its window=1 chunks."""
     n = [len(enc(t)) for t, a, _ in CHAIN if a]
     chunks = episode_to_chunks(make_episode(CHAIN), enc, window=window)
-    per_turn = MCReturns(init_from=assets["ckpt"], gamma=0.5, discount_per="turn")
-    batch = collate_chunks(chunks, per_turn.tokenizer.pad_token_id)
-    got = per_turn.returns(batch)[batch["action_mask"]].tolist()
+    batch = collate_chunks(chunks, assets["bc"].tokenizer.pad_token_id)
+    got = returns_to_go(batch, 0.5, "turn")[batch["action_mask"]].tolist()
     # per turn, every token has its turn's return: turn 3: 2; turn 2: -1 + 0.5 * 2 = 0; turn 1: 0.5 + 0.5 * 0
     assert got == pytest.approx([0.5] * n[0] + [0.0] * n[1] + [2.0] * n[2])
-    per_token = MCReturns(init_from=assets["ckpt"], gamma=0.5, discount_per="token")
-    got = per_token.returns(batch)[batch["action_mask"]].tolist()
+    got = returns_to_go(batch, 0.5, "token")[batch["action_mask"]].tolist()
     # per token: the last action's first token sees 2 * 0.5^(n3 - 1); the middle action's last token -1 + 0.5 * that
     assert got[n[0] + n[1]] == pytest.approx(2.0 * 0.5 ** (n[2] - 1))
     assert got[n[0] + n[1] - 1] == pytest.approx(-1.0 + 0.5 * 2.0 * 0.5 ** (n[2] - 1))

@@ -5,11 +5,12 @@ of the batch and log its metrics). Data, decoding, the evaluation callback and c
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import ClassVar, Mapping, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -19,7 +20,7 @@ from lmrl_lightning.checkpointing import AtomicCheckpointIO, check_local_checkpo
 from lmrl_lightning.env import BatchedTextPolicy
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
-from lmrl_lightning.models.lora import add_lora
+from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, add_lora, copy_adapter
 from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
 from lmrl_lightning.validation import check_optimisation
 
@@ -35,7 +36,17 @@ class LMRLModule(L.LightningModule):
         weight_decay: decoupled weight decay, not applied to biases and norm weights.
         warmup_steps: linear warm-up steps, then a constant learning rate (the paper's schedule in effect).
         betas: AdamW betas (the paper's Adafactor uses momentum 0.9 and decay 0.95).
+
+    Sub-models beyond the policy `model` (a value trunk, a critic, a target network...) are declared for
+    `lmrl export` in the two class attributes below; an undeclared one makes the export refuse, naming it.
     """
+
+    # Written by `lmrl export` beside the policy, each under a directory of its attribute name (its LoRA adapter, or
+    # the whole model without LoRA), and loaded back from there: e.g. MC/ILQL's value trunk ("trunk",).
+    exported_submodels: ClassVar[tuple[str, ...]] = ()
+    # Left out of an export and rebuilt on load, each mapped to the exported sub-model it is a copy of (None: only
+    # training needs it, the constructor's copy stands): ILQL's {"target_trunk": "trunk"}, PPO's {"reference": None}.
+    rebuilt_submodels: ClassVar[Mapping[str, Optional[str]]] = {}
 
     def __init__(
         self,
@@ -66,6 +77,7 @@ class LMRLModule(L.LightningModule):
         # heads only: the base is reloaded from `backbone.name_or_path`.
         object.__setattr__(self, "peft", add_lora(self.model, backbone.lora) if backbone.lora else None)
         self.strict_loading = self.peft is None
+        self._policy_copies: dict[str, torch.nn.Module] = {}  # by name, the sources of later copies
         if init_checkpoint is not None:
             weights = {k[len("model."):]: v for k, v in init_checkpoint["state_dict"].items() if k.startswith("model.")}
             missing, unexpected = self.model.load_state_dict(weights, strict=self.peft is None)
@@ -74,6 +86,19 @@ class LMRLModule(L.LightningModule):
                     f"checkpoint {init_from!r} does not match this backbone (e.g. {(unexpected or missing)[0]!r}); "
                     "start from a checkpoint of the same model with the same LoRA settings"
                 )
+
+    # ---- copies of the policy -----------------------------------------------------------------------------------
+    def copy_of_policy(self, name: str, trainable: bool, source: Optional[str] = None) -> torch.nn.Module:
+        """A copy named `name` of the policy, or of its earlier copy `source` (e.g. a value trunk, then its target):
+        a deep copy, or with LoRA a new adapter `name` on the shared base, seen through an `AdapterView`, so that the
+        base is held in memory once. The policy itself keeps its own `requires_grad` flags."""
+        if self.peft is None:
+            copied = copy.deepcopy(self._policy_copies[source] if source else self.model).requires_grad_(trainable)
+        else:
+            copy_adapter(self.peft, source or POLICY_ADAPTER, name, trainable)
+            copied = AdapterView(self.model, name)
+        self._policy_copies[name] = copied
+        return copied
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def policy(self, decoding: Decoding = Decoding(), candidates: Optional[Sequence[str]] = None) -> BatchedTextPolicy:

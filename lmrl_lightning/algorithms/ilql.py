@@ -70,6 +70,8 @@ class ILQL(ValueModule):
         polyak: target update rate after every optimiser step (paper: 0.005).
     """
 
+    rebuilt_submodels = {"target_trunk": "trunk"}  # Polyak-averaged copy: starts as the loaded trunk
+
     def __init__(
         self,
         backbone: BackboneConfig = BackboneConfig(),

@@ -3,13 +3,22 @@ policy improvement over the data's behaviour policy; decode with logits_pi_beta 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 
-from lmrl_lightning.algorithms.value import ValueModule, later_returns, reward_to_go
+from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, later_returns, reward_to_go, step_discounts
 from lmrl_lightning.models.heads import make_q_head
+
+
+def returns_to_go(batch: Mapping[str, torch.Tensor], gamma: float, per: DiscountPer) -> torch.Tensor:
+    """Discounted reward-to-go at every action step of a collated batch, [B, T-1] (0 elsewhere), counting action
+    steps only and reaching past each chunk to the episode's end through its later actions (spec §3.4): what MC
+    Returns regresses Q on, and the return an advantage-weighted method weighs its actions by."""
+    after = later_returns(batch["later_action_lengths"], batch["later_action_rewards"], gamma, per)
+    discounts = step_discounts(batch["next_action_index"], gamma, per)
+    return reward_to_go(batch["rewards"], batch["action_mask"], discounts, after)
 
 
 def mc_loss(
@@ -52,17 +61,11 @@ class MCReturns(ValueModule):
     def guidance_at(self, hidden, tokens):
         return self.q_head.at(hidden, tokens)
 
-    def returns(self, batch) -> torch.Tensor:
-        """Discounted reward-to-go at every action step of the batch, [B, T-1], across chunks of an episode."""
-        gamma, per = self.hparams.gamma, self.hparams.discount_per
-        after = later_returns(batch["later_action_lengths"], batch["later_action_rewards"], gamma, per)
-        return reward_to_go(batch["rewards"], batch["action_mask"], self.discounts(batch), after)
-
     def training_step(self, batch, batch_idx):
         mask = batch["action_mask"]
         hidden = self.hidden(self.trunk, batch["input_ids"], batch["attention_mask"])[:, :-1][mask]
         actions = batch["input_ids"][:, 1:][mask]
-        returns = self.returns(batch)[mask]
+        returns = returns_to_go(batch, self.hparams.gamma, self.hparams.discount_per)[mask]
         cql = self.hparams.cql_weight > 0
         q_all = self.q_head(hidden) if cql else None
         q = q_all.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q_head.at(hidden, actions)

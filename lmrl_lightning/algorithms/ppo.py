@@ -239,6 +239,8 @@ class PPO(OnlineModule):
         grad_clip: global gradient-norm clip (None: no clipping, as the paper).
     """
 
+    rebuilt_submodels = {"reference": None}  # the KL reference: training only, the constructor's copy stands
+
     def __init__(
         self,
         backbone: BackboneConfig = BackboneConfig(),

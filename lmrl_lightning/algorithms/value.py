@@ -14,7 +14,6 @@ Index convention (spec §1.6): arrays of length T-1, index t is the prediction a
 """
 from __future__ import annotations
 
-import copy
 from typing import Literal, Optional
 
 import torch
@@ -23,7 +22,6 @@ from lmrl_lightning.algorithms.base import LMRLModule
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import HeadKind
-from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, copy_adapter
 from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.validation import check_number
 
@@ -118,6 +116,8 @@ class ValueModule(LMRLModule):
         cql_weight: weight of the cross-entropy of the data action under softmax(Q) (paper maze scripts: 0).
     """
 
+    exported_submodels = ("trunk",)
+
     def __init__(
         self,
         backbone: BackboneConfig = BackboneConfig(),
@@ -148,15 +148,6 @@ class ValueModule(LMRLModule):
         self.build_heads()
         # float64: the swept value exactly, whatever dtype the networks run in.
         self.register_buffer("decoding_beta", torch.tensor(float(beta), dtype=torch.float64))
-
-    def copy_of_policy(self, name: str, trainable: bool, source: Optional[str] = None) -> torch.nn.Module:
-        """A copy of the policy (or of adapter `source`): a deep copy, or with LoRA a new adapter `name` on the
-        shared base, seen through an `AdapterView`."""
-        if self.peft is None:
-            copied = copy.deepcopy(self.trunk if source else self.model)
-            return copied.requires_grad_(trainable)
-        copy_adapter(self.peft, source or POLICY_ADAPTER, name, trainable)
-        return AdapterView(self.model, name)
 
     def build_heads(self) -> None:
         """Create the subclass's heads (the hyper-parameters are in `self.hparams`)."""
