@@ -1,14 +1,15 @@
 """Tasks and algorithms from an installed package (issue 13, items 6 and 9): examples/plugin is copied to a temporary
 directory, pip-installed into this venv (no dependencies, no build isolation) and found by `lmrl` through its entry
-points only: `lmrl data guess_number` -> `lmrl fit --model awbc` -> `lmrl eval` -> `lmrl play`, all in-process
-through `lmrl_lightning.cli.main`. Checkpoints and dataset manifests record where the task came from, and `lmrl
-eval` names that package when the task is missing. The package is uninstalled at the end of the module.
+points only: `lmrl data guess_number` -> `lmrl fit -c examples/plugin/guess_number_awbc.yaml` (AWBC) -> `lmrl eval`
+-> `lmrl play`, all in-process through `lmrl_lightning.cli.main`. Checkpoints and dataset manifests record where the
+task came from, and `lmrl eval` names that package when the task is missing. The package is uninstalled at the end.
 """
 from __future__ import annotations
 
 import importlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,39 +54,36 @@ def plugin(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dataset(plugin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "guess_number"
+def workdir(plugin, tmp_path_factory) -> Path:
+    """A working directory holding `lmrl data guess_number`'s dataset where the example config expects it."""
+    root = tmp_path_factory.mktemp("work")
+    out = root / "data" / "guess_number"
     assert main(["data", "guess_number", "--out", str(out), "--episodes", "200", "--vocab-size", "300"]) == 0
-    return out
+    return root
 
 
 @pytest.fixture(scope="module")
-def fitted(dataset, tmp_path_factory) -> tuple[Path, str]:
-    """`lmrl fit --model awbc` (the package's algorithm) for 2 steps with an end-of-fit evaluation: the checkpoint
-    and what the command printed."""
-    root = tmp_path_factory.mktemp("fit")
+def fitted(workdir) -> tuple[Path, str]:
+    """`lmrl fit -c examples/plugin/guess_number_awbc.yaml` (the package's algorithm) for 2 steps, with its
+    end-of-fit evaluation: the checkpoint and what the command printed."""
     argv = [
-        "fit", "--seed_everything", "0", "--model", "awbc", "--model.backbone.tokenizer", str(dataset / "tokenizer"),
-        "--data", "lmrl_lightning.data.datamodule.EpisodeDataModule", "--data.data_path", str(dataset / "train.jsonl"),
-        "--data.task", "guess_number", "--data.max_length", "64", "--data.batch_size", "8",
+        "fit", "-c", str(REPO / "examples" / "plugin" / "guess_number_awbc.yaml"), "--data.batch_size", "8",
         "--trainer.accelerator", "cpu", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-        "--trainer.default_root_dir", str(root), "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.callbacks+=lmrl_lightning.callbacks.RolloutEvaluation", "--trainer.callbacks.task", "guess_number",
-        "--trainer.callbacks.every_n_epochs", "0",
     ]
-    capture = io.StringIO()
+    capture, cwd = io.StringIO(), os.getcwd()
     stdout, sys.stdout = sys.stdout, capture
+    os.chdir(workdir)  # the config's paths are relative: data/guess_number, runs/guess_number_awbc
     try:
         assert main(argv) == 0
     finally:
         sys.stdout = stdout
-    (checkpoint,) = (root / "checkpoints").glob("*.ckpt")
-    return checkpoint, capture.getvalue()
+        os.chdir(cwd)
+    return workdir / "runs" / "guess_number_awbc" / "checkpoints" / "last.ckpt", capture.getvalue()
 
 
-def test_data_records_the_task_package(dataset):
-    manifest = json.loads((dataset / "manifest.json").read_text())
+def test_data_records_the_task_package(workdir):
+    manifest = json.loads((workdir / "data" / "guess_number" / "manifest.json").read_text())
     assert manifest["task"] == "guess_number" and manifest["task_origin"] == ORIGIN
 
 
@@ -97,7 +95,14 @@ def test_fit_trains_the_package_algorithm_and_prints_its_evaluation(fitted):
     assert "evaluation of guess_number-default at step 2 (64 episodes): mean return" in printed
 
 
-def test_eval_finds_the_task_from_the_checkpoint(fitted, capsys):
+def test_fit_model_takes_the_entry_point_name(plugin):
+    from lmrl_lightning.cli import _resolve_model_args
+
+    assert _resolve_model_args(["--model", "awbc"]) == ["--model", "lmrl_plugin_example.awbc.AWBC"]
+
+
+def test_eval_finds_the_task_from_the_checkpoint(fitted, workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)  # the checkpoint's tokenizer path is relative, as the config gave it
     assert main(["eval", str(fitted[0]), "--rollouts", "1"]) == 0
     stdout = capsys.readouterr().out
     summary = json.loads(stdout[stdout.index("\n{") + 1:])
@@ -105,8 +110,9 @@ def test_eval_finds_the_task_from_the_checkpoint(fitted, capsys):
     assert -4.0 <= summary["mean_return"] <= 0.0
 
 
-def test_eval_names_the_package_when_the_task_is_missing(fitted, capsys, monkeypatch):
+def test_eval_names_the_package_when_the_task_is_missing(fitted, workdir, capsys, monkeypatch):
     """Without the task's entry point, the recorded origin says what to install (it is never imported)."""
+    monkeypatch.chdir(workdir)
     monkeypatch.delitem(registry._TASKS, "guess_number")
     real_entry_points = registry.entry_points
     monkeypatch.setattr(registry, "entry_points", lambda group: [] if group == registry.TASK_ENTRY_POINTS
