@@ -34,11 +34,48 @@ def turn_seed(policy_seed: int, episode_index: int, turn: int) -> int:
 
 @dataclass
 class _Slot:
+    """One environment of the pool and the episode it is playing."""
+
     spec: EvalEpisode
     env: TextEnv
     history: TextHistory
     turns: list[Turn]
     n_actions: int = 0
+    done: bool = False
+
+    @classmethod
+    def start(cls, env: TextEnv, spec: EvalEpisode) -> "_Slot":
+        history = env.reset(seed=spec.seed, options=spec.options)
+        return cls(spec, env, history, [Turn(t.text, t.is_action) for t in history])
+
+    def step(self, post_action: TextHistory, max_turns: int) -> bool:
+        """Play the policy's action (the last text of `post_action`); True when the episode is over."""
+        action = post_action[-1]
+        if not action.is_action:
+            raise RuntimeError("a policy must return the history extended by one action Text")
+        new_history, reward, done = self.env.step(post_action)
+        self.n_actions += 1
+        self.turns.append(Turn(action.text, True, float(reward)))
+        if new_history:
+            self.turns.append(Turn(new_history[-1].text, new_history[-1].is_action))
+        self.history, self.done = new_history, bool(done)
+        return self.done or self.n_actions >= max_turns
+
+    def episode(self) -> Episode:
+        """The record of the finished episode (asks the env for success before it is reset for the next one)."""
+        meta = {"index": self.spec.index, "seed": self.spec.seed, "options": self.spec.options}
+        success = self.env.success()
+        if success is not None:
+            meta["success"] = success
+        return Episode(self.turns, self.done, meta)
+
+
+def _act(policy: Union[BatchedTextPolicy, PrivilegedPolicy], slots: Sequence[_Slot], policy_seed: int):
+    """Each slot's history extended by the policy's action: one batched call (a privileged policy: one per slot)."""
+    seeds = [turn_seed(policy_seed, s.spec.index, s.n_actions) for s in slots]
+    if isinstance(policy, PrivilegedPolicy):
+        return [s.history + (Text(policy.action(s.env, s.history, seed), True),) for s, seed in zip(slots, seeds)]
+    return policy.act([s.history for s in slots], [False] * len(slots), seeds)
 
 
 def rollout(
@@ -58,49 +95,17 @@ def rollout(
     """
     pending = list(reversed(episodes))
     finished: dict[int, Episode] = {}
-    slots: list[Optional[_Slot]] = [None] * min(batch_size, len(episodes))
-    envs = [env.copy() for _ in slots]
-    bar = tqdm(total=len(episodes), desc=desc, disable=not progress, leave=False)
-
-    def start(i: int) -> None:
-        spec = pending.pop()
-        history = envs[i].reset(seed=spec.seed, options=spec.options)
-        slots[i] = _Slot(spec, envs[i], history, [Turn(t.text, t.is_action) for t in history])
-
-    for i in range(len(slots)):
-        start(i)
-    while any(s is not None for s in slots):
-        live = [i for i, s in enumerate(slots) if s is not None]
-        seeds = [turn_seed(policy_seed, slots[i].spec.index, slots[i].n_actions) for i in live]
-        if isinstance(policy, PrivilegedPolicy):
-            acted = [
-                slots[i].history + (Text(policy.action(slots[i].env, slots[i].history, s), True),)
-                for i, s in zip(live, seeds)
-            ]
-        else:
-            acted = policy.act([slots[i].history for i in live], [False] * len(live), seeds)
-        for i, post_action in zip(live, acted):
-            slot = slots[i]
-            action = post_action[-1]
-            if not action.is_action:
-                raise RuntimeError("a policy must return the history extended by one action Text")
-            new_history, reward, done = slot.env.step(post_action)
-            slot.n_actions += 1
-            slot.turns.append(Turn(action.text, True, float(reward)))
-            if new_history:
-                slot.turns.append(Turn(new_history[-1].text, new_history[-1].is_action))
-            slot.history = new_history
-            if done or slot.n_actions >= max_turns:
-                meta = {"index": slot.spec.index, "seed": slot.spec.seed, "options": slot.spec.options}
-                success = slot.env.success()
-                if success is not None:
-                    meta["success"] = success
-                finished[slot.spec.index] = Episode(slot.turns, bool(done), meta)
-                bar.update(1)
-                slots[i] = None
-                if pending:
-                    start(i)
-    bar.close()
+    envs = [env.copy() for _ in range(min(batch_size, len(episodes)))]
+    slots: list[Optional[_Slot]] = [_Slot.start(e, pending.pop()) for e in envs]
+    with tqdm(total=len(episodes), desc=desc, disable=not progress, leave=False) as bar:
+        while any(s is not None for s in slots):
+            live = [i for i, s in enumerate(slots) if s is not None]
+            acted = _act(policy, [slots[i] for i in live], policy_seed)
+            for i, post_action in zip(live, acted):
+                if slots[i].step(post_action, max_turns):
+                    finished[slots[i].spec.index] = slots[i].episode()
+                    bar.update(1)
+                    slots[i] = _Slot.start(envs[i], pending.pop()) if pending else None
     return [finished[e.index] for e in episodes]
 
 
