@@ -26,10 +26,11 @@ class EvalEpisode:
 class TaskSpec:
     """Everything generic code needs to know about a task.
 
-    make_env(variant, **env_options) builds the simulator (options: the task env's keyword arguments); eval_episodes(variant, n_rollouts) lists the paper's evaluation
-    episodes; generate_dataset(out_dir, variant=, n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and
-    returns statistics that format_stats prints; candidate_actions, when set, is the task's fixed action set for re-ranking decoding;
-    history_window[variant] is how many recent texts the environment shows the agent (None: all);
+    make_env(variant, **env_options) builds the simulator (options: the task env's keyword arguments);
+    eval_episodes(variant, n_rollouts) lists the paper's evaluation episodes; generate_dataset(out_dir, variant=,
+    n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and returns statistics that format_stats prints;
+    candidate_actions, when set, is the task's fixed action set for re-ranking decoding; history_window[variant]
+    is how many recent texts the environment shows the agent (None: all);
     default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`).
     """
 
