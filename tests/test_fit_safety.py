@@ -146,7 +146,9 @@ def test_bad_settings_are_one_line(capsys, data_dir, tmp_path, extra, expected):
         ("lmrl_lightning.algorithms.ILQL", "tau", "1.5", "model.tau must be a finite number > 0 and < 1, got 1.5"),
         ("lmrl_lightning.algorithms.ILQL", "gamma", ".nan", "model.gamma must be a finite number >= 0 and <= 1, got nan"),
         ("lmrl_lightning.algorithms.PPO", "clip", "0", "model.clip must be a finite number > 0, got 0"),
-        ("lmrl_lightning.algorithms.PPO", "temperature", "0", "model.temperature must be a finite number > 0, got 0"),
+        ("lmrl_lightning.algorithms.PPO", "decoding", "{temperature: 0}", "decoding.temperature must be a finite number > 0, got 0"),
+        ("lmrl_lightning.algorithms.PPO", "decoding", "{kind: beam}",
+         "fit: model.decoding.kind (lmrl_lightning.policies.Decoding): Expected a typing.Literal['sample', 'greedy'"),
         ("lmrl_lightning.algorithms.OnlineFilteredBC", "n_rollouts", "0", "model.n_rollouts must be an integer >= 1"),
     ],
 )
