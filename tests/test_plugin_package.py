@@ -110,6 +110,15 @@ def test_eval_finds_the_task_from_the_checkpoint(fitted, workdir, capsys, monkey
     assert -4.0 <= summary["mean_return"] <= 0.0
 
 
+def test_export_of_the_package_algorithm_evaluates(fitted, workdir, capsys, monkeypatch):
+    """`lmrl export` writes AWBC's value head with the policy; `lmrl eval` rebuilds it through the entry point."""
+    monkeypatch.chdir(workdir)
+    assert main(["export", str(fitted[0]), "--out", "exported"]) == 0
+    assert main(["eval", "exported", "--rollouts", "1"]) == 0
+    stdout = capsys.readouterr().out
+    assert json.loads(stdout[stdout.index("\n{") + 1:])["task"] == "guess_number"
+
+
 def test_eval_names_the_package_when_the_task_is_missing(fitted, workdir, capsys, monkeypatch):
     """Without the task's entry point, the recorded origin says what to install (it is never imported)."""
     monkeypatch.chdir(workdir)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lmrl_lightning.algorithms.base import LMRLModule
-from lmrl_lightning.algorithms.value import later_returns, reward_to_go
+from lmrl_lightning.algorithms.mc_returns import returns_to_go
 from lmrl_lightning.validation import check_number
 
 
@@ -44,13 +44,6 @@ def awbc_loss(
     value_loss = 0.5 * ((values - returns) ** 2).mean()
     metrics = {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(), "mean_weight": weights.mean()}
     return policy_loss + value_coef * value_loss, metrics
-
-
-def undiscounted_returns_to_go(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The episode's remaining return at each action step of the batch, [B, T-1], later chunks included."""
-    after = later_returns(batch["later_action_lengths"], batch["later_action_rewards"], 1.0, "turn")
-    ones = torch.ones_like(batch["rewards"])
-    return reward_to_go(batch["rewards"], batch["action_mask"], ones, after)
 
 
 class AWBC(LMRLModule):
@@ -84,7 +77,7 @@ class AWBC(LMRLModule):
         hidden = hidden.last_hidden_state[:, :-1][mask]  # position t predicts token t+1
         logits = self.model.get_output_embeddings()(hidden)
         values = self.value_head(hidden).squeeze(-1).float()
-        returns = undiscounted_returns_to_go(batch)[mask]
+        returns = returns_to_go(batch, gamma=1.0, per="turn")[mask]  # the episode's remaining return
         hp = self.hparams
         loss, metrics = awbc_loss(logits, batch["input_ids"][:, 1:][mask], returns, values,
                                   hp.advantage_temperature, hp.max_weight, hp.value_coef)
