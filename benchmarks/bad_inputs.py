@@ -52,8 +52,10 @@ def run_case(case: catalogue.Case, fx: catalogue.Fixtures, work: Path, timeout: 
     row = {"name": case.name, "kind": case.kind, "keywords": list(case.keywords), "note": case.note}
     try:
         argv = case.build(fx, d)
-    except Exception as e:  # a broken case, not a result of lmrl
-        return {**row, "category": "harness-error", "detail": f"{type(e).__name__}: {e}", "argv": None}
+        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise TypeError(f"the case built {argv!r}, not a list of str")
+    except Exception as e:  # noqa: BLE001 - a broken case, not a result of lmrl
+        return {**row, "category": "harness-error", "detail": f"{type(e).__name__}: {str(e)[:300]}", "argv": None}
     code, out, err, seconds = run_lmrl(argv, d, timeout)
     category, detail = catalogue.classify(case, d, code, err, timed_out=code is None)
     shown = [a if len(a) < 300 else a[:120] + f"...({len(a)} chars)" for a in argv]
@@ -116,12 +118,21 @@ def main() -> int:
     print(f"fixtures in {fixture_seconds:.0f} s; {len(cases)} cases, {args.jobs} at a time", flush=True)
 
     rows = []
+    partial = Path(args.out + ".partial.jsonl")  # each row as it finishes (removed when the run completes)
+    partial.unlink(missing_ok=True)
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(run_case, c, fx, tmp / "cases", args.timeout): c for c in cases}
             for future in as_completed(futures):
-                row = future.result()
+                try:
+                    row = future.result()
+                except Exception as e:  # noqa: BLE001 - keep the other rows
+                    case = futures[future]
+                    row = {"name": case.name, "kind": case.kind, "category": "harness-error",
+                           "detail": f"{type(e).__name__}: {str(e)[:300]}"}
                 rows.append(row)
+                with open(partial, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
                 print(f"[{len(rows):3d}/{len(cases)}] {row['category']:13s} {row['name']}: {row['detail'][:160]}",
                       flush=True)
     finally:
@@ -162,6 +173,7 @@ def main() -> int:
         result["merged_cases"] = sorted(r["name"] for r in rows if r["name"] in {c.name for c in cases})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
     print(json.dumps(result["totals"]), f"-> {args.out}")
     if args.keep:
         print(f"case directories kept in {tmp}")

@@ -185,6 +185,14 @@ def evil_module(d: Path, name: str = "evil_algo") -> str:
     return f"{name}.Evil"
 
 
+def own_file(d: Path, rel: str = "afile") -> Path:
+    """A file of the person's ("mine"), which no command may overwrite."""
+    path = d / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("mine", encoding="utf-8")
+    return path
+
+
 def copy_export(fx: Fixtures, d: Path) -> Path:
     out = d / "export"
     shutil.copytree(fx.export_dir, out)
@@ -511,10 +519,10 @@ def cases() -> list[Case]:
     # `lmrl export`
     out += [
         C("export-out-existing-file", "export",
-          lambda fx, d: (d / "afile").write_text("mine") or ["export", str(fx.bc_ckpt), "--out", str(d / "afile")],
+          lambda fx, d: ["export", str(fx.bc_ckpt), "--out", str(own_file(d))],
           ("afile",), check=unchanged(lambda d: d / "afile", lambda d: b"mine")),
         C("export-out-under-file", "export",
-          lambda fx, d: (d / "afile").write_text("mine") or ["export", str(fx.bc_ckpt), "--out", str(d / "afile" / "x")],
+          lambda fx, d: ["export", str(fx.bc_ckpt), "--out", str(own_file(d) / "x")],
           ("afile",)),
         C("export-out-unwritable", "export", lambda fx, d: ["export", str(fx.bc_ckpt), "--out", "/proc/lmrl_export"],
           ("/proc/lmrl_export",)),
@@ -523,8 +531,7 @@ def cases() -> list[Case]:
           lambda fx, d: ["export", str(fx.bc_ckpt), "--out", str(d / "merged"), "--merge"], ("merge", "lora"),
           check=absent("merged")),
         C("export-out-not-empty", "export",
-          lambda fx, d: (d / "full").mkdir() or (d / "full" / "x").write_text("x") or
-          ["export", str(fx.bc_ckpt), "--out", str(d / "full")], ("full",)),
+          lambda fx, d: ["export", str(fx.bc_ckpt), "--out", str(own_file(d, "full/x").parent)], ("full",)),
         C("export-missing-ckpt", "export", lambda fx, d: ["export", str(d / "missing.ckpt"), "--out", str(d / "o")],
           ("missing.ckpt",), check=absent("o")),
         C("export-garbage-ckpt", "export", lambda fx, d: ["export", str(garbage_ckpt(d)), "--out", str(d / "o")],
@@ -536,14 +543,14 @@ def cases() -> list[Case]:
     # `lmrl data`
     out += [
         C("data-out-existing-file", "data",
-          lambda fx, d: (d / "afile").write_text("mine") or ["data", "maze", "--episodes", "5", "--out", str(d / "afile")],
+          lambda fx, d: ["data", "maze", "--episodes", "5", "--out", str(own_file(d))],
           ("afile",), check=unchanged(lambda d: d / "afile", lambda d: b"mine")),
         C("data-out-empty", "data", lambda fx, d: ["data", "maze", "--episodes", "5", "--out", ""], ("out",),
           check=absent("train.jsonl")),
         C("data-out-unwritable", "data", lambda fx, d: ["data", "maze", "--episodes", "5", "--out", "/proc/lmrl_data"],
           ("/proc/lmrl_data",)),
         C("data-out-under-file", "data",
-          lambda fx, d: (d / "afile").write_text("mine") or ["data", "maze", "--episodes", "5", "--out", str(d / "afile" / "x")],
+          lambda fx, d: ["data", "maze", "--episodes", "5", "--out", str(own_file(d) / "x")],
           ("afile",)),
         C("data-vocab-size-negative", "data",
           lambda fx, d: ["data", "maze", "--episodes", "5", "--vocab-size", "-1", "--out", str(d / "o")], ("vocab",)),
