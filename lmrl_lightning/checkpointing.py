@@ -1,6 +1,6 @@
 """Checkpoint files written atomically and read safely, and the random-number state that a resumed run needs.
 
-`AtomicCheckpointIO` writes `<path>.partial`, flushes it to disk and renames it over `<path>` (a rename within a
+`AtomicCheckpointIO` writes a hidden `<path>` sibling, flushes it to disk and renames it over `<path>` (a rename within a
 directory is atomic), so a run killed in the middle of a save leaves the previous checkpoint whole. Every lmrl
 module installs it on its trainer's strategy in `setup` (unless a custom CheckpointIO is configured).
 
@@ -10,7 +10,6 @@ other than tensors and plain containers.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -20,6 +19,7 @@ from typing import Any, Optional
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from lmrl_lightning.atomic import atomic_open
 from lmrl_lightning.errors import LMRLError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -30,18 +30,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (Lightning's resume) read local files only, with `weights_only=True` whatever the caller asks."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with open(partial, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb", fsync=True) as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> dict:
         # map_location None keeps each tensor on the device it was saved from, as Lightning's default does.

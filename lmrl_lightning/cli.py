@@ -69,10 +69,7 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
     """Accept `--model ilql` (a registered name: built-in, or an installed package's entry point) and refuse an
     unknown algorithm with the list of valid ones, before LightningCLI would print its whole usage text. Config files
     and dotted paths pass through."""
-    import importlib
-
-    from lmrl_lightning.algorithms.base import LMRLModule
-    from lmrl_lightning.registry import algorithm_class, algorithm_names, class_path
+    from lmrl_lightning.registry import algorithm_class, algorithm_names, class_path, import_algorithm_class
 
     out = list(rest)
     for i, arg in enumerate(out):
@@ -85,20 +82,12 @@ def _resolve_model_args(rest: Sequence[str]) -> list[str]:
         if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or os.path.exists(value):
             continue
         registered = algorithm_class(value)
-        if registered is not None:
-            resolved = class_path(registered)
-        else:
-            module_name, _, class_name = value.rpartition(".")
-            try:
-                cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
-            except (ImportError, AttributeError):
-                cls = None
-            if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
-                raise LMRLError(
-                    f"unknown algorithm {value!r}; valid: {', '.join(algorithm_names())} "
-                    "(or the dotted path of an LMRLModule subclass)"
-                )
-            resolved = value
+        if registered is None and import_algorithm_class(value) is None:
+            raise LMRLError(
+                f"unknown algorithm {value!r}; valid: {', '.join(algorithm_names())} "
+                "(or the dotted path of an LMRLModule subclass)"
+            )
+        resolved = class_path(registered) if registered is not None else value
         out[j] = resolved if j == i + 1 else f"--model={resolved}"
     return out
 
@@ -125,6 +114,7 @@ def _print_final_evaluations(trainer) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.algorithms.base import load_module
+    from lmrl_lightning.atomic import atomic_write_json
     from lmrl_lightning.policies import Decoding
     from lmrl_lightning.registry import get_task
     from lmrl_lightning.evaluation import evaluate_task, summarise
@@ -150,7 +140,7 @@ def _eval(args: argparse.Namespace) -> None:
     print(format_transcript(episodes[0]))
     print(json.dumps({"task": task.name, "variant": variant, **vars(summary)}, indent=2))
     if args.out:
-        _write_json_atomically(Path(args.out), {
+        atomic_write_json(args.out, {
             "task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
             "returns": [e.total_reward for e in episodes],
         })
@@ -199,17 +189,6 @@ def _check_output_file(path: str, flag: str) -> None:
         raise LMRLError(f"{flag} {path!r}: cannot write in {str(parent)!r}")
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`: never half a file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def _play(args: argparse.Namespace) -> None:
     from lmrl_lightning.env import Text
     from lmrl_lightning.registry import get_task
@@ -238,6 +217,24 @@ def _play(args: argparse.Namespace) -> None:
     if end_message:
         print(end_message)
     print(f"episode over: return {total:g}, normalised score {task.normalisation[variant](total):.1f}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from lmrl_lightning.export import export_module
+
+    out = export_module(args.checkpoint, args.out, args.merge, args.trust_remote_code, args.algorithm)
+    print(f"exported to {out}")
+
+
+def _quickstart(args: argparse.Namespace) -> None:
+    from lmrl_lightning.quickstart import run_quickstart
+
+    _check_quickstart_flags(args)
+    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
+    if unknown:
+        raise LMRLError(f"unknown quickstart algorithm {unknown[0]!r}; valid: BC, %BC, MC, ILQL")
+    run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.value_steps, args.seed, names)
 
 
 def _check_quickstart_flags(args: argparse.Namespace) -> None:
@@ -272,7 +269,16 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lmrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_command(sub)
+    sub.add_parser("fit", help="train from a config (LightningCLI; see `lmrl fit --help`)", add_help=False)
+    _add_eval_command(sub)
+    _add_export_command(sub)
+    _add_play_command(sub)
+    _add_quickstart_command(sub)
+    return parser
 
+
+def _add_data_command(sub) -> None:
     p = sub.add_parser("data", help="generate a task's offline dataset and tokenizer")
     p.add_argument("task")
     p.add_argument("--variant", default=None)
@@ -285,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=512,
                    help="BPE vocabulary of the task tokenizer, at least 258 (256 bytes and 2 special tokens)")
 
-    sub.add_parser("fit", help="train from a config (LightningCLI; see `lmrl fit --help`)", add_help=False)
 
+def _add_eval_command(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint with the task's protocol")
     p.add_argument("checkpoint", help="a .ckpt file or an `lmrl export` directory")
     p.add_argument("--task", default=None, help="default: the task recorded in the checkpoint")
@@ -301,17 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")
     _add_trust_flags(p)
 
+
+def _add_export_command(sub) -> None:
     p = sub.add_parser("export", help="write a checkpoint as a directory that transformers/peft and `lmrl eval` load")
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="new directory")
     p.add_argument("--merge", action="store_true", help="LoRA: write the policy with its adapter merged in")
     _add_trust_flags(p)
 
+
+def _add_play_command(sub) -> None:
     p = sub.add_parser("play", help="play a task yourself")
     p.add_argument("task")
     p.add_argument("--variant", default=None)
     p.add_argument("--seed", type=int, default=None)
 
+
+def _add_quickstart_command(sub) -> None:
     p = sub.add_parser("quickstart", help="maze: data -> BC and filtered BC (optionally MC, ILQL) -> evaluation -> score table")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
@@ -320,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-steps", type=int, default=None, help="MC and ILQL training steps (default: quickstart's)")
     p.add_argument("--algorithms", default="BC,%BC", help="comma-separated, from BC, %%BC, MC, ILQL (MC/ILQL need BC)")
     p.add_argument("--seed", type=int, default=0)
-    return parser
+
+
+# `lmrl fit` is not here: LightningCLI parses its own arguments (see `main`).
+_COMMANDS = {"data": _data, "eval": _eval, "export": _export, "play": _play, "quickstart": _quickstart}
 
 
 @quiet_library_noise()
@@ -332,26 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _fit(argv[1:])
             return 0
         args = build_parser().parse_args(argv)
-        if args.command == "data":
-            _data(args)
-        elif args.command == "eval":
-            _eval(args)
-        elif args.command == "play":
-            _play(args)
-        elif args.command == "export":
-            from lmrl_lightning.export import export_module
-
-            out = export_module(args.checkpoint, args.out, args.merge, args.trust_remote_code, args.algorithm)
-            print(f"exported to {out}")
-        elif args.command == "quickstart":
-            from lmrl_lightning.quickstart import run_quickstart
-
-            _check_quickstart_flags(args)
-            names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-            unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
-            if unknown:
-                raise LMRLError(f"unknown quickstart algorithm {unknown[0]!r}; valid: BC, %BC, MC, ILQL")
-            run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.value_steps, args.seed, names)
+        _COMMANDS[args.command](args)
     except LMRLError as e:
         print(f"lmrl: error: {e}", file=sys.stderr)
         return 2

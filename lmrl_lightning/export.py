@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Optional, Union
 
@@ -33,6 +31,7 @@ from transformers import PreTrainedModel
 from lmrl_lightning.algorithms.base import (
     LMRLModule, backbone_from_file, build_from_hparams, import_algorithm, load_module,
 )
+from lmrl_lightning.atomic import atomic_directory, atomic_write_json
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.heads import polyak_update
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView
@@ -78,15 +77,8 @@ def export_module(
     module, meta = load_module(checkpoint, trust_remote_code, algorithm)
     check_declared_submodels(module)
     check_mergeable(module, merge)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        staging.mkdir()
+    with atomic_directory(out) as staging:  # replaces an empty directory too; refuses one filled in the meantime
         write_export(module, meta, staging, merge)
-        os.replace(staging, out)  # replaces an empty directory too; refuses one filled in the meantime
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -137,10 +129,10 @@ def write_export(module: LMRLModule, meta: dict, out: Path, merge: bool) -> None
     module.tokenizer.save_pretrained(str(out))
     hparams["backbone"] = {**hparams["backbone"], "tokenizer": "."}
     save_file(head_state(module), str(out / HEADS_FILE))
-    (out / META_FILE).write_text(json.dumps({
+    atomic_write_json(out / META_FILE, {
         "format": EXPORT_FORMAT, "algorithm": meta["algorithm"], "task": meta.get("task"),
         "variant": meta.get("variant"), "hparams": hparams,
-    }, indent=2) + "\n", encoding="utf-8")
+    })
 
 
 def write_submodel(module: LMRLModule, name: str, directory: Path) -> None:

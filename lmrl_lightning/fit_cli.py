@@ -25,6 +25,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lmrl_lightning.algorithms.base import LMRLModule
+from lmrl_lightning.atomic import atomic_write_text
 from lmrl_lightning.checkpointing import check_local_checkpoint
 from lmrl_lightning.errors import LMRLError
 
@@ -46,11 +47,7 @@ class SaveRunConfig(SaveConfigCallback):
             if path.exists() and not _written_by_fit(path):
                 warnings.warn(f"not saving the run's config: {path} exists and was not written by lmrl fit")
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                text = self.parser.dump(self.config, skip_none=False)
-                partial = path.with_name(path.name + ".partial")
-                partial.write_text(CONFIG_MARKER + text, encoding="utf-8")
-                partial.replace(path)
+                atomic_write_text(path, CONFIG_MARKER + self.parser.dump(self.config, skip_none=False))
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
 

@@ -11,7 +11,6 @@ than the quickstart's 10-minute budget on 2 CPU cores.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -21,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lmrl_lightning.algorithms import BC, ILQL, MCReturns
+from lmrl_lightning.atomic import atomic_write_json
 from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_task_data
@@ -77,20 +77,7 @@ def train_and_evaluate(
         [BetaSweep("maze", beta_sweep, variant, n_rollouts=4, policy_seed=seed + 1, batch_size=1024)]
         if beta_sweep and name in ("MC", "ILQL") else []
     )
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator=accelerator,
-        devices=1,
-        logger=TensorBoardLogger(str(out / "tensorboard"), name=slug),
-        callbacks=[
-            *sweep,
-            evaluation,
-            ModelCheckpoint(dirpath=str(out / "checkpoints"), filename=slug, enable_version_counter=False),
-            TQDMProgressBar(refresh_rate=25),
-        ],
-        enable_model_summary=False,
-        log_every_n_steps=25,
-    )
+    trainer = make_trainer(out, slug, steps, accelerator, [*sweep, evaluation])
     start = time.time()
     trainer.fit(module, data)
     summary = evaluation.results[-1][1]
@@ -101,6 +88,24 @@ def train_and_evaluate(
     if sweep:
         row["beta_sweep"] = {f"{b:g}": s.normalised_score for b, s in sweep[0].results}
     return row
+
+
+def make_trainer(out: Path, slug: str, steps: int, accelerator: str, callbacks: list) -> L.Trainer:
+    """One device, TensorBoard logs under `out/tensorboard/<slug>`, the checkpoint at `out/checkpoints/<slug>.ckpt`;
+    `callbacks` come before the checkpoint callback, so their hooks run first, as they always did."""
+    return L.Trainer(
+        max_steps=steps,
+        accelerator=accelerator,
+        devices=1,
+        logger=TensorBoardLogger(str(out / "tensorboard"), name=slug),
+        callbacks=[
+            *callbacks,
+            ModelCheckpoint(dirpath=str(out / "checkpoints"), filename=slug, enable_version_counter=False),
+            TQDMProgressBar(refresh_rate=25),
+        ],
+        enable_model_summary=False,
+        log_every_n_steps=25,
+    )
 
 
 def format_table(rows: list[dict], variant: str) -> str:
@@ -168,7 +173,7 @@ def run_quickstart(
         list(algorithms), out_dir, variant, rollouts, steps or DEFAULT_STEPS, value_steps or DEFAULT_VALUE_STEPS, seed
     )
     table = format_table(rows, variant)
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / "results.json", rows)
     print()
     print(table)
     print(f"\nnormalised score: 0 = worst return, 50 = dataset average, 100 = BFS optimum (spec §2.9)")

@@ -200,3 +200,16 @@ def algorithm_class(name: str) -> Optional[type]:
                 raise LMRLError(f"entry point {entry.name!r} ({entry.value}) is not an LMRLModule subclass")
             return cls
     return None
+
+
+def import_algorithm_class(dotted: str) -> Optional[type]:
+    """The LMRLModule subclass at `module.Class`, or None when there is none there. It imports that module: only
+    for a path a person typed (a command-line flag), never for one read from a file."""
+    from lmrl_lightning.algorithms.base import LMRLModule
+
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+    except (ImportError, AttributeError):
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, LMRLModule) else None

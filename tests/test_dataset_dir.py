@@ -271,10 +271,11 @@ def test_fit_refuses_a_truncated_manifest(dataset, tmp_path):
 
 def test_maze_generator_streams_in_blocks_without_changing_the_data(tmp_path, monkeypatch):
     """Memory stays flat for any --episodes: the maze is played and written a block at a time, same bytes."""
+    from lmrl_lightning.data import generation
     from lmrl_lightning.tasks.maze import datagen
 
     datagen.generate_dataset(tmp_path / "one_block", n_episodes=30, seed=4, progress=False)
-    monkeypatch.setattr(datagen, "BLOCK", 7)
+    monkeypatch.setattr(generation, "BLOCK", 7)
     datagen.generate_dataset(tmp_path / "blocks", n_episodes=30, seed=4, progress=False)
     for name in (TRAIN_FILE, "stats.json"):
         assert (tmp_path / "blocks" / name).read_bytes() == (tmp_path / "one_block" / name).read_bytes()

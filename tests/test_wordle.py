@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lmrl_lightning.cli import _fit, main
+from lmrl_lightning.data import generation
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.env import PerEpisodePolicy, Text, TextPolicy
 from lmrl_lightning.registry import EvalEpisode, get_task
@@ -223,7 +224,7 @@ def test_generation_streams_in_blocks_and_blocking_does_not_change_the_data(tmp_
         return rollout(env, policy, specs, **kwargs)
 
     datagen.generate_dataset(tmp_path / "big_blocks", n_episodes=250, seed=3, progress=False)
-    monkeypatch.setattr(datagen, "BLOCK", 100)
+    monkeypatch.setattr(generation, "BLOCK", 100)
     monkeypatch.setattr(datagen, "rollout", recording_rollout)
     datagen.generate_dataset(tmp_path / "small_blocks", n_episodes=250, seed=3, progress=False)
     assert sizes == [100, 100, 50]

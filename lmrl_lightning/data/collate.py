@@ -34,41 +34,38 @@ def collate_chunks(chunks: Sequence[TokenChunk], pad_id: int) -> dict[str, torch
     later_action_rewards [B,F] (F >= 1, zero-padded): the token count and reward of each later action of the
     episode, beyond the chunk.
     """
-    b = len(chunks)
     t = max(len(c.input_ids) for c in chunks)
-    input_ids = torch.full((b, t), pad_id, dtype=torch.long)
-    attention = torch.zeros((b, t), dtype=torch.bool)
-    is_action = torch.zeros((b, t), dtype=torch.bool)
-    rewards = torch.zeros((b, t), dtype=torch.float32)
-    s = max([len(c.next_state_ids) for c in chunks if c.next_state_ids] or [1])
-    next_ids = torch.full((b, s), pad_id, dtype=torch.long)
-    next_mask = torch.zeros((b, s), dtype=torch.bool)
-    f = max([len(c.later_actions) for c in chunks] + [1])
-    later_lengths = torch.zeros((b, f), dtype=torch.long)
-    later_rewards = torch.zeros((b, f), dtype=torch.float32)
-    for i, c in enumerate(chunks):
-        n = len(c.input_ids)
-        if c.later_actions:
-            later_lengths[i, : len(c.later_actions)] = torch.tensor([n_tok for n_tok, _ in c.later_actions])
-            later_rewards[i, : len(c.later_actions)] = torch.tensor([r for _, r in c.later_actions])
-        input_ids[i, :n] = torch.tensor(c.input_ids)
-        attention[i, :n] = True
-        is_action[i, :n] = torch.tensor(c.is_action)
-        rewards[i, :n] = torch.tensor(c.rewards)
-        if c.next_state_ids:
-            next_ids[i, : len(c.next_state_ids)] = torch.tensor(c.next_state_ids)
-            next_mask[i, : len(c.next_state_ids)] = True
+    attention = _length_mask([len(c.input_ids) for c in chunks], t)
+    is_action = _pad_right([c.is_action for c in chunks], t, False, torch.bool)
     action_mask = is_action[:, 1:] & attention[:, 1:]
+    next_states = [c.next_state_ids or [] for c in chunks]
+    s = max([len(ids) for ids in next_states if ids] or [1])
+    next_mask = _length_mask([len(ids) for ids in next_states], s)
+    f = max([len(c.later_actions) for c in chunks] + [1])
     return {
-        "input_ids": input_ids,
+        "input_ids": _pad_right([c.input_ids for c in chunks], t, pad_id, torch.long),
         "attention_mask": attention,
         "action_mask": action_mask,
-        "rewards": rewards[:, 1:],
+        "rewards": _pad_right([c.rewards for c in chunks], t, 0.0, torch.float32)[:, 1:],
         "next_action_index": next_action_index(action_mask),
         "dones": torch.tensor([c.done for c in chunks]),
-        "next_state_ids": next_ids,
+        "next_state_ids": _pad_right(next_states, s, pad_id, torch.long),
         "next_state_mask": next_mask,
         "has_next_state": next_mask.any(dim=1),
-        "later_action_lengths": later_lengths,
-        "later_action_rewards": later_rewards,
+        "later_action_lengths": _pad_right([[n for n, _ in c.later_actions] for c in chunks], f, 0, torch.long),
+        "later_action_rewards": _pad_right([[r for _, r in c.later_actions] for c in chunks], f, 0.0, torch.float32),
     }
+
+
+def _pad_right(rows: Sequence[Sequence], width: int, fill, dtype: torch.dtype) -> torch.Tensor:
+    """The rows left-aligned in a [len(rows), width] tensor, `fill` after each row's end."""
+    out = torch.full((len(rows), width), fill, dtype=dtype)
+    for i, row in enumerate(rows):
+        if len(row):
+            out[i, : len(row)] = torch.tensor(row, dtype=dtype)
+    return out
+
+
+def _length_mask(lengths: Sequence[int], width: int) -> torch.Tensor:
+    """[len(lengths), width] booleans, True on the first `lengths[i]` positions of row i."""
+    return torch.arange(width).expand(len(lengths), width) < torch.tensor(lengths).unsqueeze(1)

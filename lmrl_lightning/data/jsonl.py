@@ -28,8 +28,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional, Union
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence, Union
 
+from lmrl_lightning.atomic import atomic_open
 from lmrl_lightning.env import END_OF_TURN, Episode, Turn
 from lmrl_lightning.errors import LMRLError
 
@@ -70,19 +71,11 @@ def episode_to_json(episode: Episode) -> str:
 def write_episodes(path: PathLike, episodes: Iterable[Episode]) -> int:
     """Stream episodes to `path` (written to a temporary file, then renamed: a crash never leaves half a file,
     and an exception, Ctrl-C included, removes the temporary file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for episode in episodes:
-                f.write(episode_to_json(episode) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as f:
+        for episode in episodes:
+            f.write(episode_to_json(episode) + "\n")
+            count += 1
     return count
 
 
@@ -114,14 +107,19 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def _field_problems(obj: dict, required: Sequence[str], allowed: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    """The first required field `obj` lacks (None if none), and its fields outside `allowed`, sorted."""
+    missing = next((key for key in required if key not in obj), None)
+    return missing, sorted(set(obj) - set(allowed))
+
+
 def _check_envelope(obj: Any, where: str) -> dict:
     """Top level and meta; returns meta."""
     if not isinstance(obj, dict):
         raise DatasetError(f"{where}: expected a JSON object with 'turns' and 'done', got {type(obj).__name__}")
-    for key in ("turns", "done"):
-        if key not in obj:
-            raise DatasetError(f"{where}: missing field '{key}'")
-    unknown = sorted(set(obj) - set(EPISODE_FIELDS))
+    missing, unknown = _field_problems(obj, ("turns", "done"), EPISODE_FIELDS)
+    if missing:
+        raise DatasetError(f"{where}: missing field '{missing}'")
     if unknown:
         raise DatasetError(
             f"{where}: unknown top-level field(s) {', '.join(map(repr, unknown))}; an episode has "
@@ -163,10 +161,9 @@ def _parse_turn(t: Any, i: int, where: str) -> Turn:
     field = f"{where}: turns[{i}]"
     if not isinstance(t, dict):
         raise DatasetError(f"{field} must be an object")
-    for key in ("text", "is_action"):
-        if key not in t:
-            raise DatasetError(f"{field}.{key} is missing")
-    unknown = sorted(set(t) - set(TURN_FIELDS))
+    missing, unknown = _field_problems(t, ("text", "is_action"), TURN_FIELDS)
+    if missing:
+        raise DatasetError(f"{field}.{missing} is missing")
     if unknown:
         raise DatasetError(f"{field} has unknown field(s) {', '.join(unknown)}")
     if not isinstance(t["is_action"], bool):

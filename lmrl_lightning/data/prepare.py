@@ -14,18 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
+from lmrl_lightning.atomic import atomic_write_json, make_staging_directory, promoted_on_success
+from lmrl_lightning.data.generation import TRAIN_FILE
 from lmrl_lightning.data.jsonl import iter_episodes
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.registry import get_task, task_origin
 
 TOKENIZER_DIR = "tokenizer"
-TRAIN_FILE = "train.jsonl"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "lmrl-dataset"
 MANIFEST_VERSION = 1
@@ -65,22 +64,25 @@ def prepare_task_data(
     kwargs: dict[str, Any] = {"variant": variant, "seed": seed, "progress": progress}
     if n_episodes is not None:
         kwargs["n_episodes"] = n_episodes
-    tmp = make_temporary_sibling(out)
-    try:
+    # Ctrl-C included, a failure leaves no half-written directory; an existing dataset is replaced only at the end.
+    with promoted_on_success(make_temporary_sibling(out), out, replace=True) as tmp:
         stats = spec.generate_dataset(tmp, **kwargs)
-        texts, count = set(spec.candidate_actions or ()), 0
-        for episode in iter_episodes(tmp / TRAIN_FILE):
-            texts.update(t.text for t in episode.turns)
-            count += 1
-        save_tokenizer(train_bpe_tokenizer(sorted(texts), vocab_size), tmp / TOKENIZER_DIR)
+        count = train_dataset_tokenizer(tmp, spec.candidate_actions, vocab_size)
         config = {"task": spec.name, "task_origin": task_origin(spec.name), "variant": variant, "seed": seed,
                   "episodes": count, "vocab_size": vocab_size}
         write_manifest(tmp, config, stats)
-        move_into_place(tmp, out)
-    except BaseException:  # Ctrl-C included: no half-written directory is left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
+
+
+def train_dataset_tokenizer(directory: Path, candidate_actions: Optional[Sequence[str]], vocab_size: int) -> int:
+    """Train the BPE tokenizer on every text of `directory`'s train.jsonl (and the task's candidate actions) and
+    save it to `directory/tokenizer`; returns the number of episodes."""
+    texts, count = set(candidate_actions or ()), 0
+    for episode in iter_episodes(directory / TRAIN_FILE):
+        texts.update(t.text for t in episode.turns)
+        count += 1
+    save_tokenizer(train_bpe_tokenizer(sorted(texts), vocab_size), directory / TOKENIZER_DIR)
+    return count
 
 
 def check_episode_count(n_episodes: Optional[int]) -> None:
@@ -129,31 +131,9 @@ def check_out_dir(out_dir: PathLike, overwrite: bool) -> Path:
 def make_temporary_sibling(out: Path) -> Path:
     """A hidden, clearly incomplete directory beside `out` (same filesystem, so that the rename is atomic)."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.incomplete-", dir=out.parent))
+        return make_staging_directory(out)
     except OSError as e:
         raise LMRLError(f"--out {out}: cannot write in {out.parent} ({e.strerror or e})") from None
-
-
-def move_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`; an existing `out` is renamed aside first and deleted only once `tmp` is in place."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-    try:
-        os.rename(out, old)  # onto an empty directory: allowed, and atomic
-    except BaseException:
-        old.rmdir()
-        raise
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- manifest ----------------------------------------------------------------------------------------------
@@ -187,7 +167,7 @@ def write_manifest(directory: Path, config: dict[str, Any], stats: dict[str, Any
         "tokenizer": {"dir": TOKENIZER_DIR, "sha256": sha256_dir(directory / TOKENIZER_DIR)},
         "stats": stats,
     }
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(directory / MANIFEST_FILE, manifest)
 
 
 def read_manifest(directory: Path) -> Optional[dict[str, Any]]:

@@ -9,7 +9,7 @@ method can bootstrap into it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from lmrl_lightning.data.jsonl import DatasetError
 from lmrl_lightning.env import Episode
@@ -98,18 +98,30 @@ def episode_to_chunks(
     """
     turn_ids = [tokenize(t.text) for t in episode.turns]
     if window is None:
-        ids, is_action, rewards = _flatten(episode, turn_ids, 0, len(turn_ids))
-        chunk = TokenChunk(ids, is_action, rewards, episode.done, None, episode.source)
-        return [_fit(chunk, max_length, overflow, "the episode")]
+        return [_whole_episode_chunk(episode, turn_ids, max_length, overflow)]
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
+    return _action_chunks(episode, turn_ids, window, max_length, overflow)
+
+
+def _whole_episode_chunk(
+    episode: Episode, turn_ids: Sequence[list[int]], max_length: int, overflow: Overflow
+) -> TokenChunk:
+    ids, is_action, rewards = _flatten(episode, turn_ids, 0, len(turn_ids))
+    chunk = TokenChunk(ids, is_action, rewards, episode.done, None, episode.source)
+    return _fit(chunk, max_length, overflow, "the episode")
+
+
+def _action_chunks(
+    episode: Episode, turn_ids: Sequence[list[int]], window: int, max_length: int, overflow: Overflow
+) -> list[TokenChunk]:
+    """One chunk per action: the last `window` texts before it, then the action."""
     actions = [i for i, t in enumerate(episode.turns) if t.is_action]
-    n_turns = len(episode.turns)
+    action_summaries = [(len(turn_ids[a]), episode.turns[a].reward) for a in actions]
 
     def context_ids(before: int) -> list[int]:
         return _flatten(episode, turn_ids, max(0, before - window), before)[0]
 
-    action_summaries = [(len(turn_ids[a]), episode.turns[a].reward) for a in actions]
     chunks = []
     for k, a in enumerate(actions):
         # The context is the state the agent acted in (past moves included, as in the original's
@@ -120,21 +132,35 @@ def episode_to_chunks(
         is_action = [False] * len(context) + [True] * len(turn_ids[a])
         rewards = [0.0] * (len(ids) - 1) + [episode.turns[a].reward]
         last = k == len(actions) - 1
-        if not last:
-            next_state = context_ids(actions[k + 1])
-        elif not episode.done and a + 1 < n_turns:
-            next_state = context_ids(n_turns)  # truncated episode: the state the agent would act in next
-        else:
-            next_state = None
+        next_state = _next_state_ids(episode, actions, k, context_ids)
         chunk = TokenChunk(
             ids, is_action, rewards, episode.done and last, next_state, episode.source, action_summaries[k + 1:]
         )
         chunks.append(_fit(chunk, max_length, overflow, f"the transition of action {k}"))
-        if next_state is not None and len(next_state) > max_length:
-            if overflow == "error":
-                raise DatasetError(
-                    f"{episode.source or '<episode>'}: field 'turns': the context before action {k + 1} is "
-                    f"{len(next_state)} tokens, longer than max_length {max_length}"
-                )
-            chunk.next_state_ids = next_state[-max_length:]
+        _fit_next_state(chunk, k, max_length, overflow)
     return chunks
+
+
+def _next_state_ids(
+    episode: Episode, actions: Sequence[int], k: int, context_ids: Callable[[int], list[int]]
+) -> Optional[list[int]]:
+    """The context of the agent's next decision after action `k`, or None at a true episode end (or when the
+    episode was cut right after the action, with no observation to act on)."""
+    if k + 1 < len(actions):
+        return context_ids(actions[k + 1])
+    if not episode.done and actions[k] + 1 < len(episode.turns):
+        return context_ids(len(episode.turns))  # truncated episode: the state the agent would act in next
+    return None
+
+
+def _fit_next_state(chunk: TokenChunk, k: int, max_length: int, overflow: Overflow) -> None:
+    """Refuse, or left-truncate, a bootstrap context longer than `max_length` (as `_fit` does a chunk)."""
+    next_state = chunk.next_state_ids
+    if next_state is None or len(next_state) <= max_length:
+        return
+    if overflow == "error":
+        raise DatasetError(
+            f"{chunk.source or '<episode>'}: field 'turns': the context before action {k + 1} is "
+            f"{len(next_state)} tokens, longer than max_length {max_length}"
+        )
+    chunk.next_state_ids = next_state[-max_length:]

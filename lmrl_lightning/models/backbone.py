@@ -170,6 +170,15 @@ def _keep_4bit_weights_trainable_on_cpu(model: PreTrainedModel) -> None:
             m.support_avx512bf16_for_cpu = False
 
 
+def _quantized_loading_arguments(config: BackboneConfig, dtype: torch.dtype) -> dict:
+    # A quantized model is placed while it loads: all of it on one device (the current GPU by default).
+    quantization_config = _quantization_config(config, dtype)
+    device = config.quantized_device
+    if device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": quantization_config, "device_map": {"": device}}
+
+
 def _quantization_config(config: BackboneConfig, dtype: torch.dtype):
     from transformers import BitsAndBytesConfig
 
@@ -183,31 +192,35 @@ def _quantization_config(config: BackboneConfig, dtype: torch.dtype):
 def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
     dtype = getattr(torch, config.dtype)
     if config.is_preset:
-        preset = TINY_PRESETS[config.name_or_path]
-        gpt2 = GPT2Config(
+        return _tiny_gpt2(config, tokenizer).to(dtype)
+    return _load_local_model(config, dtype)
+
+
+def _tiny_gpt2(config: BackboneConfig, tokenizer) -> GPT2LMHeadModel:
+    """A randomly initialised GPT-2 of the preset's size over the task tokenizer's vocabulary."""
+    preset = TINY_PRESETS[config.name_or_path]
+    gpt2 = GPT2Config(
             vocab_size=len(tokenizer),
             n_positions=config.max_positions,
             resid_pdrop=config.dropout,
             embd_pdrop=config.dropout,
             attn_pdrop=config.dropout,
-            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            # the fused tanh-GELU: same function as GPT-2's "gelu_new", several times faster on CPU
-            activation_function="gelu_pytorch_tanh",
-            **preset,
-        )
-        return GPT2LMHeadModel(gpt2).to(dtype)
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # the fused tanh-GELU: same function as GPT-2's "gelu_new", several times faster on CPU
+        activation_function="gelu_pytorch_tanh",
+        **preset,
+    )
+    return GPT2LMHeadModel(gpt2)
+
+
+def _load_local_model(config: BackboneConfig, dtype: torch.dtype) -> PreTrainedModel:
+    """A model directory (never a download), quantized when configured; failures are one-line `BackboneError`s."""
     if _looks_like_path(config.name_or_path) and not Path(config.name_or_path).is_dir():
         raise BackboneError(f"model directory {config.name_or_path!r} does not exist")
     try:
-        extra = {}
-        if config.quantization:
-            extra["quantization_config"] = _quantization_config(config, dtype)
-            device = config.quantized_device
-            if device is None:
-                device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-            extra["device_map"] = {"": device}
+        extra = _quantized_loading_arguments(config, dtype) if config.quantization else {}
         with _no_progress_bar():
             return AutoModelForCausalLM.from_pretrained(
                 config.name_or_path,

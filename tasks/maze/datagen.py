@@ -25,18 +25,14 @@ same seed both variants make the same moves and differ only in the observation w
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import random
 from array import array
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
-from tqdm.auto import tqdm
-
-from lmrl_lightning.data.jsonl import write_episodes
+from lmrl_lightning.data.generation import write_generated_dataset
 from lmrl_lightning.env import Episode
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
@@ -44,8 +40,6 @@ from lmrl_lightning.scoring import format_dataset_stats
 from lmrl_lightning.tasks.maze.env import DEFAULT_MAX_STEPS, START_POSITIONS, MazeEnv, Position, Variant
 from lmrl_lightning.tasks.maze.policies import SUBMAZES, MixturePolicy, submaze_of
 
-# Episodes played and written at a time: memory stays flat however many are asked for.
-BLOCK = 4096
 SUBMAZE_NAMES = tuple(SUBMAZES)
 
 # The env's longest episode: `max_steps` moves and the failure step.
@@ -122,10 +116,8 @@ def generate_dataset(
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Play the confined mixture policy and write `out_dir/train.jsonl` and `out_dir/stats.json`.
-
-    Episodes are played and written in blocks of `BLOCK`, so memory stays flat however many are asked for
-    (the statistics keep five numbers per episode).
+    """Play the confined mixture policy and write `out_dir/train.jsonl` and `out_dir/stats.json`, a block at a
+    time (`write_generated_dataset`: memory stays flat; the statistics keep five numbers per episode).
 
     Args:
         out_dir: directory for the dataset (created if missing).
@@ -141,34 +133,18 @@ def generate_dataset(
     Returns:
         The dataset statistics beside the paper's Table 1 (also written to `stats.json`).
     """
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    _check_horizon(max_episode_steps)
-    env = MazeEnv(variant)
-    policy = MixturePolicy(solver_prob, confine=True)
-    columns = _StatsColumns()
+    _check_horizon(max_episode_steps)  # n_episodes is checked by write_generated_dataset
+    env, policy = MazeEnv(variant), MixturePolicy(solver_prob, confine=True)
+    plan = iter_plan(n_episodes, seed, max_episode_steps)
 
-    def episodes() -> Iterator[Episode]:
-        plan = iter_plan(n_episodes, seed, max_episode_steps)
-        with tqdm(total=n_episodes, desc=f"maze {variant} dataset", disable=not progress) as bar:
-            while block := list(itertools.islice(plan, BLOCK)):
-                for episode in play_block(env, policy, block, seed, batch_size):
-                    columns.add(episode)
-                    yield episode
-                bar.update(len(block))
+    def play_next_block(indices: range) -> list[Episode]:
+        return play_block(env, policy, list(itertools.islice(plan, len(indices))), seed, batch_size)
 
-    out = Path(out_dir)
-    write_episodes(out / "train.jsonl", episodes())
-    stats = columns.stats()
-    stats["config"] = {
-        "variant": variant,
-        "n_episodes": n_episodes,
-        "seed": seed,
-        "solver_prob": solver_prob,
-        "max_episode_steps": max_episode_steps,
-    }
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    return stats
+    config = {"variant": variant, "n_episodes": n_episodes, "seed": seed, "solver_prob": solver_prob,
+              "max_episode_steps": max_episode_steps}
+    return write_generated_dataset(
+        out_dir, n_episodes, play_next_block, _StatsColumns(), config, f"maze {variant} dataset", progress=progress
+    )
 
 
 class _StatsColumns:
@@ -186,7 +162,7 @@ class _StatsColumns:
         self.submazes.append(SUBMAZE_NAMES.index(submaze) if submaze in SUBMAZES else -1)
         self.dones.append(episode.done)
 
-    def stats(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """Table 1 statistics (population std, as `evaluation.summarise`), each as `{"ours", "paper"}`, plus the
         success rate and episode count per submaze and the share of truncated episodes."""
         ours = {
@@ -209,11 +185,11 @@ class _StatsColumns:
 
 
 def dataset_stats(episodes: Sequence[Episode]) -> dict[str, Any]:
-    """The statistics of `generate_dataset` (see `_StatsColumns.stats`) for a list of episodes."""
+    """The statistics of `generate_dataset` (see `_StatsColumns.summary`) for a list of episodes."""
     columns = _StatsColumns()
     for episode in episodes:
         columns.add(episode)
-    return columns.stats()
+    return columns.summary()
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:

@@ -16,16 +16,12 @@ Games are generated and written in blocks, so memory stays flat however many are
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-from pathlib import Path
 from typing import Any, Iterator, Union
 
-from tqdm.auto import tqdm
-
-from lmrl_lightning.data.jsonl import write_episodes
+from lmrl_lightning.data.generation import write_generated_dataset
 from lmrl_lightning.env import Episode, PerEpisodePolicy
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout, turn_seed
@@ -34,7 +30,6 @@ from lmrl_lightning.tasks.wordle.policies import MixtureWordlePolicy
 
 PAPER_PROB_CONSISTENT = 0.34
 DEFAULT_EPISODES = 20_000
-BLOCK = 4096
 
 # Paper Table 1 (spec §4.3), Wordle column.
 PAPER_TABLE1: dict[str, float] = {
@@ -78,30 +73,21 @@ def generate_dataset(
     Returns:
         The dataset statistics beside the paper's Table 1 (also written to `stats.json`).
     """
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    totals = _RunningStats()
-    out = Path(out_dir)
-    with tqdm(total=n_episodes, desc="wordle dataset", disable=not progress, unit="game") as bar:
+    env, policy = WordleEnv(), PerEpisodePolicy(MixtureWordlePolicy(prob_consistent))
+    config = {"n_episodes": n_episodes, "seed": seed, "prob_consistent": prob_consistent}
+    return write_generated_dataset(
+        out_dir, n_episodes, lambda indices: play_games(env, policy, indices, seed), _RunningStats(), config,
+        "wordle dataset", unit="game", progress=progress,
+    )
 
-        def games() -> Iterator[Episode]:
-            env, policy = WordleEnv(), PerEpisodePolicy(MixtureWordlePolicy(prob_consistent))
-            for start in range(0, n_episodes, BLOCK):
-                specs = [
-                    EvalEpisode(i, s, {"answer": draw_answer(s)})
-                    for i, s in ((i, episode_seed(seed, i)) for i in range(start, min(n_episodes, start + BLOCK)))
-                ]
-                for episode in rollout(env, policy, specs, batch_size=len(specs), policy_seed=seed):
-                    episode.meta["answer"] = episode.meta.pop("options")["answer"]
-                    totals.add(episode)
-                    yield episode
-                bar.update(len(specs))
 
-        write_episodes(out / "train.jsonl", games())
-    stats = totals.summary()
-    stats["config"] = {"n_episodes": n_episodes, "seed": seed, "prob_consistent": prob_consistent}
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    return stats
+def play_games(env: WordleEnv, policy: PerEpisodePolicy, indices: range, seed: int) -> Iterator[Episode]:
+    """The games `indices` of the dataset of `seed`, in order; each records its hidden word in meta["answer"]."""
+    seeds = [episode_seed(seed, i) for i in indices]
+    specs = [EvalEpisode(i, s, {"answer": draw_answer(s)}) for i, s in zip(indices, seeds)]
+    for episode in rollout(env, policy, specs, batch_size=len(specs), policy_seed=seed):
+        episode.meta["answer"] = episode.meta.pop("options")["answer"]
+        yield episode
 
 
 class _RunningStats:
