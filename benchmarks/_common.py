@@ -1,7 +1,6 @@
 """Shared helpers of the benchmark scripts: machine info, timing statistics, a quick model, JSON output."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from lmrl_lightning.atomic import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -100,8 +101,8 @@ def lightning_trainer(max_steps: int, callbacks: Optional[list] = None):
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    """A result file, written whole or not at all (an interrupted benchmark keeps the previous result)."""
+    atomic_write_json(path, payload)
     return path
 
 
