@@ -5,7 +5,7 @@ serves every beta. Sweep on a policy seed other than the one of the final evalua
 beta's score under the paper's protocol (maze_scores.py --mc-beta/--ilql-beta), so the choice is not fitted to the
 reported episodes.
 
-Run:  python benchmarks/beta_sweep.py runs/maze_scores/fo/checkpoints/ilql.ckpt --betas 1,2,4,8,16 --rollouts 4
+Run:  python benchmarks/beta_sweep.py runs/maze_scores/fo/checkpoints/ilql.ckpt --betas 1,2,4,8,16 --episodes 100
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ quiet_libraries()
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.policies import Decoding  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.evaluation import evaluate_task, summarise  # noqa: E402
+from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module, summarise  # noqa: E402
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
     p.add_argument("--betas", default="0,1,2,4,8,16,32", help="comma-separated")
-    p.add_argument("--rollouts", type=int, default=4, help="rollouts per evaluation start")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per beta (maze: 25 starts x 4)")
     p.add_argument("--seed", type=int, default=1, help="policy sampling seed (the reported evaluation uses 0)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--results", default=None, help="JSON output (default: benchmarks/results/beta_sweep_<name>.json)")
@@ -42,10 +42,9 @@ def main(argv=None) -> None:
     rows = []
     for beta in (float(b) for b in args.betas.split(",")):
         start = time.time()
-        policy = module.policy(Decoding(task.default_decoding, beta=beta), task.candidate_actions)
-        summary = summarise(
-            evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed), task.normalisation[variant]
-        )
+        decoding = Decoding(task.default_decoding, beta=beta)
+        protocol = EvaluationProtocol(task.name, variant, args.episodes, args.batch_size, args.seed, decoding)
+        summary = summarise(evaluate_module(module, protocol), task.normalisation[variant])
         rows.append({"beta": beta, "seconds": round(time.time() - start, 1), **vars(summary)})
         print(f"beta {beta:>6g}: score {summary.normalised_score:6.1f}  success {summary.success_rate:.3f}  "
               f"return {summary.mean_return:8.2f}  ({rows[-1]['seconds']} s)", flush=True)

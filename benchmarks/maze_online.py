@@ -1,6 +1,6 @@
-"""Maze online RL: PPO and online filtered BC from the BC checkpoint, evaluated with the paper's protocol (25
-starts x `--rollouts`), beside the paper's Table 2 numbers, with the rollout throughput inside training and the
-time split between rollouts and updates.
+"""Maze online RL: PPO and online filtered BC from the BC checkpoint, evaluated with the paper's protocol
+(`--episodes`, 800 = 25 starts x 32), beside the paper's Table 2 numbers, with the rollout throughput inside
+training and the time split between rollouts and updates.
 
 The BC checkpoint is the one `benchmarks/maze_scores.py` trained (same `--out`); it is trained here if missing.
 
@@ -23,8 +23,11 @@ import lightning as L  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from lmrl_lightning.algorithms import PPO, OnlineFilteredBC  # noqa: E402
+from lmrl_lightning.algorithms import (  # noqa: E402
+    PPO, OnlineFilteredBC, Optimisation, PPOSettings, Rollouts, RoundFilter, Updates,
+)
 from lmrl_lightning.callbacks import RolloutEvaluation  # noqa: E402
+from lmrl_lightning.evaluation import EvaluationProtocol  # noqa: E402
 from lmrl_lightning.quickstart import prepare_maze_data, run_algorithms  # noqa: E402
 
 # Paper Table 2 (normalised), maze rows.
@@ -32,13 +35,17 @@ PAPER = {"fo": {"PPO": 79.7, "online %BC": 57.4}, "po": {"PPO": 42.4, "online %B
 
 
 def make_module(name: str, variant: str, bc: Path, args) -> L.LightningModule:
-    common = dict(init_from=str(bc), task="maze", variant=variant, n_rollouts=args.n_rollouts,
-                  rollout_batch_size=args.n_rollouts, max_length=64 if variant == "fo" else 512, seed=args.seed)
+    rollouts = Rollouts("maze", variant, episodes_per_round=args.episodes_per_round,
+                        batch_size=args.episodes_per_round, seed=args.seed)
+    max_length = 64 if variant == "fo" else 512
     if name == "PPO":
         # maze scripts: gamma 0.99 FO / 1.0 PO, value_coef 0.5 FO / 1.0 PO, KL 0.001, V bias -1
-        return PPO(**common, lr=args.ppo_lr, train_batch_size=32, gamma=0.99 if variant == "fo" else 1.0,
-                   value_coef=0.5 if variant == "fo" else 1.0, kl_coef=0.001, value_bias=-1.0)
-    return OnlineFilteredBC(**common, lr=args.bc_lr, train_batch_size=128, filter="success")
+        ppo = PPOSettings(gamma=0.99 if variant == "fo" else 1.0, value_coef=0.5 if variant == "fo" else 1.0,
+                          kl_coef=0.001, value_bias=-1.0)
+        return PPO(init_from=str(bc), optim=Optimisation(args.ppo_lr), rollouts=rollouts,
+                   updates=Updates(32, max_length=max_length), ppo=ppo)
+    return OnlineFilteredBC(init_from=str(bc), optim=Optimisation(args.bc_lr), rollouts=rollouts,
+                            updates=Updates(128, max_length=max_length), filter=RoundFilter("success"))
 
 
 def main(argv=None) -> None:
@@ -46,10 +53,10 @@ def main(argv=None) -> None:
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
     p.add_argument("--algorithms", default="PPO,online %BC")
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--n-rollouts", type=int, default=128, help="episodes per round (paper scripts: 128)")
+    p.add_argument("--episodes-per-round", type=int, default=128, help="episodes per round (paper scripts: 128)")
     p.add_argument("--ppo-lr", type=float, default=1e-4)
     p.add_argument("--bc-lr", type=float, default=1e-4)
-    p.add_argument("--rollouts", type=int, default=32, help="evaluation rollouts per start position (paper: 32)")
+    p.add_argument("--episodes", type=int, default=800, help="evaluation episodes, 25 starts x 32 (paper: 800)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/maze_scores", help="working directory shared with maze_scores.py")
     p.add_argument("--results", default=None)
@@ -60,13 +67,14 @@ def main(argv=None) -> None:
     bc = out_dir / "checkpoints" / "bc.ckpt"
     if not bc.is_file():
         prepare_maze_data(out_dir / "data" / f"maze_{args.variant}", args.variant, args.seed)
-        run_algorithms(["BC"], out_dir, args.variant, args.rollouts, 800, 0, args.seed)
+        run_algorithms(["BC"], out_dir, args.variant, args.episodes, 800, 0, args.seed)
     rows = []
     for name in args.algorithms.split(","):
         L.seed_everything(args.seed, verbose=False)
         slug = name.replace("%", "filtered_").replace(" ", "_").lower()
         module = make_module(name, args.variant, bc, args)
-        evaluation = RolloutEvaluation("maze", args.variant, n_rollouts=args.rollouts, every_n_epochs=0, batch_size=1024)
+        protocol = EvaluationProtocol("maze", args.variant, args.episodes, batch_size=1024)
+        evaluation = RolloutEvaluation(protocol, every_n_epochs=0)
         trainer = L.Trainer(
             max_epochs=args.rounds, accelerator="cpu", devices=1, enable_model_summary=False, enable_progress_bar=False,
             logger=TensorBoardLogger(str(out_dir / "tensorboard"), name=slug), log_every_n_steps=25,

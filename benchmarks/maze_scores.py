@@ -1,5 +1,6 @@
-"""Maze scores: BC, %BC, MC Returns and ILQL on the maze (FO or PO), evaluated with the paper's protocol (25 start
-positions x `--rollouts`), beside the paper's Table 2 (normalised) and Table 4 (raw return) numbers.
+"""Maze scores: BC, %BC, MC Returns and ILQL on the maze (FO or PO), evaluated with the paper's protocol
+(`--episodes`, 800 = 25 start positions x 32), beside the paper's Table 2 (normalised) and Table 4 (raw return)
+numbers.
 
 Each algorithm runs through `lmrl_lightning.quickstart.train_and_evaluate` (the same code as `lmrl quickstart`):
 BC and %BC train the tiny preset from scratch; MC and ILQL start from the BC row's checkpoint (or `--bc-checkpoint`).
@@ -29,7 +30,7 @@ def main(argv=None) -> None:
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
     p.add_argument("--algorithms", default="BC,%BC,MC,ILQL", help="comma-separated, in order; MC/ILQL need BC first")
     p.add_argument("--bc-checkpoint", default=None, help="start MC/ILQL from this BC checkpoint instead of a BC row")
-    p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
+    p.add_argument("--episodes", type=int, default=800, help="evaluation episodes, 25 starts x 32 (paper: 800)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="BC and %%BC training steps")
     p.add_argument("--value-steps", type=int, default=DEFAULT_VALUE_STEPS, help="MC and ILQL training steps")
     p.add_argument("--mc-beta", type=float, default=None, help="MC decoding beta (default: quickstart's)")
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
         })
 
     rows = run_algorithms(
-        args.algorithms.split(","), out_dir, args.variant, args.rollouts, args.steps, args.value_steps, args.seed,
+        args.algorithms.split(","), out_dir, args.variant, args.episodes, args.steps, args.value_steps, args.seed,
         betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
         beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b], accelerator=args.accelerator, on_row=save,
         bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None,

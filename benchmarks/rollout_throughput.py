@@ -74,10 +74,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def eval_subset(task, variant: str, n: int):
-    """The task's evaluation protocol with ceil(n / 25) rollouts per start, first n: every start is covered."""
-    n_starts = len(task.eval_episodes(variant, 1))
-    return task.eval_episodes(variant, max(1, math.ceil(n / n_starts)))[:n]
+def eval_subset(task, variant: str, n: int, n_starts: int = 25):
+    """The maze's evaluation protocol with ceil(n / 25) episodes per start, first n: every start is covered."""
+    return task.eval_episodes(variant, n_starts * max(1, math.ceil(n / n_starts)))[:n]
 
 
 def build_model(args, workdir: Path):

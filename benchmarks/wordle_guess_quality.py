@@ -21,7 +21,7 @@ from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.data.jsonl import iter_episodes  # noqa: E402
 from lmrl_lightning.policies import Decoding  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
-from lmrl_lightning.evaluation import evaluate_task  # noqa: E402
+from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
 
 RUNS = ("wordle_bc", "wordle_filtered_bc", "wordle_mc_returns", "wordle_ilql", "wordle_ppo", "wordle_online_filtered_bc")
@@ -40,7 +40,8 @@ def main(argv=None) -> None:
         checkpoint = root / run / "checkpoints" / "last.ckpt"
         if checkpoint.is_file():
             module, _ = load_module(checkpoint)
-            episodes = evaluate_task(module.policy(Decoding("sample")), get_task("wordle"), "default", args.games, 400, 0)
+            protocol = EvaluationProtocol("wordle", "default", args.games, 400, 0, Decoding("sample"))
+            episodes = evaluate_module(module, protocol)
             rows.append({"run": run, **guess_quality(episodes)})
         print(rows[-1], flush=True)
     write_json(Path(args.out), {"benchmark": "wordle_guess_quality", "command": command_line(),

@@ -44,7 +44,7 @@ def benchmark_config(name: str, out: Path, args) -> Path:
     text = (CONFIGS / f"{ALGORITHMS[name][0]}.yaml").read_text()
     text = text.replace("runs/wordle_", f"{out}/wordle_").replace("save_dir: runs", f"save_dir: {out}")
     text = text.replace("data/wordle", str(out / "data"))
-    text = text.replace("n_rollouts: 4096", f"n_rollouts: {args.rollouts}")
+    text = text.replace("episodes: 4096", f"episodes: {args.eval_episodes}")
     text = text.replace("max_steps: 3000", f"max_steps: {args.steps}").replace("max_steps: 2000", f"max_steps: {args.value_steps}")
     text = text.replace("max_epochs: 20 ", f"max_epochs: {args.rounds} ")
     path = out / "configs" / f"{ALGORITHMS[name][0]}.yaml"
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3000, help="BC and %%BC steps")
     p.add_argument("--value-steps", type=int, default=2000, help="MC and ILQL steps")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
-    p.add_argument("--rollouts", type=int, default=4096, help="evaluation games (paper: 4096)")
+    p.add_argument("--eval-episodes", type=int, default=4096, help="evaluation games (paper: 4096)")
     p.add_argument("--out", default="runs/wordle_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "wordle_scores.json"))
     args = p.parse_args(argv)

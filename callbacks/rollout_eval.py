@@ -14,14 +14,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lmrl_lightning.algorithms.value import ValueModule
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
-from lmrl_lightning.evaluation import RolloutSummary, evaluate_task, gather_episodes, summarise
-from lmrl_lightning.policies import Decoding, as_decoding
-from lmrl_lightning.registry import get_task
+from lmrl_lightning.algorithms.settings import as_settings
+from lmrl_lightning.evaluation import EvaluationProtocol, RolloutSummary, evaluate_module, gather_episodes, summarise
+from lmrl_lightning.policies import Decoding
 from lmrl_lightning.rollout import format_transcript
+from lmrl_lightning.validation import check_int
 
 
 class RolloutEvaluation(L.Callback):
-    """Rolls the module's policy out with the task's evaluation protocol and logs the scores.
+    """Rolls the module's policy out with an evaluation protocol and logs the scores.
 
     Runs every `every_n_epochs` training epochs and once more at the end of fit if the last epoch was not
     evaluated. Episode seeds are split over DDP ranks and the episodes gathered, so every rank logs the same
@@ -29,35 +30,21 @@ class RolloutEvaluation(L.Callback):
     `n_transcripts` episodes go to TensorBoard as text.
 
     Args:
-        task: registered task name.
-        variant: task variant (default: the task's first).
-        n_rollouts: rollouts per evaluation start (default: the paper's, e.g. 32 for the maze).
+        protocol: the task, variant, number of episodes, batch size, policy seed and decoding (the settings of
+            `lmrl eval`; see `EvaluationProtocol`). Its defaults are the task's protocol, e.g. the maze's 800 episodes.
         every_n_epochs: evaluation period in epochs (0: only at the end of fit).
-        decoding: how the policy acts (kind, temperature, beta, max_new_tokens; see `Decoding`); default: the
-            task's default decoding kind at temperature 1.
-        batch_size: episodes stepped together per rank.
-        policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
         n_transcripts: transcripts logged per evaluation.
     """
 
-    def __init__(
-        self,
-        task: str,
-        variant: Optional[str] = None,
-        n_rollouts: Optional[int] = None,
-        every_n_epochs: int = 1,
-        decoding: Optional[Decoding] = None,
-        batch_size: int = 256,
-        policy_seed: int = 0,
-        n_transcripts: int = 3,
-    ):
-        self.spec = get_task(task)
-        self.variant = self.spec.check_variant(variant or self.spec.variants[0])
-        self.n_rollouts = n_rollouts
+    def __init__(self, protocol: EvaluationProtocol, every_n_epochs: int = 1, n_transcripts: int = 3):
+        # Checked against the task now (task, variant, episode count), not after training.
+        self.protocol = as_settings(protocol, EvaluationProtocol, "protocol").resolved()
+        self.spec = self.protocol.spec
+        self.variant = self.protocol.variant
+        self.decoding = self.protocol.decoding
+        check_int("every_n_epochs", every_n_epochs, low=0)
+        check_int("n_transcripts", n_transcripts, low=0)
         self.every_n_epochs = every_n_epochs
-        self.decoding = as_decoding(decoding, self.spec.default_decoding)
-        self.batch_size = batch_size
-        self.policy_seed = policy_seed
         self.n_transcripts = n_transcripts
         self.results: list[tuple[int, RolloutSummary]] = []
         self.last_episodes: list[Episode] = []
@@ -66,10 +53,9 @@ class RolloutEvaluation(L.Callback):
     def evaluate(
         self, trainer: L.Trainer, module, prefix: str = "eval/", decoding: Optional[Decoding] = None
     ) -> RolloutSummary:
-        policy = module.policy(decoding or self.decoding, self.spec.candidate_actions)
-        mine = evaluate_task(
-            policy, self.spec, self.variant, self.n_rollouts, self.batch_size, self.policy_seed,
-            rank=trainer.global_rank, world_size=trainer.world_size, progress=trainer.is_global_zero,
+        protocol = dataclasses.replace(self.protocol, decoding=decoding or self.decoding)
+        mine = evaluate_module(
+            module, protocol, rank=trainer.global_rank, world_size=trainer.world_size, progress=trainer.is_global_zero
         )
         episodes = gather_episodes(mine)
         summary = summarise(episodes, self.spec.normalisation[self.variant])
@@ -110,18 +96,17 @@ class BetaSweep(RolloutEvaluation):
     """At the end of fit, picks the decoding beta of a value-based module (MC, ILQL) by rollouts.
 
     beta only weighs the value guidance when decoding, so it can be chosen after training. Each beta of `betas` is
-    evaluated with `n_rollouts` per start and `policy_seed` (keep it different from the reported evaluation's
-    seed, so the choice is not fitted to the reported episodes). The best normalised score's beta becomes the
-    module's `decoding_beta` (a buffer: every checkpoint saved afterwards carries it), and every checkpoint file
-    the run's `ModelCheckpoint` callbacks already wrote (best, top k, last) is rewritten with it, its weights
-    unchanged. Put this callback before the `RolloutEvaluation` that reports the final score: callbacks run in list
-    order. Scores per beta are logged under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
+    evaluated with `protocol` (fewer episodes than the report's do, e.g. the maze's 100 = 25 starts x 4; give it a
+    `policy_seed` other than the reported evaluation's, e.g. 1, so the choice is not fitted to the reported
+    episodes). The best normalised score's beta becomes the module's `decoding_beta` (a buffer: every checkpoint
+    saved afterwards carries it), and every checkpoint file the run's `ModelCheckpoint` callbacks already wrote
+    (best, top k, last) is rewritten with it, its weights unchanged. Put this callback before the
+    `RolloutEvaluation` that reports the final score: callbacks run in list order. Scores per beta are logged
+    under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
     """
 
-    def __init__(self, task: str, betas: Sequence[float], variant: Optional[str] = None, n_rollouts: int = 4,
-                 policy_seed: int = 1, **kwargs):
-        super().__init__(task, variant, n_rollouts, every_n_epochs=0, policy_seed=policy_seed, n_transcripts=0,
-                         **kwargs)
+    def __init__(self, protocol: EvaluationProtocol, betas: Sequence[float]):
+        super().__init__(protocol, every_n_epochs=0, n_transcripts=0)
         if not betas:
             raise LMRLError("BetaSweep needs at least one beta")
         self.betas = [float(b) for b in betas]

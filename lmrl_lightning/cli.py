@@ -117,7 +117,7 @@ def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.atomic import atomic_write_json
     from lmrl_lightning.policies import Decoding
     from lmrl_lightning.registry import get_task
-    from lmrl_lightning.evaluation import evaluate_task, summarise
+    from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module, summarise
     from lmrl_lightning.rollout import format_transcript
 
     _check_eval_flags(args)
@@ -134,8 +134,8 @@ def _eval(args: argparse.Namespace) -> None:
         raise LMRLError(
             f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
         )
-    policy = module.policy(decoding, task.candidate_actions)
-    episodes = evaluate_task(policy, task, variant, args.rollouts, args.batch_size, args.seed, progress=True)
+    protocol = EvaluationProtocol(task.name, variant, args.episodes, args.batch_size, args.seed, decoding)
+    episodes = evaluate_module(module, protocol, progress=True)
     summary = summarise(episodes, task.normalisation[variant])
     print(format_transcript(episodes[0]))
     print(json.dumps({"task": task.name, "variant": variant, **vars(summary)}, indent=2))
@@ -163,7 +163,7 @@ def _recorded_task(checkpoint: str, meta: dict):
 
 def _check_eval_flags(args: argparse.Namespace) -> None:
     """Refuse bad `lmrl eval` flags before loading the checkpoint or rolling anything out."""
-    for flag, value in (("--rollouts", args.rollouts), ("--batch-size", args.batch_size)):
+    for flag, value in (("--episodes", args.episodes), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise LMRLError(f"{flag} must be at least 1, got {value}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -234,7 +234,7 @@ def _quickstart(args: argparse.Namespace) -> None:
     unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
     if unknown:
         raise LMRLError(f"unknown quickstart algorithm {unknown[0]!r}; valid: BC, %BC, MC, ILQL")
-    run_quickstart(args.out, args.variant, args.rollouts, args.steps, args.value_steps, args.seed, names)
+    run_quickstart(args.out, args.variant, args.episodes, args.steps, args.value_steps, args.seed, names)
 
 
 def _check_quickstart_flags(args: argparse.Namespace) -> None:
@@ -242,9 +242,13 @@ def _check_quickstart_flags(args: argparse.Namespace) -> None:
         raise LMRLError("--out must name a directory, got ''")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise LMRLError(f"--out {args.out!r} is a file; name a directory")
-    for flag, value in (("--rollouts", args.rollouts), ("--steps", args.steps), ("--value-steps", args.value_steps)):
+    for flag, value in (("--episodes", args.episodes), ("--steps", args.steps), ("--value-steps", args.value_steps)):
         if value is not None and value < 1:
             raise LMRLError(f"{flag} must be at least 1, got {value}")
+    if args.episodes % 25:
+        raise LMRLError(
+            f"--episodes must be a multiple of the maze's 25 start positions (800 = 25 x 32), got {args.episodes}"
+        )
 
 
 def _missing(what: str):
@@ -297,7 +301,8 @@ def _add_eval_command(sub) -> None:
     p.add_argument("checkpoint", help="a .ckpt file or an `lmrl export` directory")
     p.add_argument("--task", default=None, help="default: the task recorded in the checkpoint")
     p.add_argument("--variant", default=None)
-    p.add_argument("--rollouts", type=int, default=None, help="rollouts per evaluation start (default: paper)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="evaluation episodes in all (default: the task's protocol, e.g. maze 800 = 25 starts x 32)")
     p.add_argument("--decoding", default=None, choices=["sample", "greedy", "rerank", "rerank_greedy"],
                    help="default: the task's (maze: rerank, sampled over the four moves)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -327,7 +332,8 @@ def _add_quickstart_command(sub) -> None:
     p = sub.add_parser("quickstart", help="maze: data -> BC and filtered BC (optionally MC, ILQL) -> evaluation -> score table")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--variant", default="fo", choices=["fo", "po"])
-    p.add_argument("--rollouts", type=int, default=32, help="rollouts per start position (paper: 32)")
+    p.add_argument("--episodes", type=int, default=800,
+                   help="evaluation episodes, a multiple of the 25 start positions (paper: 800 = 25 x 32)")
     p.add_argument("--steps", type=int, default=None, help="BC and %%BC training steps (default: quickstart's)")
     p.add_argument("--value-steps", type=int, default=None, help="MC and ILQL training steps (default: quickstart's)")
     p.add_argument("--algorithms", default="BC,%BC", help="comma-separated, from BC, %%BC, MC, ILQL (MC/ILQL need BC)")

@@ -2,15 +2,19 @@
 gathered, and the summary the paper reports (raw return statistics, success rate, normalised score)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from lmrl_lightning.distributed import all_gather_objects
 from lmrl_lightning.env import BatchedTextPolicy, Episode, PrivilegedPolicy
-from lmrl_lightning.registry import TaskSpec
+from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.policies.decoding import Decoding, as_decoding
+from lmrl_lightning.registry import TaskSpec, get_task
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.scoring import Normalisation
+from lmrl_lightning.validation import check_int
 
 
 @dataclass
@@ -49,23 +53,77 @@ def summarise(episodes: Sequence[Episode], normalisation: Optional[Normalisation
     )
 
 
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """How a policy is evaluated on a task: the same settings for `RolloutEvaluation`, `BetaSweep` and `lmrl eval`.
+
+    Args:
+        task: registered task name.
+        variant: task variant (default: the task's first).
+        episodes: evaluation episodes in all (default: the task's protocol, e.g. the maze's 800 = 25 start positions
+            x 32, start-major; Wordle's 4096 games). The maze plays a multiple of its 25 starts.
+        batch_size: episodes stepped together (per DDP rank).
+        policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
+        decoding: how the policy acts (kind, temperature, beta, max_new_tokens; see `Decoding`); default: the task's
+            default decoding kind at temperature 1.
+    """
+
+    task: str
+    variant: Optional[str] = None
+    episodes: Optional[int] = None
+    batch_size: int = 256
+    policy_seed: int = 0
+    decoding: Optional[Decoding] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise LMRLError(f"protocol.task must name a registered task, got {self.task!r}")
+        if self.episodes is not None:
+            check_int("protocol.episodes", self.episodes)
+        check_int("protocol.batch_size", self.batch_size)
+        check_int("protocol.policy_seed", self.policy_seed, low=0)
+        if self.decoding is not None:
+            object.__setattr__(self, "decoding", as_decoding(self.decoding))
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    def resolved(self) -> "EvaluationProtocol":
+        """This protocol with the task's defaults filled in (variant, episodes, decoding) and checked against the
+        task (an unknown task or variant, an episode count it cannot play), before anything is rolled out."""
+        spec = self.spec
+        variant = spec.check_variant(self.variant or spec.variants[0])
+        episodes = self.episodes or spec.default_eval_episodes
+        spec.eval_episodes(variant, episodes)
+        decoding = as_decoding(self.decoding, spec.default_decoding)
+        return dataclasses.replace(self, variant=variant, episodes=episodes, decoding=decoding)
+
+
 def evaluate_task(
     policy: Union[BatchedTextPolicy, PrivilegedPolicy],
-    task: TaskSpec,
-    variant: str,
-    n_rollouts: Optional[int] = None,
-    batch_size: int = 256,
-    policy_seed: int = 0,
+    protocol: EvaluationProtocol,
     rank: int = 0,
     world_size: int = 1,
     progress: bool = False,
 ) -> list[Episode]:
-    """Play this rank's share (every world_size-th episode) of the task's evaluation protocol."""
-    episodes = task.eval_episodes(task.check_variant(variant), n_rollouts or task.default_eval_rollouts)
+    """Play this rank's share (every world_size-th episode) of the evaluation `protocol` with `policy` (built
+    already: the protocol's decoding is for whoever builds a module's policy, see `evaluate_module`)."""
+    protocol = protocol.resolved()
+    task, variant = protocol.spec, protocol.variant
+    episodes = task.eval_episodes(variant, protocol.episodes)
     return rollout(
-        task.make_env(variant), policy, episodes[rank::world_size], batch_size, policy_seed,
+        task.make_env(variant), policy, episodes[rank::world_size], protocol.batch_size, protocol.policy_seed,
         progress=progress, desc=f"eval {task.name}-{variant}",
     )
+
+
+def evaluate_module(module, protocol: EvaluationProtocol, rank: int = 0, world_size: int = 1,
+                    progress: bool = False) -> list[Episode]:
+    """`evaluate_task` with the policy of an lmrl module (`LMRLModule.policy`), decoding as the protocol says."""
+    protocol = protocol.resolved()
+    policy = module.policy(protocol.decoding, protocol.spec.candidate_actions)
+    return evaluate_task(policy, protocol, rank, world_size, progress)
 
 
 def gather_episodes(episodes: list[Episode]) -> list[Episode]:

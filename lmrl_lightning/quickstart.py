@@ -2,8 +2,9 @@
 
 Generates the maze dataset, trains BC and filtered BC (successful episodes only) on the tiny default model (and,
 when asked, MC Returns and ILQL starting from the BC checkpoint), evaluates each with the paper's protocol
-(25 start positions x `rollouts` sampled episodes) and prints raw return, success rate and normalised score
-beside the paper's numbers. The same `run_algorithms` runs `benchmarks/maze_scores.py`.
+(`episodes` sampled episodes, start-major over the 25 start positions: 800 = 25 x 32) and prints raw return,
+success rate and normalised score beside the paper's numbers. The same `run_algorithms` runs
+`benchmarks/maze_scores.py`.
 
 ILQL and MC are not in the default list: their values need thousands of steps to propagate back from the goal
 (ILQL FO: normalised 81.1 after 4000 steps, 100.0 after 16000; benchmarks/results/maze_scores_fo*.json), more
@@ -11,6 +12,7 @@ than the quickstart's 10-minute budget on 2 CPU cores.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -19,11 +21,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lmrl_lightning.algorithms import BC, ILQL, MCReturns
+from lmrl_lightning.algorithms import BC, ILQL, ILQLValueLearning, MCReturns, Optimisation
 from lmrl_lightning.atomic import atomic_write_json
 from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_task_data
+from lmrl_lightning.evaluation import EvaluationProtocol
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.registry import get_task
@@ -49,32 +52,35 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
     settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0)."""
     beta = DEFAULT_BETA if beta is None else beta
     if algorithm in ("BC", "%BC"):
-        return BC(BackboneConfig("tiny", tokenizer=str(tokenizer_dir)), lr=LEARNING_RATE, warmup_steps=50)
+        optim = Optimisation(LEARNING_RATE, warmup_steps=50)
+        return BC(BackboneConfig("tiny", tokenizer=str(tokenizer_dir)), optim=optim)
     if init_from is None:
         raise ValueError(f"{algorithm} starts from a BC checkpoint")
+    value_optim = Optimisation(VALUE_LEARNING_RATE, warmup_steps=50)
     if algorithm == "MC":
-        return MCReturns(init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=beta)
+        return MCReturns(init_from=str(init_from), optim=value_optim, beta=beta)
     if algorithm == "ILQL":
-        return ILQL(
-            init_from=str(init_from), lr=VALUE_LEARNING_RATE, warmup_steps=50, beta=beta, tau=0.95, polyak=VALUE_POLYAK
-        )
+        value = ILQLValueLearning(tau=0.95, polyak=VALUE_POLYAK)
+        return ILQL(init_from=str(init_from), optim=value_optim, value=value, beta=beta)
     raise ValueError(f"unknown quickstart algorithm {algorithm!r}")
 
 
 def train_and_evaluate(
-    name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, rollouts: int, seed: int,
+    name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, episodes: int, seed: int,
     init_from: Optional[Path] = None, beta: Optional[float] = None, beta_sweep: Sequence[float] = (),
     accelerator: str = "cpu",
 ) -> dict:
     """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict.
-    For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a 4-rollout sweep on policy seed 1."""
+    For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a sweep of 100 episodes (4 per start) on
+    policy seed `seed + 1`."""
     L.seed_everything(seed, verbose=False)
     slug = name.replace("%", "filtered_").lower()
     module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta)
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant=variant, filter=filter, batch_size=64)
-    evaluation = RolloutEvaluation("maze", variant, n_rollouts=rollouts, every_n_epochs=0, batch_size=1024)
+    protocol = EvaluationProtocol("maze", variant, episodes, batch_size=1024)
+    evaluation = RolloutEvaluation(protocol, every_n_epochs=0)
     sweep = (
-        [BetaSweep("maze", beta_sweep, variant, n_rollouts=4, policy_seed=seed + 1, batch_size=1024)]
+        [BetaSweep(dataclasses.replace(protocol, episodes=100, policy_seed=seed + 1), beta_sweep)]
         if beta_sweep and name in ("MC", "ILQL") else []
     )
     trainer = make_trainer(out, slug, steps, accelerator, [*sweep, evaluation])
@@ -128,7 +134,7 @@ def prepare_maze_data(data_dir: Path, variant: str, seed: int) -> None:
 
 
 def run_algorithms(
-    algorithms: list[str], out_dir: Path, variant: str, rollouts: int, steps: int, value_steps: int, seed: int,
+    algorithms: list[str], out_dir: Path, variant: str, episodes: int, steps: int, value_steps: int, seed: int,
     first_stage: int = 2, n_stages: Optional[int] = None, betas: Optional[dict[str, float]] = None,
     beta_sweep: Sequence[float] = (), accelerator: str = "cpu", on_row: Optional[Callable[[list[dict]], None]] = None,
     bc_checkpoint: Optional[Path] = None,
@@ -147,9 +153,9 @@ def run_algorithms(
         init_from = Path(bc_rows[0]["checkpoint"]) if bc_rows else bc_checkpoint
         n = value_steps if value else steps
         origin = " from the BC checkpoint" if value else ""
-        print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate 25 starts x {rollouts} rollouts")
+        print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate {episodes} episodes (25 starts)")
         rows.append(train_and_evaluate(
-            name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, rollouts, seed,
+            name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, episodes, seed,
             init_from if value else None, (betas or {}).get(name), beta_sweep, accelerator,
         ))
         if on_row is not None:
@@ -161,7 +167,7 @@ DEFAULT_ALGORITHMS = ("BC", "%BC")
 
 
 def run_quickstart(
-    out: str = "runs/quickstart", variant: str = "fo", rollouts: int = 32, steps: Optional[int] = None,
+    out: str = "runs/quickstart", variant: str = "fo", episodes: int = 800, steps: Optional[int] = None,
     value_steps: Optional[int] = None, seed: int = 0, algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
 ) -> list[dict]:
     started = time.time()
@@ -170,7 +176,7 @@ def run_quickstart(
     print(f"[1/{1 + len(algorithms)}] maze {variant.upper()} dataset -> {data_dir}")
     prepare_maze_data(data_dir, variant, seed)
     rows = run_algorithms(
-        list(algorithms), out_dir, variant, rollouts, steps or DEFAULT_STEPS, value_steps or DEFAULT_VALUE_STEPS, seed
+        list(algorithms), out_dir, variant, episodes, steps or DEFAULT_STEPS, value_steps or DEFAULT_VALUE_STEPS, seed
     )
     table = format_table(rows, variant)
     atomic_write_json(out_dir / "results.json", rows)

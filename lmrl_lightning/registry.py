@@ -27,7 +27,9 @@ class TaskSpec:
     """Everything generic code needs to know about a task.
 
     make_env(variant, **env_options) builds the simulator (options: the task env's keyword arguments);
-    eval_episodes(variant, n_rollouts) lists the paper's evaluation episodes; generate_dataset(out_dir, variant=,
+    eval_episodes(variant, episodes) lists `episodes` evaluation episodes in all (the paper's protocol at
+    default_eval_episodes; a task may refuse other counts, e.g. the maze plays a multiple of its 25 starts);
+    generate_dataset(out_dir, variant=,
     n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and returns statistics that format_stats prints;
     candidate_actions, when set, is the task's fixed action set for re-ranking decoding; history_window[variant]
     is how many recent texts the environment shows the agent (None: all);
@@ -39,7 +41,7 @@ class TaskSpec:
     make_env: Callable[..., TextEnv]
     normalisation: dict[str, Normalisation]
     eval_episodes: Callable[[str, int], list[EvalEpisode]]
-    default_eval_rollouts: int
+    default_eval_episodes: int
     history_window: dict[str, Optional[int]] = field(default_factory=dict)
     candidate_actions: Optional[tuple[str, ...]] = None
     default_decoding: str = "sample"

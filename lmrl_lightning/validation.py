@@ -49,13 +49,3 @@ def check_choice(field: str, value, choices) -> None:
     if value not in choices:
         raise LMRLError(f"{field} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
-
-def check_optimisation(lr, weight_decay, warmup_steps, betas) -> None:
-    """The optimiser settings every module shares (AdamW with linear warm-up)."""
-    check_number("model.lr", lr, low=0)  # 0 is allowed: a frozen module (evaluation-only runs, tests)
-    check_number("model.weight_decay", weight_decay, low=0)
-    check_int("model.warmup_steps", warmup_steps, low=0)
-    if len(betas) != 2:
-        raise LMRLError(f"model.betas must be two numbers, got {list(betas)!r}")
-    for i, beta in enumerate(betas):
-        check_number(f"model.betas[{i}]", beta, low=0, high=1, high_open=True)

@@ -90,10 +90,10 @@ def fit_argv(fx: Fixtures, d: Path, data_path=None, tokenizer=None, steps: int =
     return argv + list(extra)
 
 
-def eval_argv(target, *extra: str, rollouts: Optional[str] = "1") -> list[str]:
+def eval_argv(target, *extra: str, episodes: Optional[str] = "25") -> list[str]:
     argv = ["eval", str(target)]
-    if rollouts is not None:
-        argv += ["--rollouts", rollouts]
+    if episodes is not None:
+        argv += ["--episodes", episodes]
     return argv + list(extra)
 
 
@@ -265,13 +265,13 @@ def _set_turn(i: int, **kw) -> Callable[[dict], None]:
 
 
 def _checkpoint_lr(d: Path) -> Optional[str]:
-    """Accepted resume with `--model.lr 0.5`: the checkpoint written by the resumed run records lr 0.5."""
+    """Accepted resume with `--model.optim.lr 0.5`: the checkpoint written by the resumed run records lr 0.5."""
     import torch
 
     ckpts = sorted((d / "run").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not ckpts:
         return "no checkpoint written"
-    lr = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["hyper_parameters"].get("lr")
+    lr = torch.load(ckpts[-1], map_location="cpu", weights_only=True)["hyper_parameters"]["optim"].get("lr")
     return None if lr == 0.5 else f"the resumed run trained with lr {lr}, not the command line's 0.5"
 
 
@@ -362,21 +362,21 @@ def cases() -> list[Case]:
 
     # `lmrl fit` flags
     out += [
-        C("fit-lr-negative", "fit", fit_with("--model.lr", "-1"), ("lr",)),
-        C("fit-lr-nan", "fit", fit_with("--model.lr", "nan"), ("lr",)),
-        C("fit-lr-inf", "fit", fit_with("--model.lr", "inf"), ("lr",)),
+        C("fit-lr-negative", "fit", fit_with("--model.optim.lr", "-1"), ("lr",)),
+        C("fit-lr-nan", "fit", fit_with("--model.optim.lr", "nan"), ("lr",)),
+        C("fit-lr-inf", "fit", fit_with("--model.optim.lr", "inf"), ("lr",)),
         C("fit-batch-size-0", "fit", fit_with("--data.batch_size", "0"), ("batch_size",)),
         C("fit-batch-size-negative", "fit", fit_with("--data.batch_size", "-1"), ("batch_size",)),
         C("fit-window-0", "fit", fit_with("--data.window", "0"), ("window",)),
-        C("fit-betas-out-of-range", "fit", fit_with("--model.betas", "[2, 0.5]"), ("betas",)),
+        C("fit-betas-out-of-range", "fit", fit_with("--model.optim.betas", "[2, 0.5]"), ("betas",)),
         C("fit-num-workers-negative", "fit", fit_with("--data.num_workers", "-1"), ("num_workers",)),
         C("fit-max-positions-4", "fit", fit_with("--model.backbone.max_positions", "4"), ("max_positions",)),
         C("fit-dropout-5", "fit", fit_with("--model.backbone.dropout", "5"), ("dropout",)),
         C("fit-dtype-float99", "fit", fit_with("--model.backbone.dtype", "float99"), ("dtype", "float99")),
         C("fit-val-fraction-negative", "fit", fit_with("--data.val_fraction", "-0.1"), ("val_fraction",)),
         C("fit-val-fraction-above-1", "fit", fit_with("--data.val_fraction", "1.5"), ("val_fraction",)),
-        C("fit-warmup-negative", "fit", fit_with("--model.warmup_steps", "-5"), ("warmup",)),
-        C("fit-weight-decay-negative", "fit", fit_with("--model.weight_decay", "-0.1"), ("weight_decay",)),
+        C("fit-warmup-negative", "fit", fit_with("--model.optim.warmup_steps", "-5"), ("warmup",)),
+        C("fit-weight-decay-negative", "fit", fit_with("--model.optim.weight_decay", "-0.1"), ("weight_decay",)),
         C("fit-max-length-0", "fit", fit_with("--data.max_length", "0"), ("max_length",)),
         C("fit-top-fraction-2", "fit", fit_with("--data.filter", "top", "--data.top_fraction", "2"), ("top_fraction",)),
         C("fit-missing-tokenizer", "fit", lambda fx, d: fit_argv(fx, d, tokenizer=d / "no_tokenizer"),
@@ -401,7 +401,7 @@ def cases() -> list[Case]:
         C("fit-ckpt-path-url", "fit", fit_with("--ckpt_path", URL_DEAD), ("url|local|http",)),
         C("fit-unknown-algorithm-name", "fit", lambda fx, d: ["fit", "--model", "NoSuchAlgo"], ("NoSuchAlgo",)),
         C("fit-wrong-type-batch-size", "fit", fit_with("--data.batch_size", "abc"), ("batch_size",)),
-        C("fit-wrong-type-lr", "fit", fit_with("--model.lr", "fast"), ("lr",)),
+        C("fit-wrong-type-lr", "fit", fit_with("--model.optim.lr", "fast"), ("lr",)),
         C("fit-unknown-key", "fit", fit_with("--model.nope", "1"), ("nope",)),
         C("fit-unknown-data-class", "fit",
           lambda fx, d: [a if a != "lmrl_lightning.data.datamodule.EpisodeDataModule" else "no.such.DataModule"
@@ -419,12 +419,12 @@ def cases() -> list[Case]:
         C("config-unknown-key", "config", lambda fx, d: ["fit", "-c", str(write_config(d, _config_yaml(
             fx, d, trainer_extra="  max_stepz: 3\n")))], ("max_stepz",)),
         C("config-wrong-type", "config", lambda fx, d: ["fit", "-c", str(write_config(d, _config_yaml(
-            fx, d, model_extra="    lr: fast\n")))], ("lr",)),
+            fx, d, model_extra="    optim:\n      lr: fast\n")))], ("lr",)),
         C("config-not-a-mapping", "config", lambda fx, d: ["fit", "-c", str(write_config(d, "- 1\n- 2\n"))],
           ("config.yaml",)),
         C("config-callback-unknown-task", "config", lambda fx, d: ["fit", "-c", str(write_config(d, _config_yaml(
             fx, d, trainer_extra="  callbacks:\n    - class_path: lmrl_lightning.callbacks.RolloutEvaluation\n"
-                                 "      init_args:\n        task: nope\n")))], ("nope",)),
+                                 "      init_args:\n        protocol:\n          task: nope\n")))], ("nope",)),
         C("config-callback-unknown-class", "config", lambda fx, d: ["fit", "-c", str(write_config(d, _config_yaml(
             fx, d, trainer_extra="  callbacks:\n    - class_path: no.such.Callback\n")))], ("no.such.Callback",)),
         C("config-overwrites-input", "config",
@@ -438,7 +438,7 @@ def cases() -> list[Case]:
         C("resume-other-algorithm", "resume",
           lambda fx, d: fit_argv(fx, d, steps=4, extra=["--ckpt_path", str(fx.ilql_ckpt)]), ("ILQL", "BC")),
         C("resume-cli-lr-override", "resume",
-          lambda fx, d: fit_argv(fx, d, steps=3, extra=["--model.lr", "0.5", "--ckpt_path", str(fx.bc_ckpt)]),
+          lambda fx, d: fit_argv(fx, d, steps=3, extra=["--model.optim.lr", "0.5", "--ckpt_path", str(fx.bc_ckpt)]),
           ("lr",), accept=_checkpoint_lr, note="the override applies (accepted) or is refused; never ignored"),
         C("resume-other-variant", "resume",
           lambda fx, d: fit_argv(fx, d, steps=4, extra=["--data.variant", "po", "--ckpt_path", str(fx.bc_ckpt)]),
@@ -473,9 +473,9 @@ def cases() -> list[Case]:
         C("eval-garbage-ckpt", "eval", lambda fx, d: eval_argv(garbage_ckpt(d)), ("garbage.ckpt",)),
         C("eval-foreign-ckpt", "eval", lambda fx, d: eval_argv(foreign_ckpt(d)), ("foreign.ckpt",)),
         C("eval-url", "eval", lambda fx, d: eval_argv(URL_DEAD), ("url|local|http|not exist",)),
-        C("eval-rollouts-negative", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, rollouts="-1"), ("rollouts",)),
-        C("eval-rollouts-0", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, rollouts="0"), ("rollouts",), heavy=True),
-        C("eval-rollouts-not-int", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, rollouts="abc"), ("rollouts",)),
+        C("eval-rollouts-negative", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, episodes="-1"), ("episodes",)),
+        C("eval-rollouts-0", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, episodes="0"), ("episodes",), heavy=True),
+        C("eval-rollouts-not-int", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, episodes="abc"), ("episodes",)),
         C("eval-batch-size-0", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--batch-size", "0"), ("batch",)),
         C("eval-batch-size-negative", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--batch-size", "-1"), ("batch",)),
         C("eval-temperature-0", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--temperature", "0"), ("temperature",)),

@@ -14,10 +14,11 @@ from pathlib import Path
 import lightning as L
 
 import lmrl_lightning.callbacks.rollout_eval as rollout_eval
-from lmrl_lightning.algorithms import BC
+from lmrl_lightning.algorithms import BC, Optimisation
 from lmrl_lightning.callbacks import RolloutEvaluation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE
+from lmrl_lightning.evaluation import EvaluationProtocol
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import register_task
@@ -26,29 +27,29 @@ from lmrl_lightning.tasks.maze import TASK, MazeEnv
 register_task(
     dataclasses.replace(TASK, name="maze_short", make_env=lambda variant: MazeEnv(variant, max_steps=10))
 )
-N_ROLLOUTS = 2
+N_EPISODES = 25 * 2  # 2 from each maze start
 
 played: list[int] = []
-_evaluate_task = rollout_eval.evaluate_task
+_evaluate_module = rollout_eval.evaluate_module
 
 
 def evaluate_and_record(*args, **kwargs):
-    """The callback's evaluate_task, noting which episodes this rank played."""
-    episodes = _evaluate_task(*args, **kwargs)
+    """The callback's evaluate_module, noting which episodes this rank played."""
+    episodes = _evaluate_module(*args, **kwargs)
     played.extend(e.meta["index"] for e in episodes)
     return episodes
 
 
 def main(data_dir: Path, out_dir: Path, devices: int) -> None:
-    rollout_eval.evaluate_task = evaluate_and_record
+    rollout_eval.evaluate_module = evaluate_and_record
     L.seed_everything(0)
     # lr=0: the training step leaves the weights as seeded, whatever data each rank's step sees.
-    module = BC(BackboneConfig("tiny", tokenizer=str(data_dir / TOKENIZER_DIR)), lr=0.0)
+    module = BC(BackboneConfig("tiny", tokenizer=str(data_dir / TOKENIZER_DIR)), optim=Optimisation(lr=0.0))
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant="fo", max_length=64, batch_size=4)
     # A high temperature turns the untrained model's re-ranking (which always prefers the move with the fewest
     # tokens) into a random walk, so that episodes differ in moves, length and return.
-    evaluation = RolloutEvaluation("maze_short", "fo", n_rollouts=N_ROLLOUTS, every_n_epochs=0,
-                                    decoding=Decoding("rerank", temperature=100.0))
+    protocol = EvaluationProtocol("maze_short", "fo", N_EPISODES, decoding=Decoding("rerank", temperature=100.0))
+    evaluation = RolloutEvaluation(protocol, every_n_epochs=0)
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 
-from lmrl_lightning.algorithms import ILQL
+from lmrl_lightning.algorithms import ILQL, ILQLValueLearning, Optimisation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.lora import LoraSettings
@@ -32,7 +32,8 @@ class Progress(L.Callback):
 def main(model_dir: str, data: str, out_dir: Path, epochs: int, slow: bool, resume: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(0)
-    module = ILQL(BackboneConfig(model_dir, lora=LoraSettings(r=4)), lr=1e-2, polyak=0.1)
+    module = ILQL(BackboneConfig(model_dir, lora=LoraSettings(r=4)), optim=Optimisation(lr=1e-2),
+                  value=ILQLValueLearning(polyak=0.1))
     datamodule = EpisodeDataModule(data, window="all", batch_size=8, val_fraction=0.0)
     callbacks = [ModelCheckpoint(dirpath=str(out_dir), filename="epoch{epoch}", auto_insert_metric_name=False, save_last=True)]
     if slow:

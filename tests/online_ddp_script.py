@@ -12,14 +12,14 @@ import lightning as L
 sys.path.insert(0, str(Path(__file__).parent))
 from word_choice import TASK  # noqa: E402,F401  (registers the task)
 
-from lmrl_lightning.algorithms import PPO  # noqa: E402
+from lmrl_lightning.algorithms import PPO, Optimisation, Rollouts, Updates  # noqa: E402
 from lmrl_lightning.policies import Decoding  # noqa: E402
 
 
 def main(bc_checkpoint: str, out_dir: Path, devices: int) -> None:
     L.seed_everything(0)
-    module = PPO(init_from=bc_checkpoint, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, lr=1e-3, epochs=2,
-                 train_batch_size=8)
+    rollouts = Rollouts("word_choice", episodes_per_round=32, decoding=Decoding("rerank"))
+    module = PPO(init_from=bc_checkpoint, optim=Optimisation(lr=1e-3), rollouts=rollouts, updates=Updates(8, epochs=2))
     trainer = L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_epochs=2, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from lmrl_lightning.algorithms import BC, bc_loss
+from lmrl_lightning.algorithms import BC, Optimisation, bc_loss
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
 from lmrl_lightning.data.prepare import TOKENIZER_DIR
@@ -61,7 +61,7 @@ def test_action_logits_equal_full_logits_at_action_positions(optimal_maze_data):
 
 def test_bc_learns_the_optimal_move_on_most_cells(optimal_maze_data):
     L.seed_everything(0)
-    module = BC(BackboneConfig("tiny", tokenizer=str(optimal_maze_data / TOKENIZER_DIR)), lr=1e-3, warmup_steps=10)
+    module = BC(BackboneConfig("tiny", tokenizer=str(optimal_maze_data / TOKENIZER_DIR)), optim=Optimisation(lr=1e-3, warmup_steps=10))
     data = EpisodeDataModule(str(optimal_maze_data / "train.jsonl"), task="maze", variant="fo", batch_size=32)
     trainer = L.Trainer(
         max_steps=500, accelerator="cpu", logger=False, enable_checkpointing=False,

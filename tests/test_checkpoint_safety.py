@@ -291,7 +291,7 @@ def test_an_export_cannot_grant_itself_remote_code(assets, tmp_path, capsys, kno
     one line. Either way its Python file never runs."""
     marker = tmp_path / "ran"
     export = hostile_export(assets, tmp_path, marker, known_model_type)
-    argv = ["eval", export, "--task", "word_choice", "--rollouts", "2", "--decoding", "greedy"]
+    argv = ["eval", export, "--task", "word_choice", "--episodes", "2", "--decoding", "greedy"]
     if known_model_type:
         assert main([str(a) for a in argv]) == 0
         capsys.readouterr()
@@ -414,8 +414,8 @@ def test_export_into_an_empty_directory(assets, tmp_path):
 
 # ---- lmrl eval: flags checked before any work, --out written whole ------------------------------------------------
 EVAL_FLAG_CASES = [
-    (["--rollouts", "0"], "--rollouts must be at least 1, got 0"),
-    (["--rollouts", "-1"], "--rollouts must be at least 1, got -1"),
+    (["--episodes", "0"], "--episodes must be at least 1, got 0"),
+    (["--episodes", "-1"], "--episodes must be at least 1, got -1"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--temperature", "0"], "--temperature must be a positive number, got 0|--decoding greedy"),
     (["--temperature", "-1"], "--temperature must be a positive number, got -1"),
@@ -439,7 +439,7 @@ def test_bad_eval_flags_are_refused_before_loading(capsys, tmp_path, flags, word
 def test_eval_out_is_written_whole(assets, tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval.json"
     out.write_text("previous")
-    argv = ["eval", str(assets["bc"]), "--rollouts", "2", "--decoding", "greedy", "--out", str(out)]
+    argv = ["eval", str(assets["bc"]), "--episodes", "2", "--decoding", "greedy", "--out", str(out)]
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -149,12 +149,12 @@ def test_data_fit_eval_round_trip(capsys, monkeypatch, data_dir, checkpoint, tmp
     assert (data_dir / "train.jsonl").is_file() and (data_dir / "tokenizer" / "tokenizer.json").is_file()
     monkeypatch.setattr(maze.TASK, "make_env", lambda variant: MazeEnv(variant, max_steps=5))
     out = tmp_path / "eval.json"
-    assert main(["eval", str(checkpoint), "--rollouts", "1", "--out", str(out)]) == 0
+    assert main(["eval", str(checkpoint), "--episodes", "25", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "> move " in stdout  # the transcript's first action
     summary = json.loads(stdout[stdout.index("\n{") + 1:])
     assert summary["task"] == "maze" and summary["variant"] == "fo"
-    assert summary["n_episodes"] == 25  # one rollout from each of the 25 starts
+    assert summary["n_episodes"] == 25  # one episode from each of the 25 starts
     assert -6.0 <= summary["min_return"] <= summary["mean_return"] <= summary["max_return"] <= 0.0
     assert 0.0 <= summary["success_rate"] <= 1.0
     assert summary["normalised_score"] == pytest.approx(maze.NORMALISATION["fo"](summary["mean_return"]))

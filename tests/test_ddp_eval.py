@@ -14,7 +14,7 @@ from lmrl_lightning.data.prepare import prepare_task_data
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("ddp_eval_script.py")
-N_EPISODES = 25 * 2  # 25 maze starts x the script's N_ROLLOUTS
+N_EPISODES = 25 * 2  # the script's N_EPISODES: 2 from each maze start
 
 
 def run_script(data_dir: Path, out_dir: Path, devices: int) -> list[dict]:

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_models import save_tiny_model
-from lmrl_lightning.algorithms import BC, ILQL, PPO
+from lmrl_lightning.algorithms import BC, ILQL, PPO, Optimisation, Rollouts
 from lmrl_lightning.algorithms.base import load_module
 from lmrl_lightning.export import load_export
 from lmrl_lightning.cli import main
@@ -21,6 +21,7 @@ from lmrl_lightning.models.tokenizer import train_bpe_tokenizer
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*IterableDataset.*")]
+FAST = Optimisation(lr=1e-2)
 QUIET = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
              enable_model_summary=False)
 
@@ -45,7 +46,7 @@ def train(module, assets, name: str, steps: int = 3) -> str:
 
 def returns(capsys, source: str, tmp_path, name: str) -> list[float]:
     out = tmp_path / f"{name}.json"
-    assert main(["eval", source, "--task", "word_choice", "--decoding", "sample", "--rollouts", "24",
+    assert main(["eval", source, "--task", "word_choice", "--decoding", "sample", "--episodes", "24",
                  "--out", str(out)]) == 0
     capsys.readouterr()
     return json.loads(out.read_text())["returns"]
@@ -61,13 +62,13 @@ def policy_logits(module, ids):
 def test_export_round_trip(assets, tmp_path, capsys, case):
     lora = BackboneConfig(assets["gpt2"], lora=LoraSettings(r=4))
     if case == "ilql_full":
-        module = ILQL(init_from=assets["bc"], lr=1e-2)
+        module = ILQL(init_from=assets["bc"], optim=FAST)
     elif case == "ilql_lora":
-        module = ILQL(lora, lr=1e-2)
+        module = ILQL(lora, optim=FAST)
     elif case == "bc_lora_merged":
-        module = BC(lora, lr=1e-2)
+        module = BC(lora, optim=FAST)
     else:
-        module = PPO(lora, lr=1e-2, task="word_choice", n_rollouts=8)
+        module = PPO(lora, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8))
     if case == "ppo_lora":
         trainer = L.Trainer(max_epochs=1, **QUIET)
         trainer.fit(module)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hf_models import save_tiny_model
-from lmrl_lightning.algorithms import BC
+from lmrl_lightning.algorithms import BC, Optimisation
 from lmrl_lightning.algorithms.base import load_module
 from lmrl_lightning.algorithms.mc_returns import returns_to_go
 from lmrl_lightning.cli import main
@@ -62,7 +62,7 @@ def root(tmp_path_factory):
 
 def trained_checkpoint(cls: type, backbone: BackboneConfig, root, name: str) -> str:
     L.seed_everything(0)
-    module = cls(backbone, lr=1e-2)
+    module = cls(backbone, optim=Optimisation(lr=1e-2))
     data = EpisodeDataModule(str(root / "words.jsonl"), task="word_choice", window="all", batch_size=8,
                              val_fraction=0.0)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -75,7 +75,7 @@ def trained_checkpoint(cls: type, backbone: BackboneConfig, root, name: str) -> 
 
 def eval_returns(capsys, source: str, out) -> list[float]:
     assert main(["eval", source, "--algorithm", dotted(CriticBC), "--task", "word_choice", "--decoding", "sample",
-                 "--rollouts", "8", "--out", str(out)]) == 0
+                 "--episodes", "8", "--out", str(out)]) == 0
     capsys.readouterr()
     return json.loads(out.read_text())["returns"]
 

@@ -65,11 +65,11 @@ def test_resuming_a_bc_config_from_an_ilql_checkpoint_is_refused(capsys, data_di
 
 
 def test_a_changed_learning_rate_on_resume_is_refused_not_ignored(capsys, data_dir, checkpoints, tmp_path):
-    argv = [*bc_args(data_dir, tmp_path, steps=4), "--model.init_args.lr", "0.5", "--ckpt_path", str(checkpoints["BC"])]
+    argv = [*bc_args(data_dir, tmp_path, steps=4), "--model.init_args.optim.lr", "0.5", "--ckpt_path", str(checkpoints["BC"])]
     code, line = run_fit(capsys, argv)
     assert code == 2
     assert line == (
-        "lmrl: error: cannot resume: model.lr is 0.5 here but 0.0001 in the checkpoint; resume with the "
+        "lmrl: error: cannot resume: model.optim.lr is 0.5 here but 0.0001 in the checkpoint; resume with the "
         "checkpoint's settings, or start a new run from its weights with --model.init_from"
     )
 
@@ -122,15 +122,16 @@ def test_a_url_checkpoint_is_refused_without_a_download(capsys, data_dir, tmp_pa
     "extra, expected",
     [
         (["--model.init_args.foo", "1"], "fit: model (lmrl_lightning.algorithms.BC): Option 'foo' is not accepted"),
-        (["--model.init_args.lr", "abc"], "fit: model.lr (lmrl_lightning.algorithms.BC): expected float, got 'abc'"),
+        (["--model.init_args.optim.lr", "abc"], "fit: model.optim.lr (lmrl_lightning.algorithms.BC): expected float, got 'abc'"),
         (["--trainer.max_steps", "x"], "fit: trainer.max_steps: expected int, got 'x'"),
         (["--data", "no_such_module.Data"], "fit: data (no_such_module.Data): No module named 'no_such_module'"),
         (["--trainer.bogus", "3"], "fit: unrecognized arguments: --trainer.bogus 3"),
-        (["--model.init_args.lr", "-1"], "model.lr must be a finite number >= 0, got -1.0"),
-        (["--model.init_args.weight_decay", "-0.1"], "model.weight_decay must be a finite number >= 0, got -0.1"),
-        (["--model.init_args.warmup_steps", "-5"], "model.warmup_steps must be an integer >= 0, got -5"),
-        (["--model.init_args.betas", "[2, 0.5]"], "model.betas[0] must be a finite number >= 0 and < 1, got 2.0"),
-        (["--trainer.callbacks+=lmrl_lightning.callbacks.RolloutEvaluation", "--trainer.callbacks.task", "nomaze"],
+        (["--model.init_args.optim.lr", "-1"], "model.optim.lr must be a finite number >= 0, got -1.0"),
+        (["--model.optim.weight_decay", "-0.1"], "model.optim.weight_decay must be a finite number >= 0, got -0.1"),
+        (["--model.optim.warmup_steps", "-5"], "model.optim.warmup_steps must be an integer >= 0, got -5"),
+        (["--model.optim.betas", "[2, 0.5]"], "model.optim.betas[0] must be a finite number >= 0 and < 1, got 2.0"),
+        (["--trainer.callbacks+=lmrl_lightning.callbacks.RolloutEvaluation", "--trainer.callbacks.protocol.task",
+          "nomaze"],
          "unknown task 'nomaze'; valid tasks: "),
     ],
 )
@@ -143,13 +144,27 @@ def test_bad_settings_are_one_line(capsys, data_dir, tmp_path, extra, expected):
 @pytest.mark.parametrize(
     "model, field, value, expected",
     [
-        ("lmrl_lightning.algorithms.ILQL", "tau", "1.5", "model.tau must be a finite number > 0 and < 1, got 1.5"),
-        ("lmrl_lightning.algorithms.ILQL", "gamma", ".nan", "model.gamma must be a finite number >= 0 and <= 1, got nan"),
-        ("lmrl_lightning.algorithms.PPO", "clip", "0", "model.clip must be a finite number > 0, got 0"),
-        ("lmrl_lightning.algorithms.PPO", "decoding", "{temperature: 0}", "decoding.temperature must be a finite number > 0, got 0"),
-        ("lmrl_lightning.algorithms.PPO", "decoding", "{kind: beam}",
-         "fit: model.decoding.kind (lmrl_lightning.policies.Decoding): Expected a typing.Literal['sample', 'greedy'"),
-        ("lmrl_lightning.algorithms.OnlineFilteredBC", "n_rollouts", "0", "model.n_rollouts must be an integer >= 1"),
+        ("lmrl_lightning.algorithms.ILQL", "value", "{tau: 1.5}",
+         "model.value.tau must be a finite number > 0 and < 1, got 1.5"),
+        ("lmrl_lightning.algorithms.ILQL", "value", "{gamma: .nan}",
+         "model.value.gamma must be a finite number >= 0 and <= 1, got nan"),
+        ("lmrl_lightning.algorithms.MCReturns", "value", "{discount_per: episode}",
+         "fit: model.value.discount_per (lmrl_lightning.algorithms.MCReturns): Expected a typing.Literal['token'"),
+        ("lmrl_lightning.algorithms.PPO", "ppo", "{clip: 0}", "model.ppo.clip must be a finite number > 0, got 0"),
+        ("lmrl_lightning.algorithms.PPO", "ppo", "{kl_target: 0.1}",
+         "an adaptive KL coefficient needs both model.ppo.kl_target and model.ppo.kl_horizon"),
+        ("lmrl_lightning.algorithms.PPO", "bc", "{data: x.jsonl, batch_size: 0}",
+         "model.bc.batch_size must be an integer >= 1, got 0"),
+        ("lmrl_lightning.algorithms.PPO", "rollouts", "{decoding: {temperature: 0}}",
+         "decoding.temperature must be a finite number > 0, got 0"),
+        ("lmrl_lightning.algorithms.PPO", "rollouts", "{decoding: {kind: beam}}",
+         "fit: model.rollouts.decoding.kind (lmrl_lightning.policies.Decoding): Expected a typing.Literal['sample', "),
+        ("lmrl_lightning.algorithms.OnlineFilteredBC", "rollouts", "{episodes_per_round: 0}",
+         "model.rollouts.episodes_per_round must be an integer >= 1"),
+        ("lmrl_lightning.algorithms.OnlineFilteredBC", "updates", "{max_length: 1}",
+         "model.updates.max_length must be an integer >= 2"),
+        ("lmrl_lightning.algorithms.OnlineFilteredBC", "filter", "{top_fraction: 2}",
+         "model.filter.top_fraction must be a finite number > 0 and <= 1, got 2"),
     ],
 )
 def test_algorithm_settings_out_of_range_are_one_line(capsys, tmp_path, data_dir, model, field, value, expected):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_models import save_tiny_model
-from lmrl_lightning.algorithms import BC, ILQL, PPO
+from lmrl_lightning.algorithms import BC, ILQL, PPO, ILQLValueLearning, Optimisation, Rollouts, Updates
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, bitsandbytes_precision
@@ -19,6 +19,7 @@ from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 pytestmark = [pytest.mark.filterwarnings("ignore:.*IterableDataset.*"), pytest.mark.filterwarnings("ignore:.*MatMul.*")]
 QUIET = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+FAST = Optimisation(lr=1e-2)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,10 @@ def adapters_moved(module, before) -> bool:
 def test_lora_bc_ilql_ppo_on_cuda(dirs, arch, quantization, precision):
     backbone = BackboneConfig(str(dirs[arch]), lora=LoraSettings(r=4), quantization=quantization)
     for module, fit in (
-        (BC(backbone, lr=1e-2), lambda t, m: t.fit(m, words(dirs))),
-        (ILQL(backbone, lr=1e-2), lambda t, m: t.fit(m, words(dirs))),
-        (PPO(backbone, task="word_choice", decoding=Decoding("rerank"), n_rollouts=8, train_batch_size=4, lr=1e-2),
+        (BC(backbone, optim=FAST), lambda t, m: t.fit(m, words(dirs))),
+        (ILQL(backbone, optim=FAST), lambda t, m: t.fit(m, words(dirs))),
+        (PPO(backbone, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8, decoding=Decoding("rerank")),
+             updates=Updates(4)),
          lambda t, m: t.fit(m)),
     ):
         before = {n: p.detach().cpu().clone() for n, p in module.named_parameters()}
@@ -73,7 +75,7 @@ def test_lora_bc_ilql_ppo_on_cuda(dirs, arch, quantization, precision):
 def test_lightning_bitsandbytes_plugin_quantizes_the_base_only(dirs):
     import bitsandbytes as bnb
 
-    module = BC(BackboneConfig(str(dirs["llama"]), lora=LoraSettings(r=4)), lr=1e-2)
+    module = BC(BackboneConfig(str(dirs["llama"]), lora=LoraSettings(r=4)), optim=FAST)
     before = {n: p.detach().cpu().clone() for n, p in module.named_parameters()}
     trainer = L.Trainer(accelerator="gpu", devices=1, max_steps=2, plugins=[bitsandbytes_precision(module)], **QUIET)
     trainer.fit(module, words(dirs))

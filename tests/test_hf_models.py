@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hf_models import ARCHITECTURES, save_tiny_model
-from lmrl_lightning.algorithms import BC, ILQL, PPO
+from lmrl_lightning.algorithms import BC, ILQL, PPO, ILQLValueLearning, Optimisation, Rollouts, Updates
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, BackboneError, build_backbone, load_tokenizer
@@ -24,6 +24,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*IterableDataset.*"),
     pytest.mark.filterwarnings("ignore:.*val_dataloader.*"),
 ]
+FAST = Optimisation(lr=1e-2)
 QUIET = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
              enable_model_summary=False)
 
@@ -71,7 +72,7 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
                                      val_fraction=0.0)
     is_base = lambda n: n.startswith("model.") and "lora_" not in n  # noqa: E731
 
-    bc = BC(backbone, lr=1e-2)
+    bc = BC(backbone, optim=FAST)
     kind = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}.get(quantization)
     if kind is not None:
         assert any(isinstance(m, kind) for m in bc.model.modules())
@@ -83,7 +84,7 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
     assert moved and all("lora_" in n for n in moved)
     assert all(p.grad is None for n, p in bc.named_parameters() if is_base(n))
 
-    ilql = ILQL(backbone, lr=1e-2, polyak=0.5)
+    ilql = ILQL(backbone, optim=FAST, value=ILQLValueLearning(polyak=0.5))
     assert {n for n, p in ilql.named_parameters() if p.requires_grad and n.startswith("model.")} == {
         f"model.{n}" for n, _ in adapter_parameters(ilql.model, "value")
     }
@@ -94,8 +95,8 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
     assert any(".value." in n for n in moved) and any(".target." in n for n in moved)
     assert any(n.startswith("q1.") for n in moved)
 
-    ppo = PPO(backbone, task="word_choice", decoding=Decoding("rerank"), n_rollouts=8, rollout_batch_size=8,
-              train_batch_size=4, lr=1e-2)
+    rollouts = Rollouts("word_choice", episodes_per_round=8, batch_size=8, decoding=Decoding("rerank"))
+    ppo = PPO(backbone, optim=FAST, rollouts=rollouts, updates=Updates(4))
     before = snapshot(ppo, lambda n: True)
     L.Trainer(max_epochs=2, **QUIET).fit(ppo)  # rollout, train, rollout, train
     assert len(ppo.round_history) == 2
@@ -120,7 +121,7 @@ def test_lora_checkpoint_holds_adapters_and_heads_only(model_dirs, tmp_path):
     """The state dict has no base weight; it reloads (base from the directory) to the same values."""
     from lmrl_lightning.algorithms.base import load_module
 
-    module = ILQL(BackboneConfig(str(model_dirs["qwen2"]), lora=LoraSettings(r=4)), lr=1e-2)
+    module = ILQL(BackboneConfig(str(model_dirs["qwen2"]), lora=LoraSettings(r=4)), optim=FAST)
     trainer = L.Trainer(max_steps=1, **QUIET)
     trainer.fit(module, EpisodeDataModule(str(model_dirs["root"] / "words.jsonl"), window="all", batch_size=8,
                                           val_fraction=0.0))

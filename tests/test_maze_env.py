@@ -9,6 +9,7 @@ import pytest
 
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.env import PrivilegedPolicy, Text, TextEnv, TextHistory
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.registry import EvalEpisode, get_task
 from lmrl_lightning.evaluation import summarise
 from lmrl_lightning.rollout import rollout
@@ -52,8 +53,8 @@ class Always(PrivilegedPolicy):
         return self.text
 
 
-def starts(n_rollouts: int = 1) -> list[EvalEpisode]:
-    return get_task("maze").eval_episodes("fo", n_rollouts)
+def starts(per_start: int = 1) -> list[EvalEpisode]:
+    return get_task("maze").eval_episodes("fo", 25 * per_start)
 
 
 # --- layout ----------------------------------------------------------------------------------------------
@@ -380,13 +381,19 @@ def test_task_registration():
     assert task.variants == ("fo", "po")
     assert task.candidate_actions == MOVES
     assert task.history_window == {"fo": 1, "po": 40}
-    assert task.default_eval_rollouts == 32
+    assert task.default_eval_episodes == 800  # 25 starts x 32
     assert {v: (n.minimum, n.dataset_average, n.maximum) for v, n in task.normalisation.items()} == {
         "fo": (-101.0, -83.0, -6.84),
         "po": (-101.0, -83.0, -25.75),
     }
-    episodes = task.eval_episodes("po", 32)
+    episodes = task.eval_episodes("po", 800)
     assert len(episodes) == 800 and [e.index for e in episodes] == list(range(800))
+    # start-major, 32 from each start: the indices, seeds and starts of the paper's 25 x 32 protocol
+    assert [tuple(e.options["init_position"]) for e in episodes[::32]] == list(START_POSITIONS)
+    assert all(e.seed == e.index for e in episodes)
+    for wrong in (0, 30, 801):
+        with pytest.raises(LMRLError, match="multiple of its 25 start positions"):
+            task.eval_episodes("po", wrong)
     assert sorted({tuple(e.options["init_position"]) for e in episodes}) == sorted(START_POSITIONS)
     assert isinstance(task.make_env("po"), MazeEnv) and task.make_env("po").variant == "po"
     with pytest.raises(ValueError):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, gae, ppo_loss
+from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, Optimisation, PPOSettings, Rollouts, Updates, gae, ppo_loss
 from lmrl_lightning.algorithms.ppo import (
     RoundStats, adapt_kl_coef, episode_kl_sum, episode_targets, kl_k3, kl_shaped_rewards, pack_minibatch, round_stats,
     round_sums, split_by_sizes, whiten,
@@ -35,10 +35,14 @@ def bc_ckpt(tmp_path_factory):
     return str(bc_checkpoint(tmp_path_factory.mktemp("online")))
 
 
-def ppo(bc_ckpt, **kwargs) -> PPO:
-    args = dict(init_from=bc_ckpt, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, rollout_batch_size=32,
-                lr=1e-3, epochs=2, train_batch_size=16)
-    return PPO(**{**args, **kwargs})
+ROLLOUTS = Rollouts("word_choice", episodes_per_round=32, batch_size=32, decoding=Decoding("rerank"))
+
+
+def ppo(bc_ckpt, lr: float = 1e-3, updates: Updates = Updates(16, epochs=2), **settings) -> PPO:
+    """PPO on word_choice from the BC checkpoint, with `settings` (PPOSettings fields) changed."""
+    return PPO(
+        init_from=bc_ckpt, optim=Optimisation(lr), rollouts=ROLLOUTS, updates=updates, ppo=PPOSettings(**settings)
+    )
 
 
 # ---- pure functions ---------------------------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def test_pack_minibatch_lays_per_token_values_on_the_action_mask():
 def test_round_advantages_skip_environment_tokens_and_end_at_zero(bc_ckpt):
     """A two-turn episode: the advantages of its action tokens are GAE over those tokens only (the prompt's tokens
     between them carry nothing), with the KL-shaped rewards and V = 0 after the true end."""
-    module = ppo(bc_ckpt, gamma=0.9, lam=0.8, kl_coef=0.5, whiten_advantages=False, train_batch_size=8, epochs=1)
+    module = ppo(bc_ckpt, gamma=0.9, lam=0.8, kl_coef=0.5, whiten_advantages=False, updates=Updates(8, epochs=1))
     episode = Episode([Turn(PROMPT, False), Turn(GOOD, True, 1.0), Turn(PROMPT, False), Turn(BAD, True, -1.0)], True)
     (batch,) = module.prepare_round([episode], torch.Generator().manual_seed(0))
     mask = batch["action_mask"][0]
@@ -158,12 +162,14 @@ def test_round_advantages_skip_environment_tokens_and_end_at_zero(bc_ckpt):
 
 
 def test_bad_configs_are_one_line_errors(bc_ckpt):
-    with pytest.raises(LMRLError, match="kl_target and kl_horizon"):
+    with pytest.raises(LMRLError, match="model.ppo.kl_target and model.ppo.kl_horizon"):
         ppo(bc_ckpt, kl_target=0.1)
-    with pytest.raises(LMRLError, match="bc_data"):
-        ppo(bc_ckpt, bc_weight=1.0)
-    with pytest.raises(LMRLError, match="needs a filter"):
-        OnlineFilteredBC(init_from=bc_ckpt, task="word_choice", filter="none")
+    with pytest.raises(LMRLError, match="model.bc.data must name a JSONL file"):
+        PPO(init_from=bc_ckpt, rollouts=ROLLOUTS, bc={"data": "", "weight": 1.0})
+    with pytest.raises(LMRLError, match="model.filter.mode must be one of success, top_fraction, got 'none'"):
+        OnlineFilteredBC(init_from=bc_ckpt, rollouts=ROLLOUTS, filter={"mode": "none"})
+    with pytest.raises(LMRLError, match="model.rollouts: .*unexpected keyword argument 'n_rollouts'"):
+        PPO(init_from=bc_ckpt, rollouts={"task": "word_choice", "n_rollouts": 8})
 
 
 # ---- learning ---------------------------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ def test_online_rounds_learn_the_best_answer(bc_ckpt, cls):
     """From the 50/50 BC policy, six rounds of 32 rollouts bring the mean return near the optimum of 1."""
     L.seed_everything(0)
     module = ppo(bc_ckpt) if cls is PPO else OnlineFilteredBC(
-        init_from=bc_ckpt, task="word_choice", decoding=Decoding("rerank"), n_rollouts=32, lr=1e-3, train_batch_size=16
+        init_from=bc_ckpt, optim=Optimisation(lr=1e-3), rollouts=ROLLOUTS, updates=Updates(16)
     )
     trainer = L.Trainer(max_epochs=6, enable_checkpointing=False, **QUIET)
     trainer.fit(module)

@@ -103,7 +103,7 @@ def test_fit_model_takes_the_entry_point_name(plugin):
 
 def test_eval_finds_the_task_from_the_checkpoint(fitted, workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)  # the checkpoint's tokenizer path is relative, as the config gave it
-    assert main(["eval", str(fitted[0]), "--rollouts", "1"]) == 0
+    assert main(["eval", str(fitted[0]), "--episodes", "8"]) == 0
     stdout = capsys.readouterr().out
     summary = json.loads(stdout[stdout.index("\n{") + 1:])
     assert summary["task"] == "guess_number" and summary["n_episodes"] == 8
@@ -114,7 +114,7 @@ def test_export_of_the_package_algorithm_evaluates(fitted, workdir, capsys, monk
     """`lmrl export` writes AWBC's value head with the policy; `lmrl eval` rebuilds it through the entry point."""
     monkeypatch.chdir(workdir)
     assert main(["export", str(fitted[0]), "--out", "exported"]) == 0
-    assert main(["eval", "exported", "--rollouts", "1"]) == 0
+    assert main(["eval", "exported", "--episodes", "8"]) == 0
     stdout = capsys.readouterr().out
     assert json.loads(stdout[stdout.index("\n{") + 1:])["task"] == "guess_number"
 
@@ -158,7 +158,7 @@ def test_the_example_task_keeps_the_env_contract_and_its_constants(plugin):
     assert not result.undocumented_exceptions and not result.violations, result.examples
     assert set(result.rewards) <= {game.WRONG_GUESS_REWARD, game.RIGHT_GUESS_REWARD}
     bisection = rollout(game.GuessNumberEnv(), PerEpisodePolicy(game.BisectingPlayer(1.0)),
-                        game.eval_episodes("default", 1))
+                        game.eval_episodes("default", 8))
     assert all(e.success for e in bisection)
     assert sum(e.total_reward for e in bisection) / len(bisection) == game.EXPERT_RETURN
 

@@ -2,6 +2,7 @@
 one batched policy call per turn, and the evaluation summary and normalised score against hand computation."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -14,7 +15,7 @@ from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import EvalEpisode, get_task
-from lmrl_lightning.evaluation import evaluate_task, summarise
+from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_task, summarise
 from lmrl_lightning.rollout import format_transcript, rollout
 from lmrl_lightning.scoring import Normalisation
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS, MazeEnv, MixturePolicy, OptimalMazePolicy
@@ -57,7 +58,7 @@ def maze_episode(rewards: list[float], success: bool, done: bool = True) -> Epis
 @pytest.fixture(scope="module")
 def mixture_reference():
     """The maze protocol with 2 episodes per start (50), played one episode at a time by a stochastic player."""
-    episodes = MAZE.eval_episodes("fo", 2)
+    episodes = MAZE.eval_episodes("fo", 50)
     return episodes, rollout(MazeEnv("fo"), MixturePolicy(solver_prob=0.5), episodes, batch_size=1, policy_seed=3)
 
 
@@ -99,7 +100,7 @@ def test_lm_rollout_does_not_depend_on_batch_size(random_lm):
 def test_one_batched_policy_call_per_turn():
     """With a slot for every episode, turn t is one call holding every episode still running at turn t."""
     policy = CountingPolicy(SeededMoves())
-    played = rollout(MazeEnv("fo", max_steps=30), policy, MAZE.eval_episodes("fo", 1), batch_size=64)
+    played = rollout(MazeEnv("fo", max_steps=30), policy, MAZE.eval_episodes("fo", 25), batch_size=64)
     lengths = [e.num_actions for e in played]
     assert len(set(lengths)) > 3
     assert len(policy.batch_sizes) == max(lengths)
@@ -110,17 +111,17 @@ def test_finished_slots_are_refilled():
     """With 4 slots for 25 episodes every call holds 4 histories until the last episodes run out, and every
     action is played in exactly one call."""
     policy = CountingPolicy(SeededMoves())
-    played = rollout(MazeEnv("fo", max_steps=30), policy, MAZE.eval_episodes("fo", 1), batch_size=4)
+    played = rollout(MazeEnv("fo", max_steps=30), policy, MAZE.eval_episodes("fo", 25), batch_size=4)
     lengths = [e.num_actions for e in played]
     assert sum(policy.batch_sizes) == sum(lengths)
     assert policy.batch_sizes == sorted(policy.batch_sizes, reverse=True) and policy.batch_sizes[0] == 4
     assert sum(size < 4 for size in policy.batch_sizes) < max(lengths)
-    assert played == rollout(MazeEnv("fo", max_steps=30), SeededMoves(), MAZE.eval_episodes("fo", 1), batch_size=25)
+    assert played == rollout(MazeEnv("fo", max_steps=30), SeededMoves(), MAZE.eval_episodes("fo", 25), batch_size=25)
 
 
 def test_max_turns_truncates_episodes():
     """Episodes still running after `max_turns` actions end there, not done and not successful."""
-    played = rollout(MazeEnv("fo"), OptimalMazePolicy(), MAZE.eval_episodes("fo", 1), max_turns=3)
+    played = rollout(MazeEnv("fo"), OptimalMazePolicy(), MAZE.eval_episodes("fo", 25), max_turns=3)
     for e in played:
         if e.done:
             assert e.success and e.num_actions <= 3
@@ -179,7 +180,7 @@ def test_summary_leaves_out_what_it_cannot_compute():
 def test_bfs_optimal_policy_scores_the_spec_maximum():
     """Spec §2.1/§2.9: on the FO protocol (32 episodes x 25 starts) the BFS optimum averages -6.84, the
     normalisation maximum, so it scores 100; every episode succeeds, the farthest start is 12 moves away."""
-    played = evaluate_task(OptimalMazePolicy(), MAZE, "fo")
+    played = evaluate_task(OptimalMazePolicy(), EvaluationProtocol("maze", "fo"))
     summary = summarise(played, FO)
     assert summary.n_episodes == 800
     assert summary.mean_return == pytest.approx(-6.84, abs=1e-9)
@@ -202,9 +203,10 @@ def test_format_transcript():
 def test_sharded_evaluation_splits_the_protocol_without_changing_episodes():
     """Ranks 0 and 1 of 2 play disjoint halves whose union is the single-process evaluation, episode for episode."""
     policy = MixturePolicy(solver_prob=0.5)
-    whole = evaluate_task(policy, MAZE, "fo", n_rollouts=2, batch_size=64, policy_seed=5)
+    protocol = EvaluationProtocol("maze", "fo", episodes=50, batch_size=64, policy_seed=5)
+    whole = evaluate_task(policy, protocol)
     shards = [
-        evaluate_task(policy, MAZE, "fo", n_rollouts=2, batch_size=b, policy_seed=5, rank=r, world_size=2)
+        evaluate_task(policy, dataclasses.replace(protocol, batch_size=b), rank=r, world_size=2)
         for r, b in ((0, 7), (1, 64))
     ]
     indices = [{e.meta["index"] for e in shard} for shard in shards]

@@ -3,6 +3,7 @@ Polyak targets, the losses against hand-computed values, convergence to Q* on a 
 value-guided decoding that improves on the behaviour policy of a one-step bandit."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lmrl_lightning.algorithms import BC, ILQL, MCReturns, ilql_loss, mc_loss
+from lmrl_lightning.algorithms import (
+    BC, ILQL, ILQLValueLearning, MCReturns, Optimisation, ValueLearning, ilql_loss, mc_loss,
+)
 from lmrl_lightning.algorithms.base import load_module, read_checkpoint
 from lmrl_lightning.algorithms.ilql import expectile_weights
 from lmrl_lightning.algorithms.mc_returns import returns_to_go
@@ -23,6 +26,7 @@ from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
 from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode, Text, Turn
+from lmrl_lightning.evaluation import EvaluationProtocol
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import count_parameters, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
@@ -104,7 +108,7 @@ def assets(tmp_path_factory, maze_episode):
     write_episodes(root / "chain.jsonl", [make_episode(SHORT_CHAIN)])
     write_episodes(root / "maze.jsonl", [maze_episode])
     L.seed_everything(0)
-    bc = BC(BackboneConfig("tiny", tokenizer=str(root / "tok")), lr=1e-3)
+    bc = BC(BackboneConfig("tiny", tokenizer=str(root / "tok")), optim=Optimisation(lr=1e-3))
     trainer = fit(bc, root / "bandit.jsonl", steps=60, batch_size=16, window="all")
     trainer.save_checkpoint(root / "bc.ckpt")
     return {"root": root, "bc": bc, "ckpt": str(root / "bc.ckpt")}
@@ -339,7 +343,7 @@ def test_heads_start_constant_and_at_matches_forward(kind):
 
 def test_value_module_heads_are_fp32_over_a_bf16_trunk(assets):
     bb = BackboneConfig("tiny", tokenizer=str(assets["root"] / "tok"), dtype="bfloat16")
-    module = ILQL(bb, head="tied")
+    module = ILQL(bb, value=ILQLValueLearning(head="tied"))
     assert next(module.trunk.parameters()).dtype == torch.bfloat16
     for head in (module.q1, module.q2, module.v, module.target_q1):
         assert all(p.dtype == torch.float32 for p in head.parameters())
@@ -357,8 +361,8 @@ def test_value_module_heads_are_fp32_over_a_bf16_trunk(assets):
 
 
 def test_tied_head_reads_the_trunk_embedding_and_adds_no_vocab_by_dim_parameters(assets):
-    module = ILQL(init_from=assets["ckpt"], head="tied")
-    mlp_module = ILQL(init_from=assets["ckpt"], head="mlp")
+    module = ILQL(init_from=assets["ckpt"], value=ILQLValueLearning(head="tied"))
+    mlp_module = ILQL(init_from=assets["ckpt"], value=ILQLValueLearning(head="mlp"))
     d, vocab = module.hidden_size, module.vocab_size
     perturb_(module.q1, module.target_q1)
     h = torch.randn(4, d)
@@ -391,8 +395,9 @@ def test_tied_head_reads_the_trunk_embedding_and_adds_no_vocab_by_dim_parameters
 @pytest.mark.parametrize("head", ["mlp", "tied"])
 def test_polyak_update_after_one_optimizer_step(assets, head):
     L.seed_everything(0)
-    module = ILQL(init_from=assets["ckpt"], head=head, lr=1e-2, polyak=0.25)
-    alpha = module.hparams.polyak
+    value = ILQLValueLearning(head=head, polyak=0.25)
+    module = ILQL(init_from=assets["ckpt"], optim=Optimisation(lr=1e-2), value=value)
+    alpha = module.value.polyak
     pairs = [(module.target_trunk, module.trunk), (module.target_q1, module.q1), (module.target_q2, module.q2)]
     for target, online in pairs:
         assert all(not p.requires_grad for p in target.parameters())
@@ -427,7 +432,8 @@ def test_polyak_update_function():
 @pytest.mark.parametrize("cls", [MCReturns, ILQL])
 def test_frozen_policy_is_bitwise_unchanged_by_training(assets, cls):
     L.seed_everything(0)
-    module = cls(init_from=assets["ckpt"], lr=1e-2, weight_decay=0.1, cql_weight=0.1)
+    value = (ILQLValueLearning if cls is ILQL else ValueLearning)(cql_weight=0.1)
+    module = cls(init_from=assets["ckpt"], optim=Optimisation(lr=1e-2, weight_decay=0.1), value=value)
     bc_weights = {k[len("model."):]: v for k, v in read_checkpoint(assets["ckpt"])["state_dict"].items()
                   if k.startswith("model.")}
     for k, v in module.model.state_dict().items():
@@ -506,7 +512,7 @@ def test_ilql_loss_by_hand_and_gradients():
 
 def ilql_reference_loss(module, chunks, per):
     """ILQL's loss from the spec's definitions (§3.5), one unpadded chunk at a time (no batching, no masks)."""
-    gamma, tau, cql_w = module.hparams.gamma, module.hparams.tau, module.hparams.cql_weight
+    gamma, tau, cql_w = module.value.gamma, module.value.tau, module.value.cql_weight
     terms = {"q1": [], "q2": [], "v": [], "cql": []}
 
     def run(trunk, ids):
@@ -546,7 +552,8 @@ def test_ilql_training_step_matches_per_chunk_reference(assets, enc, maze_episod
     """The batched loss (padding, masks, bootstrapping into next chunks, done, cut episodes) equals the spec's
     definitions applied chunk by chunk."""
     torch.manual_seed(0)
-    module = ILQL(init_from=assets["ckpt"], gamma=0.9, discount_per=per, cql_weight=0.1, tau=0.7)
+    value = ILQLValueLearning(gamma=0.9, discount_per=per, cql_weight=0.1, tau=0.7)
+    module = ILQL(init_from=assets["ckpt"], value=value)
     perturb_(module.q1, module.q2, module.v, seed=1)
     perturb_(module.target_q1, module.target_q2, seed=2)
     chunks = (
@@ -564,7 +571,7 @@ def test_ilql_training_step_matches_per_chunk_reference(assets, enc, maze_episod
 
 def test_mc_training_step_matches_hand_returns(assets, enc):
     torch.manual_seed(0)
-    module = MCReturns(init_from=assets["ckpt"], gamma=0.8, discount_per="token", cql_weight=0.2)
+    module = MCReturns(init_from=assets["ckpt"], value=ValueLearning(gamma=0.8, discount_per="token", cql_weight=0.2))
     perturb_(module.q_head)
     chunks = episode_to_chunks(make_episode(CHAIN), enc, window=1) + episode_to_chunks(make_episode(TWENTY_Q), enc)
     returns = hand_returns(CHAIN, enc, 0.8, "token") + hand_returns(TWENTY_Q, enc, 0.8, "token")
@@ -611,12 +618,13 @@ def test_converges_to_q_star_on_a_deterministic_chain(assets, enc, cls):
     """Three agent turns, window=1 chunks: Q bootstraps inside each action and into the next chunk's state."""
     assert all(len(enc(t)) == 2 for t, a, _ in SHORT_CHAIN if a)
     L.seed_everything(0)
-    extra = {"tau": 0.7, "polyak": 0.05} if cls is ILQL else {}
-    module = cls(init_from=assets["ckpt"], lr=1e-3, gamma=CHAIN_GAMMA, discount_per="turn", **extra)
+    value = (ILQLValueLearning(CHAIN_GAMMA, "turn", tau=0.7, polyak=0.05) if cls is ILQL
+             else ValueLearning(CHAIN_GAMMA, "turn"))
+    module = cls(init_from=assets["ckpt"], optim=Optimisation(lr=1e-3), value=value)
     # Adam at a constant 1e-3 keeps ILQL's coupled Q/V/target estimates oscillating by a few tenths: anneal by
-    # continuing at 1e-4 (a second fit builds a fresh optimiser from hparams.lr).
+    # continuing at 1e-4 (a second fit builds a fresh optimiser from module.optim).
     fit(module, assets["root"] / "chain.jsonl", steps=250, batch_size=3, window=1)
-    module.hparams.lr = 1e-4
+    module.optim = dataclasses.replace(module.optim, lr=1e-4)
     fit(module, assets["root"] / "chain.jsonl", steps=150, batch_size=3, window=1)
     q = learned_q(module.eval(), enc, SHORT_CHAIN)
     errors = [abs(x - star) for turn, star in zip(q, CHAIN_Q_STAR) for x in turn]
@@ -638,7 +646,8 @@ def door_frequency(policy, n=200):
 @pytest.fixture(scope="module")
 def bandit_ilql(assets):
     L.seed_everything(0)
-    module = ILQL(init_from=assets["ckpt"], lr=1e-3, polyak=0.05, gamma=0.99)
+    value = ILQLValueLearning(gamma=0.99, polyak=0.05)
+    module = ILQL(init_from=assets["ckpt"], optim=Optimisation(lr=1e-3), value=value)
     fit(module, assets["root"] / "bandit.jsonl", steps=100, batch_size=16, window="all")
     return module.eval()
 
@@ -659,7 +668,7 @@ def test_ilql_rerank_picks_the_good_door(bandit_ilql):
 
 def test_mc_rerank_picks_the_good_door(assets):
     L.seed_everything(0)
-    module = MCReturns(init_from=assets["ckpt"], lr=1e-3, gamma=0.99)
+    module = MCReturns(init_from=assets["ckpt"], optim=Optimisation(lr=1e-3), value=ValueLearning(gamma=0.99))
     fit(module, assets["root"] / "bandit.jsonl", steps=100, batch_size=16, window="all")
     counts, freq = door_frequency(module.eval().policy(Decoding("rerank"), DOORS))
     # Measured (seed 0): 1.00 (BC: 0.42).
@@ -738,7 +747,7 @@ def test_both_decoding_paths_give_valid_actions(assets, bandit_ilql):
 @pytest.mark.parametrize("head", ["tied", "mlp"])
 def test_value_checkpoint_round_trip(assets, head):
     """A trained value module reloads from its checkpoint (as `lmrl eval` does) with identical weights and values."""
-    module = ILQL(init_from=assets["ckpt"], head=head, lr=1e-2)
+    module = ILQL(init_from=assets["ckpt"], optim=Optimisation(lr=1e-2), value=ILQLValueLearning(head=head))
     perturb_(module.q1, module.q2, module.v)
     trainer = fit(module, assets["root"] / "maze.jsonl", steps=1, batch_size=4, window=1)
     trainer.save_checkpoint(assets["root"] / f"ilql_{head}.ckpt")
@@ -759,9 +768,9 @@ def test_beta_sweep_picks_the_best_beta_and_every_checkpoint_carries_it(assets, 
     """BetaSweep evaluates each beta and keeps the best-scoring one as the module's decoding beta; every checkpoint
     the run wrote (each step's, best, last) loads with it and keeps its own weights, and the configured beta stays
     in the hyper-parameters (a resumed run is the same run)."""
-    module = ILQL(init_from=assets["ckpt"], beta=8.0, lr=1e-2)
+    module = ILQL(init_from=assets["ckpt"], optim=Optimisation(lr=1e-2), beta=8.0)
     perturb_(module.q1, module.q2, module.v, std=3.0)
-    sweep = BetaSweep("maze", [0.0, 50.0], "fo", n_rollouts=1, batch_size=64)
+    sweep = BetaSweep(EvaluationProtocol("maze", "fo", episodes=25, batch_size=64, policy_seed=1), [0.0, 50.0])
     data = EpisodeDataModule(str(assets["root"] / "maze.jsonl"), window=1, batch_size=4, val_fraction=0.0)
     checkpoints = ModelCheckpoint(dirpath=str(tmp_path), filename="ilql-{step}", save_top_k=-1,
                                   every_n_train_steps=1, save_last=True)

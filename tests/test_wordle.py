@@ -234,7 +234,7 @@ def test_generation_streams_in_blocks_and_blocking_does_not_change_the_data(tmp_
 def test_evaluation_protocol_and_normalisation():
     task = get_task("wordle")
     episodes = task.eval_episodes("default", 4096)
-    assert task.default_eval_rollouts == 4096 and len(episodes) == 4096
+    assert task.default_eval_episodes == 4096 and len(episodes) == 4096
     words = [e.options["answer"] for e in episodes]
     assert words[:400] == list(answer_words()) and words[400:800] == list(answer_words())
     assert len({e.seed for e in episodes}) == 4096
@@ -278,13 +278,13 @@ def test_every_wordle_example_config_trains(tmp_path):
     fit("filtered_bc", *offline, "--model.backbone.tokenizer", str(data / "tokenizer"))
     for config in ("mc_returns", "ilql"):
         fit(config, *offline, "--model.init_from", str(bc))
-    online = ["--model.init_from", str(bc), "--model.n_rollouts", "8", "--model.rollout_batch_size", "8",
-              "--trainer.max_epochs", "1"]
+    online = ["--model.init_from", str(bc), "--model.rollouts.episodes_per_round", "8",
+              "--model.rollouts.batch_size", "8", "--trainer.max_epochs", "1"]
     for config in ("ppo", "online_filtered_bc"):
-        extra = ["--model.bc_data", str(data / "train.jsonl")] if config == "ppo" else []
+        extra = ["--model.bc.data", str(data / "train.jsonl")] if config == "ppo" else []
         checkpoint, module = fit(config, *online, *extra)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        assert state["hyper_parameters"]["env_options"] == {"bad_word_reward": -10.0}
+        assert state["hyper_parameters"]["rollouts"]["env_options"] == {"bad_word_reward": -10.0}
         # The 3-step BC model mostly writes invalid words: the training env charges them -10, not -1.
         assert module.round_history[0]["mean_return"] < -6.0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lmrl_lightning.algorithms import BC
+from lmrl_lightning.algorithms import BC, Optimisation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
 from lmrl_lightning.env import Episode, Text, TextEnv, Turn
@@ -39,7 +39,7 @@ TASK = register_task(TaskSpec(
     make_env=lambda variant: WordEnv(),
     normalisation={"default": Normalisation(0.0, 0.5, 1.0)},
     eval_episodes=lambda variant, n: [EvalEpisode(i, i) for i in range(n)],
-    default_eval_rollouts=64,
+    default_eval_episodes=64,
     history_window={"default": None},
     candidate_actions=(GOOD, BAD),
 ))
@@ -51,7 +51,7 @@ def bc_checkpoint(root: Path) -> Path:
     write_episodes(root / "words.jsonl", episodes)
     save_tokenizer(train_bpe_tokenizer([PROMPT, GOOD, BAD] * 8, 300), root / "tok")
     L.seed_everything(0)
-    bc = BC(BackboneConfig("tiny", tokenizer=str(root / "tok")), lr=1e-3)
+    bc = BC(BackboneConfig("tiny", tokenizer=str(root / "tok")), optim=Optimisation(lr=1e-3))
     data = EpisodeDataModule(str(root / "words.jsonl"), window="all", batch_size=16, val_fraction=0.0)
     trainer = L.Trainer(max_steps=40, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)

@@ -6,7 +6,6 @@ of the batch and log its metrics). Data, decoding, the evaluation callback and c
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -22,7 +21,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, add_lora, copy_adapter
 from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
-from lmrl_lightning.validation import check_optimisation
+from lmrl_lightning.algorithms.settings import Optimisation, as_settings, settings_as_dicts
 
 
 class LMRLModule(L.LightningModule):
@@ -32,10 +31,10 @@ class LMRLModule(L.LightningModule):
         backbone: the language model (preset, local directory or hub id) and its tokenizer.
         init_from: a checkpoint of a trained module (e.g. BC) to start from: its backbone config and weights
             replace `backbone`'s (the RL algorithms start from the BC policy, spec §3.1).
-        lr: peak learning rate (paper: 1e-4 for BC on every task).
-        weight_decay: decoupled weight decay, not applied to biases and norm weights.
-        warmup_steps: linear warm-up steps, then a constant learning rate (the paper's schedule in effect).
-        betas: AdamW betas (the paper's Adafactor uses momentum 0.9 and decay 0.95).
+        optim: the optimiser (learning rate, weight decay, warm-up, betas; see `Optimisation`).
+
+    A subclass adds its own settings groups (`lmrl_lightning.algorithms.settings`) and passes these up unchanged;
+    every group is saved in the checkpoint as a plain mapping and accepted back as one.
 
     Sub-models beyond the policy `model` (a value trunk, a critic, a target network...) are declared for
     `lmrl export` in the two class attributes below; an undeclared one makes the export refuse, naming it.
@@ -52,13 +51,10 @@ class LMRLModule(L.LightningModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        betas: tuple[float, float] = (0.9, 0.95),
+        optim: Optimisation = Optimisation(),
     ):
         super().__init__()
-        check_optimisation(lr, weight_decay, warmup_steps, betas)
+        self.optim = as_settings(optim, Optimisation, "model.optim")
         if isinstance(backbone, dict):  # as stored in a checkpoint's hyper-parameters
             backbone = BackboneConfig(**backbone)
         init_checkpoint = read_checkpoint(init_from, "init_from") if init_from else None
@@ -68,7 +64,7 @@ class LMRLModule(L.LightningModule):
             )
         # Plain types only in the checkpoint, so that it loads with weights_only=True.
         self.save_hyperparameters(ignore=["backbone"])
-        self.hparams["backbone"] = dataclasses.asdict(backbone)
+        self.hparams.update(settings_as_dicts({**self.hparams, "backbone": backbone, "optim": self.optim}))
         self.backbone_config = backbone
         self.tokenizer = load_tokenizer(backbone)
         self.model = build_backbone(backbone, self.tokenizer)
@@ -121,11 +117,11 @@ class LMRLModule(L.LightningModule):
             if p.requires_grad:
                 (no_decay if p.ndim < 2 or "ln" in name or "norm" in name else decay).append(p)
         groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": decay, "weight_decay": self.optim.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        warmup = max(1, self.hparams.warmup_steps)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas)
+        warmup = max(1, self.optim.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -215,9 +211,20 @@ class LMRLModule(L.LightningModule):
 
 
 def comparable_hparams(hparams: dict) -> dict:
-    """Hyper-parameters as plain JSON values (tuples as lists), without LightningCLI's bookkeeping entries."""
-    plain = {k: v for k, v in hparams.items() if k not in ("_class_path", "_instantiator")}
-    return json.loads(json.dumps(plain, default=str))
+    """Hyper-parameters as plain JSON values (tuples as lists), without LightningCLI's bookkeeping entries, each
+    field of a settings group under its dotted name (``optim.lr``), as the CLI spells it after ``model.``."""
+    plain = {k: v for k, v in settings_as_dicts(hparams).items() if k not in ("_class_path", "_instantiator")}
+    return _flatten(json.loads(json.dumps(plain, default=str)))
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def read_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> dict:
@@ -299,11 +306,16 @@ def load_module(
 
 
 def build_from_hparams(cls: type, hparams: dict, source: str) -> LMRLModule:
-    """`cls(**hparams)` for hyper-parameters read from a file; ones that do not fit `cls` are one line."""
+    """`cls(**hparams)` for hyper-parameters read from a file (settings groups as mappings); ones that do not fit
+    `cls` are one line."""
     try:
         return cls(**{**hparams, "init_from": None})
     except TypeError as e:  # an unknown keyword, or a value of the wrong type
         raise LMRLError(f"{source}: hyper-parameters do not fit {cls.__name__} ({_one_line(e)})") from None
+    except LMRLError as e:
+        if not str(e).startswith("model."):
+            raise
+        raise LMRLError(f"{source}: {e}") from None  # a settings group out of range, or with unknown fields
 
 
 def _one_line(e: BaseException) -> str:

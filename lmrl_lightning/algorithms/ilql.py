@@ -16,11 +16,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, next_state_values
+from lmrl_lightning.algorithms.settings import ILQLValueLearning, Optimisation, as_settings
+from lmrl_lightning.algorithms.value import ValueModule, next_state_values
 from lmrl_lightning.models.backbone import BackboneConfig
-from lmrl_lightning.models.heads import HeadKind, make_q_head, make_v_head, polyak_update
+from lmrl_lightning.models.heads import make_q_head, make_v_head, polyak_update
 from lmrl_lightning.policies.sampling import eval_mode
-from lmrl_lightning.validation import check_number
 
 
 def expectile_weights(target_q: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
@@ -63,12 +63,8 @@ def ilql_loss(
 
 
 class ILQL(ValueModule):
-    """Implicit Language Q-Learning.
-
-    Args (beyond `ValueModule`'s):
-        tau: expectile of V (paper: 0.7; maze scripts 0.95).
-        polyak: target update rate after every optimiser step (paper: 0.005).
-    """
+    """Implicit Language Q-Learning: `ValueModule`'s arguments, with `value` an `ILQLValueLearning` (its expectile
+    `tau` and the targets' Polyak rate `polyak` beside the shared value settings)."""
 
     rebuilt_submodels = {"target_trunk": "trunk"}  # Polyak-averaged copy: starts as the loaded trunk
 
@@ -76,28 +72,15 @@ class ILQL(ValueModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        gamma: float = 0.99,
-        discount_per: DiscountPer = "token",
+        optim: Optimisation = Optimisation(),
+        value: ILQLValueLearning = ILQLValueLearning(),
         beta: float = 8.0,
-        head: HeadKind = "mlp",
-        head_bias: float = 0.0,
-        cql_weight: float = 0.0,
-        tau: float = 0.7,
-        polyak: float = 0.005,
     ):
-        check_number("model.tau", tau, low=0, high=1, low_open=True, high_open=True)
-        check_number("model.polyak", polyak, low=0, high=1, low_open=True)
-        super().__init__(
-            backbone, init_from, lr, weight_decay, warmup_steps, betas, gamma, discount_per, beta, head, head_bias,
-            cql_weight,
-        )
+        value = as_settings(value, ILQLValueLearning, "model.value")
+        super().__init__(backbone, init_from, optim, value, beta)
 
     def build_heads(self) -> None:
-        kind, bias = self.hparams.head, self.hparams.head_bias
+        kind, bias = self.value.head, self.value.head_bias
         self.q1 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
         self.q2 = make_q_head(kind, self.hidden_size, self.vocab_size, bias, self.trunk_embedding)
         self.v = make_v_head(kind, self.hidden_size, bias)
@@ -107,7 +90,7 @@ class ILQL(ValueModule):
 
     def _target_head(self, online):
         head = make_q_head(
-            self.hparams.head, self.hidden_size, self.vocab_size, self.hparams.head_bias,
+            self.value.head, self.hidden_size, self.vocab_size, self.value.head_bias,
             lambda: self.target_trunk.get_output_embeddings().weight,
         )
         head.load_state_dict(online.state_dict())
@@ -138,14 +121,14 @@ class ILQL(ValueModule):
             v_next = next_state_values(values_all.detach(), batch, next_chunk)[mask]
             q_target = batch["rewards"][mask] + self.discounts(batch)[mask] * v_next
 
-        cql = self.hparams.cql_weight > 0
+        cql = self.value.cql_weight > 0
         q1_logits = self.q1(hidden) if cql else None
         q2_logits = self.q2(hidden) if cql else None
         q1 = q1_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q1.at(hidden, actions)
         q2 = q2_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q2.at(hidden, actions)
         v = values_all[:, :-1][mask]
         loss, metrics = ilql_loss(
-            q1, q2, v, target_q, q_target, self.hparams.tau, self.hparams.cql_weight, q1_logits, q2_logits, actions
+            q1, q2, v, target_q, q_target, self.value.tau, self.value.cql_weight, q1_logits, q2_logits, actions
         )
 
         batch_size = ids.shape[0]
@@ -165,7 +148,7 @@ class ILQL(ValueModule):
 
     def update_targets(self) -> None:
         """Move the target trunk and target Q heads a step `polyak` towards the online ones."""
-        alpha = self.hparams.polyak
+        alpha = self.value.polyak
         polyak_update(self.target_trunk, self.trunk, alpha)
         polyak_update(self.target_q1, self.q1, alpha)
         polyak_update(self.target_q2, self.q2, alpha)

@@ -52,7 +52,7 @@ class MCReturns(ValueModule):
 
     def build_heads(self) -> None:
         self.q_head = make_q_head(
-            self.hparams.head, self.hidden_size, self.vocab_size, self.hparams.head_bias, self.trunk_embedding
+            self.value.head, self.hidden_size, self.vocab_size, self.value.head_bias, self.trunk_embedding
         )
 
     def guidance(self, hidden):
@@ -65,11 +65,11 @@ class MCReturns(ValueModule):
         mask = batch["action_mask"]
         hidden = self.hidden(self.trunk, batch["input_ids"], batch["attention_mask"])[:, :-1][mask]
         actions = batch["input_ids"][:, 1:][mask]
-        returns = returns_to_go(batch, self.hparams.gamma, self.hparams.discount_per)[mask]
-        cql = self.hparams.cql_weight > 0
+        returns = returns_to_go(batch, self.value.gamma, self.value.discount_per)[mask]
+        cql = self.value.cql_weight > 0
         q_all = self.q_head(hidden) if cql else None
         q = q_all.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q_head.at(hidden, actions)
-        loss, metrics = mc_loss(q, returns, self.hparams.cql_weight, q_all, actions)
+        loss, metrics = mc_loss(q, returns, self.value.cql_weight, q_all, actions)
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in metrics.items():

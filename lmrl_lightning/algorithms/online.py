@@ -3,14 +3,13 @@
 One training epoch is one round. The module's train dataloader iterates a `RoundDataset`: starting the
 iteration makes the module roll its current policy out against the task's simulator (the same batched rollout
 engine as evaluation), turn the episodes into the round's training data, and yield that round's minibatches.
-Every DDP rank collects its own `n_rollouts / world_size` episodes with its own seeds; the round's statistics
-are reduced across ranks, and every rank yields the same number of minibatches (shorter shards wrap around), so
-the ranks' optimiser steps stay in lockstep. Round r's episodes depend only on (seed, r, rank) and the weights, so
+Every DDP rank collects its own `rollouts.episodes_per_round / world_size` episodes with its own seeds; the
+round's statistics are reduced across ranks, and every rank yields the same number of minibatches (shorter shards
+wrap around), so the ranks' optimiser steps stay in lockstep. Round r's episodes depend only on (seed, r, rank) and the weights, so
 a run resumed from the checkpoint of round r replays round r + 1 exactly.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Any, Iterator, Optional, Sequence
@@ -19,14 +18,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from lmrl_lightning.algorithms.base import LMRLModule
+from lmrl_lightning.algorithms.settings import Optimisation, Rollouts, Updates, as_settings
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
 from lmrl_lightning.models.backbone import BackboneConfig
-from lmrl_lightning.policies import Decoding, as_decoding
+from lmrl_lightning.policies import as_decoding
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task, task_origin
 from lmrl_lightning.rollout import rollout, turn_seed
-from lmrl_lightning.validation import check_int
 
 
 def minibatch_plan(n_items: int, batch_size: int, n_batches: int, epochs: int, generator: torch.Generator):
@@ -55,51 +54,25 @@ class OnlineModule(LMRLModule):
     """Base of the online algorithms: rollouts inside the training loop, one round per epoch.
 
     Args (beyond `LMRLModule`'s):
-        task: registered task whose simulator the policy plays.
-        variant: task variant (default: the task's first).
-        env_options: keyword arguments of the task's environment for training rollouts (e.g. Wordle's
-            ``bad_word_reward: -10``, the original's RL training value; evaluation keeps the task's defaults).
-        n_rollouts: episodes per round, over all DDP ranks (paper: 128; each rank plays its share).
-        rollout_batch_size: episodes stepped together by the batched rollout engine.
-        decoding: how rollouts decode (default: the task's evaluation decoding kind, temperature 1): kind
-            ``sample`` (the policy's own tokens) or ``rerank`` (sampled among the task's fixed candidate actions,
-            e.g. the maze's four moves: their token sequences are the canonical ones the updates score, whereas
-            free text is re-tokenised).
-        train_batch_size: chunks per minibatch (per rank).
-        epochs: passes over a round's data (paper PPO: 4 in the dialogue commands, 1 elsewhere).
-        max_length: longest training chunk in tokens (longer ones keep their last tokens).
-        seed: seed of the rollouts' start states and sampling, and of the minibatch order.
+        rollouts: what each round plays (task, episodes per round, batching, seed, decoding; see `Rollouts`).
+        updates: how the module trains on a round (minibatch size, passes, chunk length; see `Updates`).
     """
 
     def __init__(
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        task: str = "maze",
-        variant: Optional[str] = None,
-        env_options: Optional[dict[str, Any]] = None,
-        n_rollouts: int = 128,
-        rollout_batch_size: int = 32,
-        decoding: Optional[Decoding] = None,
-        train_batch_size: int = 32,
-        epochs: int = 1,
-        max_length: int = 512,
-        seed: int = 0,
+        optim: Optimisation = Optimisation(lr=1e-5),
+        rollouts: Rollouts = Rollouts(),
+        updates: Updates = Updates(),
     ):
-        for field, value in (("n_rollouts", n_rollouts), ("rollout_batch_size", rollout_batch_size),
-                             ("train_batch_size", train_batch_size), ("epochs", epochs)):
-            check_int(f"model.{field}", value)
-        check_int("model.max_length", max_length, low=2)
-        super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
-        self.task_spec: TaskSpec = get_task(task)
-        self.variant = self.task_spec.check_variant(variant or self.task_spec.variants[0])
-        self.rollout_decoding = as_decoding(decoding, self.task_spec.default_decoding)
-        if isinstance(decoding, Decoding):  # plain types in the checkpoint, so that it loads with weights_only=True
-            self.hparams["decoding"] = dataclasses.asdict(decoding)
+        rollouts = as_settings(rollouts, Rollouts, "model.rollouts")
+        updates = as_settings(updates, Updates, "model.updates")
+        super().__init__(backbone, init_from, optim)
+        self.rollouts, self.updates = rollouts, updates
+        self.task_spec: TaskSpec = get_task(rollouts.task)
+        self.variant = self.task_spec.check_variant(rollouts.variant or self.task_spec.variants[0])
+        self.rollout_decoding = as_decoding(rollouts.decoding, self.task_spec.default_decoding)
         # Rounds finished, in the state dict: a resumed run continues with the next round's seeds whatever
         # Lightning's epoch counter says while it restarts.
         self.register_buffer("rounds_done", torch.zeros((), dtype=torch.long))
@@ -124,23 +97,23 @@ class OnlineModule(LMRLModule):
         """This rank's episodes of the current round: indices unique over rounds and ranks, seeds derived from
         them (reset options None: the task draws the start state from the seed)."""
         rank, world = self.world
-        per_rank = math.ceil(self.hparams.n_rollouts / world)
+        per_rank = math.ceil(self.rollouts.episodes_per_round / world)
         first = (self.round_index * world + rank) * per_rank
         return [
-            EvalEpisode(first + i, turn_seed(self.hparams.seed + 1, first + i, 0)) for i in range(per_rank)
+            EvalEpisode(first + i, turn_seed(self.rollouts.seed + 1, first + i, 0)) for i in range(per_rank)
         ]
 
     def collect(self) -> list[Episode]:
         """Roll this rank's episodes of the round out with the current policy."""
         policy = self.policy(self.rollout_decoding, self.task_spec.candidate_actions)
-        env = self.task_spec.make_env(self.variant, **(self.hparams.env_options or {}))
-        return rollout(env, policy, self.round_specs(), self.hparams.rollout_batch_size, policy_seed=self.hparams.seed)
+        env = self.task_spec.make_env(self.variant, **(self.rollouts.env_options or {}))
+        return rollout(env, policy, self.round_specs(), self.rollouts.batch_size, policy_seed=self.rollouts.seed)
 
     def to_chunks(self, episodes: Sequence[Episode]) -> list[list[TokenChunk]]:
         """Each episode's training chunks, in the task's history window (long chunks keep their last tokens)."""
         tokenize = TurnTokenizer(self.tokenizer)
         window = self.task_spec.history_window.get(self.variant)
-        return [episode_to_chunks(e, tokenize, window, self.hparams.max_length, "truncate") for e in episodes]
+        return [episode_to_chunks(e, tokenize, window, self.updates.max_length, "truncate") for e in episodes]
 
     def round_statistics(self, episodes: Sequence[Episode]) -> dict[str, float]:
         """Mean return, success rate, episode length and normalised score of the round over all ranks (no
@@ -155,7 +128,7 @@ class OnlineModule(LMRLModule):
             stats["success_rate"] = n_success / n
         normalisation = self.task_spec.normalisation.get(self.variant)
         # Normalised only on the task's own reward scale: env_options may change it (Wordle's -10 bad words).
-        if normalisation is not None and not self.hparams.env_options:
+        if normalisation is not None and not self.rollouts.env_options:
             stats["normalised_score"] = normalisation(mean_return)
         return stats
 
@@ -167,7 +140,7 @@ class OnlineModule(LMRLModule):
         self._round = self.round_statistics(episodes)
         self._round["rollout_seconds"] = all_reduce([rollout_seconds], "max")[0]
         self._round["episodes_per_second"] = self._round["episodes"] / max(self._round["rollout_seconds"], 1e-9)
-        generator = torch.Generator().manual_seed(turn_seed(self.hparams.seed + 2, self.round_index, self.world[0]))
+        generator = torch.Generator().manual_seed(turn_seed(self.rollouts.seed + 2, self.round_index, self.world[0]))
         return self.prepare_round(episodes, generator)
 
     def prepare_round(self, episodes: list[Episode], generator: torch.Generator) -> list[Any]:

@@ -1,7 +1,7 @@
 """PPO (spec §3.6): online rounds of rollouts, KL-shaped rewards, GAE over action tokens, clipped updates.
 
 Each round (one training epoch, see `online.py`):
-  1. roll out `n_rollouts` episodes with the current policy;
+  1. roll out `rollouts.episodes_per_round` episodes with the current policy;
   2. forward the current policy and the frozen reference (the BC policy it started from) over every chunk:
      log-probabilities of the action tokens, `logp` and `logp_ref`, and values V(h_t) from the value head on the
      policy's last hidden state;
@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, TypedDict, TypeVar
+from typing import Optional, Sequence, TypedDict, TypeVar
 
 import torch
 
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
+from lmrl_lightning.algorithms.settings import (
+    BCRegularisation, Optimisation, PPOSettings, Rollouts, Updates, as_settings,
+)
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.data.tokenize import TokenChunk
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
-from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
-from lmrl_lightning.policies import Decoding
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
-from lmrl_lightning.validation import check_int, check_number
 
 T = TypeVar("T")
 
@@ -206,37 +206,14 @@ def adapt_kl_coef(coef: float, kl: float, target: float, horizon: float, n_steps
     return coef * (1.0 + error * n_steps / horizon)
 
 
-# ---- the module ---------------------------------------------------------------------------------------------
-def check_ppo_settings(arguments: dict) -> None:
-    """PPO's own ranges, from its constructor's arguments (the base classes check the shared settings)."""
-    for field in ("gamma", "lam"):
-        check_number(f"model.{field}", arguments[field], low=0, high=1)
-    for field in ("clip", "clip_value"):
-        check_number(f"model.{field}", arguments[field], low=0, low_open=True)
-    for field in ("value_coef", "kl_coef", "bc_weight"):
-        check_number(f"model.{field}", arguments[field], low=0)
-    check_number("model.value_bias", arguments["value_bias"])
-    check_int("model.bc_batch_size", arguments["bc_batch_size"])
-    for field in ("kl_target", "kl_horizon", "grad_clip"):
-        if arguments[field] is not None:
-            check_number(f"model.{field}", arguments[field], low=0, low_open=True)
-
-
+# ---- the module ---------------------------------------------------------------------------------------------------
 class PPO(OnlineModule):
     """Proximal policy optimisation of the LM policy against the task's simulator (see the module docstring).
 
     Args (beyond `OnlineModule`'s):
-        gamma: discount per action token (paper: 0.99 maze FO, 1.0 PO maze and dialogue).
-        lam: GAE lambda (paper 0.95).
-        clip: policy ratio clip range (0.2). clip_value: value clip range (0.2).
-        value_coef: weight of the value loss (0.5 maze FO, 1.0 others).
-        kl_coef: initial KL penalty coefficient (scripts 0.001).
-        kl_target, kl_horizon: adapt kl_coef towards kl_target once per round (None: fixed coefficient).
-        value_bias: initial output of the value head (maze script: -1).
-        whiten_advantages: whiten advantages over the round (paper: yes).
-        bc_data: JSONL episodes for the optional BC loss (paper: the offline dataset; 0 weight on the maze).
-        bc_weight: weight of that BC loss. bc_batch_size: its chunks per minibatch.
-        grad_clip: global gradient-norm clip (None: no clipping, as the paper).
+        ppo: discounting, clipping, value loss, KL penalty and its controller (see `PPOSettings`).
+        bc: an optional BC loss on offline episodes added to every update (None: none, as the paper's maze runs;
+            see `BCRegularisation`).
     """
 
     rebuilt_submodels = {"reference": None}  # the KL reference: training only, the constructor's copy stands
@@ -245,50 +222,22 @@ class PPO(OnlineModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        task: str = "maze",
-        variant: Optional[str] = None,
-        env_options: Optional[dict[str, Any]] = None,
-        n_rollouts: int = 128,
-        rollout_batch_size: int = 32,
-        decoding: Optional[Decoding] = None,
-        train_batch_size: int = 32,
-        epochs: int = 1,
-        max_length: int = 512,
-        seed: int = 0,
-        gamma: float = 0.99,
-        lam: float = 0.95,
-        clip: float = 0.2,
-        clip_value: float = 0.2,
-        value_coef: float = 1.0,
-        kl_coef: float = 0.001,
-        kl_target: Optional[float] = None,
-        kl_horizon: Optional[float] = None,
-        value_bias: float = 0.0,
-        whiten_advantages: bool = True,
-        bc_data: Optional[str] = None,
-        bc_weight: float = 0.0,
-        bc_batch_size: int = 32,
-        grad_clip: Optional[float] = None,
+        optim: Optimisation = Optimisation(lr=1e-5),
+        rollouts: Rollouts = Rollouts(),
+        updates: Updates = Updates(),
+        ppo: PPOSettings = PPOSettings(),
+        bc: Optional[BCRegularisation] = None,
     ):
-        check_ppo_settings(locals())
-        super().__init__(
-            backbone, init_from, lr, weight_decay, warmup_steps, betas, task, variant, env_options, n_rollouts,
-            rollout_batch_size, decoding, train_batch_size, epochs, max_length, seed,
-        )
-        if (kl_target is None) != (kl_horizon is None):
-            raise LMRLError("an adaptive KL coefficient needs both kl_target and kl_horizon")
-        if bc_weight > 0 and not bc_data:
-            raise LMRLError("bc_weight > 0 needs bc_data, the offline episodes to clone")
+        ppo = as_settings(ppo, PPOSettings, "model.ppo")
+        bc = as_settings(bc, BCRegularisation, "model.bc") if bc is not None else None
+        super().__init__(backbone, init_from, optim, rollouts, updates)
+        self.ppo, self.bc = ppo, bc
         self.automatic_optimization = False
         # The KL reference: the BC policy PPO starts from; with LoRA, the base with the adapter switched off.
         self.reference = frozen_copy(self.model) if self.peft is None else AdapterView(self.model, None)
-        self.value_head = make_v_head("linear", self.model.get_input_embeddings().weight.shape[1], value_bias)
+        self.value_head = make_v_head("linear", self.model.get_input_embeddings().weight.shape[1], ppo.value_bias)
         # Part of the state dict, so that a resumed run continues with the adapted coefficient.
-        self.register_buffer("kl_coef", torch.tensor(float(kl_coef), dtype=torch.float64))
+        self.register_buffer("kl_coef", torch.tensor(float(ppo.kl_coef), dtype=torch.float64))
         self._bc_chunks: Optional[list[TokenChunk]] = None
 
     # ---- per-token quantities -----------------------------------------------------------------------------------
@@ -316,8 +265,8 @@ class PPO(OnlineModule):
         out = []
         pad = self.tokenizer.pad_token_id
         with eval_mode(self.model, self.reference, self.value_head):
-            for i in range(0, len(chunks), self.hparams.rollout_batch_size):
-                part = chunks[i:i + self.hparams.rollout_batch_size]
+            for i in range(0, len(chunks), self.rollouts.batch_size):
+                part = chunks[i:i + self.rollouts.batch_size]
                 batch = {k: v.to(device) for k, v in collate_chunks(part, pad).items()}
                 mask = batch["action_mask"]
                 _, logp, all_values = self.forward_actions(batch)
@@ -341,7 +290,7 @@ class PPO(OnlineModule):
         kl_coef = float(self.kl_coef)
         advantages, returns = [], []
         for episode, episode_scores in zip(episodes, scores_per_episode):
-            adv, ret = episode_targets(episode_scores, episode.done, kl_coef, self.hparams.gamma, self.hparams.lam)
+            adv, ret = episode_targets(episode_scores, episode.done, kl_coef, self.ppo.gamma, self.ppo.lam)
             advantages += adv
             returns += ret
         kl_sum = sum(episode_kl_sum(s) for s in scores_per_episode)
@@ -349,13 +298,13 @@ class PPO(OnlineModule):
         # Statistics over all ranks: whitening and the KL controller see the whole round.
         stats = round_stats(all_reduce(round_sums(cat_or_empty(advantages), cat_or_empty(returns),
                                                   cat_or_empty(values), kl_sum)))
-        if self.hparams.whiten_advantages:
+        if self.ppo.whiten_advantages:
             advantages = [whiten(a, stats.advantage_mean, stats.advantage_var) for a in advantages]
         self._round.update(kl=stats.kl, kl_coef=kl_coef, action_tokens=stats.action_tokens,
                            explained_variance=stats.explained_variance)
-        if self.hparams.kl_target is not None:
+        if self.ppo.kl_target is not None:
             self.kl_coef.fill_(adapt_kl_coef(
-                kl_coef, stats.kl, self.hparams.kl_target, self.hparams.kl_horizon, self.hparams.train_batch_size
+                kl_coef, stats.kl, self.ppo.kl_target, self.ppo.kl_horizon, self.updates.batch_size
             ))
         per_token = {"old_logp": [s["logp"] for s in scores], "old_values": values, "advantages": advantages,
                      "returns": returns}
@@ -366,22 +315,22 @@ class PPO(OnlineModule):
     ) -> list[dict[str, torch.Tensor]]:
         """`epochs` shuffled passes over the round's chunks, as many minibatches on every rank (DDP lockstep), each
         with an offline BC minibatch when the BC term is on."""
-        size = self.hparams.train_batch_size
+        size = self.updates.batch_size
         n_batches = int(all_reduce([math.ceil(len(chunks) / size)], "max")[0])
-        plan = minibatch_plan(len(chunks), size, n_batches, self.hparams.epochs, generator)
+        plan = minibatch_plan(len(chunks), size, n_batches, self.updates.epochs, generator)
         pad = self.tokenizer.pad_token_id
         batches = [pack_minibatch(chunks, per_token, rows, pad) for rows in plan]
         bc_chunks = self.offline_chunks()
         if bc_chunks:  # drawn after the plan, batch by batch: the generator's order of use is part of a replay
             for batch in batches:
-                batch["bc"] = sample_batch(bc_chunks, self.hparams.bc_batch_size, generator, pad)
+                batch["bc"] = sample_batch(bc_chunks, self.bc.batch_size, generator, pad)
         return batches
 
     def offline_chunks(self) -> Optional[list[TokenChunk]]:
-        if self.hparams.bc_weight <= 0:
+        if self.bc is None or self.bc.weight <= 0:
             return None
         if self._bc_chunks is None:
-            self._bc_chunks = [c for cs in self.to_chunks(read_episodes(self.hparams.bc_data)) for c in cs]
+            self._bc_chunks = [c for cs in self.to_chunks(read_episodes(self.bc.data)) for c in cs]
         return self._bc_chunks
 
     # ---- an update -----------------------------------------------------------------------------------------
@@ -392,8 +341,8 @@ class PPO(OnlineModule):
         logits, logp, all_values = self.forward_actions(batch)
         loss, metrics = ppo_loss(
             logp, batch["old_logp"][mask], batch["advantages"][mask], all_values[:, :-1][mask],
-            batch["old_values"][mask], batch["returns"][mask], self.hparams.clip, self.hparams.clip_value,
-            self.hparams.value_coef,
+            batch["old_values"][mask], batch["returns"][mask], self.ppo.clip, self.ppo.clip_value,
+            self.ppo.value_coef,
         )
         if "bc" in batch:
             bc = batch["bc"]
@@ -402,11 +351,11 @@ class PPO(OnlineModule):
                 self.action_logits(bc["input_ids"], bc["attention_mask"], bc_mask), bc["input_ids"][:, 1:][bc_mask]
             )
             metrics["bc_loss"] = bc_value.detach()
-            loss = loss + self.hparams.bc_weight * bc_value
+            loss = loss + self.bc.weight * bc_value
         optimizer.zero_grad()
         self.manual_backward(loss)
-        if self.hparams.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        if self.ppo.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.ppo.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
         scheduler.step()
         with torch.no_grad():

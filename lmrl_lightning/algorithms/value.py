@@ -14,18 +14,15 @@ Index convention (spec §1.6): arrays of length T-1, index t is the prediction a
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 
 from lmrl_lightning.algorithms.base import LMRLModule
-from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.algorithms.settings import DiscountPer, Optimisation, ValueLearning, as_settings
 from lmrl_lightning.models.backbone import BackboneConfig
-from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.validation import check_number
-
-DiscountPer = Literal["token", "turn"]
 
 
 # ---- targets ------------------------------------------------------------------------------------------------------
@@ -106,14 +103,10 @@ class ValueModule(LMRLModule):
     """Base of the value-based algorithms: frozen pi_beta, trainable value trunk, value-guided decoding.
 
     Args (beyond `LMRLModule`'s):
-        gamma: discount (paper 0.99).
-        discount_per: "token" (the paper's code: gamma per action token) or "turn" (gamma per agent turn).
+        value: how the values are learnt (discount, heads, CQL term; see `ValueLearning`).
         beta: weight of the value guidance when decoding (paper: 16 maze/dialogue; maze scripts 8): the initial
             value of the `decoding_beta` buffer, which decoding reads and a `BetaSweep` replaces after training (a
             buffer, so every checkpoint and export carries the beta in use; `Decoding.beta` overrides it per call).
-        head: Q parameterisation: "mlp" (paper), "linear" or "tied" (shares the trunk's output embedding).
-        head_bias: initial output of every head (about the expected return).
-        cql_weight: weight of the cross-entropy of the data action under softmax(Q) (paper maze scripts: 0).
     """
 
     exported_submodels = ("trunk",)
@@ -122,24 +115,14 @@ class ValueModule(LMRLModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        gamma: float = 0.99,
-        discount_per: DiscountPer = "token",
+        optim: Optimisation = Optimisation(),
+        value: ValueLearning = ValueLearning(),
         beta: float = 8.0,
-        head: HeadKind = "mlp",
-        head_bias: float = 0.0,
-        cql_weight: float = 0.0,
     ):
-        check_number("model.gamma", gamma, low=0, high=1)
+        value = as_settings(value, ValueLearning, "model.value")  # a subclass's own kind passes as it is
         check_number("model.beta", beta, low=0)
-        check_number("model.head_bias", head_bias)
-        check_number("model.cql_weight", cql_weight, low=0)
-        super().__init__(backbone, init_from, lr, weight_decay, warmup_steps, betas)
-        if discount_per not in ("token", "turn"):
-            raise LMRLError(f"discount_per {discount_per!r}: valid: token, turn")
+        super().__init__(backbone, init_from, optim)
+        self.value = value
         # pi_beta never trains; the trunk starts as a copy of it: a second adapter on the same base with LoRA.
         self.model.requires_grad_(False)
         self.trunk = self.copy_of_policy("value", trainable=True)
@@ -150,7 +133,7 @@ class ValueModule(LMRLModule):
         self.register_buffer("decoding_beta", torch.tensor(float(beta), dtype=torch.float64))
 
     def build_heads(self) -> None:
-        """Create the subclass's heads (the hyper-parameters are in `self.hparams`)."""
+        """Create the subclass's heads (their settings are in `self.value`)."""
         raise NotImplementedError
 
     def trunk_embedding(self) -> torch.Tensor:
@@ -167,7 +150,7 @@ class ValueModule(LMRLModule):
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def discounts(self, batch) -> torch.Tensor:
-        return step_discounts(batch["next_action_index"], self.hparams.gamma, self.hparams.discount_per)
+        return step_discounts(batch["next_action_index"], self.value.gamma, self.value.discount_per)
 
     def guidance(self, hidden: torch.Tensor) -> torch.Tensor:
         """Value of each next token from trunk hidden states, [..., V]; decoding adds beta times it."""

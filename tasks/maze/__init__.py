@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation
 from lmrl_lightning.tasks.maze.datagen import format_stats_table, generate_dataset
@@ -29,14 +30,22 @@ def make_env(variant: str, **kwargs: Any) -> MazeEnv:
     return MazeEnv(TASK.check_variant(variant), **kwargs)
 
 
-def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
-    """The paper's protocol (E.1): `n_rollouts` episodes from each of the 25 starts, start-major; the
-    episode index doubles as its env seed (the start is fixed by the options, so the seed is unused)."""
+def eval_episodes(variant: str, episodes: int) -> list[EvalEpisode]:
+    """`episodes` episodes, an equal number from each of the 25 starts, start-major (the paper's protocol, E.1:
+    800 = 25 starts x 32); the episode index doubles as its env seed (the start is fixed by the options, so the
+    seed is unused)."""
     TASK.check_variant(variant)
+    n_starts = len(START_POSITIONS)
+    if not isinstance(episodes, int) or episodes < n_starts or episodes % n_starts:
+        raise LMRLError(
+            f"maze evaluation episodes must be a multiple of its {n_starts} start positions (the paper's protocol: "
+            f"{n_starts * 32} = {n_starts} x 32), got {episodes!r}"
+        )
+    per_start = episodes // n_starts
     return [
-        EvalEpisode(i * n_rollouts + k, i * n_rollouts + k, {"init_position": list(start)})
+        EvalEpisode(i * per_start + k, i * per_start + k, {"init_position": list(start)})
         for i, start in enumerate(START_POSITIONS)
-        for k in range(n_rollouts)
+        for k in range(per_start)
     ]
 
 
@@ -47,7 +56,7 @@ TASK: TaskSpec = register_task(
         make_env=make_env,
         normalisation=NORMALISATION,
         eval_episodes=eval_episodes,
-        default_eval_rollouts=32,
+        default_eval_episodes=25 * 32,  # 32 from each start
         history_window=dict(DEFAULT_LAST_K),
         candidate_actions=MOVES,
         # Sampled re-ranking of the four moves (the original's ReRankerSamplePolicy). Free generation

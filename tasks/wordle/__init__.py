@@ -40,13 +40,13 @@ def make_env(variant: str, **kwargs: Any) -> WordleEnv:
     return WordleEnv(**kwargs)
 
 
-def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
-    """`n_rollouts` games (paper: 4096) whose hidden words cycle through the answer list in order: every word
+def eval_episodes(variant: str, episodes: int) -> list[EvalEpisode]:
+    """`episodes` games (paper: 4096) whose hidden words cycle through the answer list in order: every word
     equally often up to the remainder, the same expectation as uniform draws with less variance. The
     episode index seeds the policy's sampling."""
     TASK.check_variant(variant)
     words = answer_words()
-    return [EvalEpisode(i, i, {"answer": words[i % len(words)]}) for i in range(n_rollouts)]
+    return [EvalEpisode(i, i, {"answer": words[i % len(words)]}) for i in range(episodes)]
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:
@@ -60,7 +60,7 @@ TASK: TaskSpec = register_task(
         make_env=make_env,
         normalisation=NORMALISATION,
         eval_episodes=eval_episodes,
-        default_eval_rollouts=4096,
+        default_eval_episodes=4096,
         history_window={"default": None},
         default_decoding="sample",
         generate_dataset=generate_dataset,

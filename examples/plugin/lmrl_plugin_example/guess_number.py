@@ -122,10 +122,11 @@ def generate_dataset(out_dir: str, variant: str = "default", n_episodes: int = 2
             "success_rate": totals["success_rate"] / n_episodes}
 
 
-def eval_episodes(variant: str, n_rollouts: int) -> list[EvalEpisode]:
-    """`n_rollouts` games for each hidden number; the episode index seeds the policy's sampling."""
+def eval_episodes(variant: str, episodes: int) -> list[EvalEpisode]:
+    """`episodes` games whose hidden numbers cycle through the range in order; the episode index seeds the policy's
+    sampling."""
     check_variant(variant)
-    return [EvalEpisode(i, i, {"secret": LOWEST + i % len(NUMBERS)}) for i in range(n_rollouts * len(NUMBERS))]
+    return [EvalEpisode(i, i, {"secret": LOWEST + i % len(NUMBERS)}) for i in range(episodes)]
 
 
 def make_env(variant: str) -> GuessNumberEnv:
@@ -145,7 +146,7 @@ TASK = TaskSpec(
     make_env=make_env,
     normalisation={"default": Normalisation(-float(MAX_GUESSES), DATASET_AVERAGE_RETURN, EXPERT_RETURN)},
     eval_episodes=eval_episodes,
-    default_eval_rollouts=8,
+    default_eval_episodes=8 * len(NUMBERS),  # every number 8 times
     history_window={"default": None},
     candidate_actions=tuple(f"{n}\n" for n in NUMBERS),
     default_decoding="rerank",
