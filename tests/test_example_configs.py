@@ -7,12 +7,14 @@ import contextlib
 import dataclasses
 import importlib
 import io
+import sys
 import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
+from lmrl_lightning import registry
 from lmrl_lightning.algorithms.settings import as_settings
 from lmrl_lightning.cli import main
 
@@ -22,9 +24,12 @@ CONFIGS = sorted((ROOT / "examples" / "configs").glob("*.yaml")) + sorted((ROOT 
 
 @pytest.fixture(autouse=True)
 def plugin_importable(monkeypatch):
-    # The plug-in example's algorithm and task, importable without installing the package (test_plugin_package
-    # installs it); its task registers itself when its config's callbacks are built.
+    """The plug-in example's algorithm and task, importable without installing the package, and gone afterwards:
+    test_plugin_package installs it and checks that its task is found through the entry point."""
     monkeypatch.syspath_prepend(str(ROOT / "examples" / "plugin"))
+    yield
+    for name in [m for m in sys.modules if m.split(".")[0] == "lmrl_plugin_example"]:
+        del sys.modules[name]
 
 
 def resolved_config(config: Path) -> dict:
@@ -56,12 +61,11 @@ def build(spec: dict):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_example_config_prints_and_builds(config):
-    if config.parent.name == "plugin":
+def test_example_config_prints_and_builds(config, monkeypatch):
+    if config.parent.name == "plugin":  # registered for this test only
         import lmrl_plugin_example.guess_number as guess_number
-        from lmrl_lightning.registry import register_task
 
-        register_task(guess_number.TASK)
+        monkeypatch.setitem(registry._TASKS, guess_number.TASK.name, guess_number.TASK)
     resolved = resolved_config(config)
     model = resolved["model"]
     cls = import_class(model["class_path"])

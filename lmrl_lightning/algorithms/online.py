@@ -62,7 +62,7 @@ class OnlineModule(LMRLModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(lr=1e-5),
+        optim: Optimisation = Optimisation(),
         rollouts: Rollouts = Rollouts(),
         updates: Updates = Updates(),
     ):

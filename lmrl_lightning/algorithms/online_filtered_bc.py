@@ -32,7 +32,7 @@ class OnlineFilteredBC(OnlineModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(lr=1e-4),
+        optim: Optimisation = Optimisation(lr=1e-4),  # the paper's maze scripts
         rollouts: Rollouts = Rollouts(),
         updates: Updates = Updates(batch_size=128),
         filter: RoundFilter = RoundFilter(),

@@ -222,7 +222,7 @@ class PPO(OnlineModule):
         self,
         backbone: BackboneConfig = BackboneConfig(),
         init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(lr=1e-5),
+        optim: Optimisation = Optimisation(lr=1e-5),  # the paper's PPO scripts
         rollouts: Rollouts = Rollouts(),
         updates: Updates = Updates(),
         ppo: PPOSettings = PPOSettings(),
