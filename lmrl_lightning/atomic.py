@@ -62,9 +62,12 @@ def atomic_write_json(path: PathLike, data: Any) -> None:
 
 def make_staging_directory(out: Path) -> Path:
     """A new, empty, hidden directory beside `out` (same filesystem, so that moving it into place is a rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as e:  # report the path the person named, not the hidden staging name
+        raise OSError(e.errno, f"cannot create a directory here ({e.strerror})", str(out)) from None
     return staging
 
 

@@ -6,8 +6,8 @@ The catalogue runs in-process through `lmrl_lightning.cli.main` (a subprocess co
 exception escaping `main` counts as a traceback; a few cases also run as real subprocesses, where what matters is
 the stderr a person sees. benchmarks/bad_inputs.py runs every case as a subprocess.
 
-Cases not fixed yet are marked xfail(strict=True) in `NOT_YET`: the file passes today, and a fixed case turns
-the run red until its mark is removed (then a regression turns it red again).
+Every case is clean today (benchmarks/results/bad_inputs.json: 145 of 145); the heavy ones (a 20 MB line, 10**12
+episodes) are marked slow because a regression would run the whole command.
 """
 from __future__ import annotations
 
@@ -22,15 +22,6 @@ import pytest
 import bad_input_cases as catalogue
 from lmrl_lightning.cli import main
 
-# case name -> why it is not clean yet (the lead removes an entry when its fix lands)
-NOT_YET: dict[str, str] = {
-    "export-out-unwritable": "the error line names the temporary sibling (/proc/.lmrl_export.XXXX.partial), "
-                             "not the --out path the person gave",
-}
-# Cases too slow to run in-process while they are not fixed (a regression of `dataset-20mb-line`,
-# `data-episodes-1e12` or `eval-rollouts-0` runs the whole command): xfail(run=False) with the reason;
-# benchmarks/bad_inputs.py covers them with a timeout. All fixed today.
-HEAVY_NOT_YET: dict[str, str] = {}
 # Run as real subprocesses too: the stderr a person sees, and code that must not run.
 SUBPROCESS_CASES = ("code-eval-export-trust-remote-code", "code-ckpt-path-url-payload")
 # Run only as a subprocess (below): accepted, it evaluates 25 maze episodes, too slow to run twice.
@@ -40,10 +31,6 @@ CASES = catalogue.cases()
 
 
 def _marks(case: catalogue.Case):
-    if case.name in HEAVY_NOT_YET:
-        return [pytest.mark.xfail(run=False, reason=HEAVY_NOT_YET[case.name])]
-    if case.name in NOT_YET:
-        return [pytest.mark.xfail(strict=True, reason=NOT_YET[case.name])]
     if case.heavy:
         return [pytest.mark.slow]
     return []
@@ -112,8 +99,6 @@ def test_bad_input_is_one_clean_error_line(case, fixtures, tmp_path, capfd, monk
 def test_bad_input_through_the_real_command(name, fixtures, tmp_path):
     """The real `python -m lmrl_lightning.cli`: exit 2, no traceback or usage text, one error line, no code run."""
     case = next(c for c in CASES if c.name == name)
-    if name in NOT_YET:
-        pytest.xfail(NOT_YET[name])  # (not strict here: the in-process case carries the strict mark)
     argv = case.build(fixtures, tmp_path)
     proc = subprocess.run([sys.executable, "-m", "lmrl_lightning.cli", *argv], cwd=tmp_path,
                           env=catalogue.subprocess_env(tmp_path), capture_output=True, text=True, timeout=300,
