@@ -10,7 +10,7 @@ import lightning as L
 from lmrl_lightning.algorithms import BC, Optimisation
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
-from lmrl_lightning.env import Episode, Text, TextEnv, Turn
+from lmrl_lightning.env import Episode, EpisodeOverError, Text, TextEnv, Turn
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
@@ -18,16 +18,23 @@ from lmrl_lightning.scoring import Normalisation
 
 PROMPT = "say a word\n"
 GOOD, BAD = "good\n", "bad\n"
+END = "thanks\n"
 
 
 class WordEnv(TextEnv):
+    """Keeps TextEnv's contract like every registered task (tests/test_env_fuzz.py fuzzes it too)."""
+
     def reset(self, seed=None, options=None):
         self.reward = None
         return (Text(PROMPT, False),)
 
     def step(self, history):
+        if getattr(self, "reward", 0.0) is not None:
+            raise EpisodeOverError("the word_choice episode is over; call reset() first")
+        if not history or not history[-1].is_action:
+            raise ValueError("step() needs a history whose last text is the agent's action")
         self.reward = 1.0 if history[-1].text == GOOD else 0.0
-        return history, self.reward, True
+        return history + (Text(END, False),), self.reward, True
 
     def success(self) -> bool:
         return self.reward == 1.0
