@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import random
 import re
 import time
 
@@ -604,13 +605,17 @@ def test_datamodule_episode_longer_than_max_length(maze_data):
 @pytest.mark.parametrize("window", [1, 3, 40, "all"])
 def test_chunk_store_gives_back_the_chunks_of_episode_to_chunks(maze_data, window):
     """The packed store returns exactly the chunks `episode_to_chunks` made (later actions and next states
-    included), for windowed and whole-episode chunks of the PO data (long episodes)."""
+    included), for windowed and whole-episode chunks of the PO data (long episodes), episode by episode in the
+    seeded shuffle's order (the order of the in-memory split this streaming one replaced: same seed, same run)."""
     paths, tok = maze_data
     dm = _dm(paths["po"], tok, variant="po", window=window, max_length=4096)
     enc = TurnTokenizer(tok)
+    episodes = read_episodes(paths["po"])
+    order = list(range(len(episodes)))
+    random.Random(dm.seed).shuffle(order)
     expected = [
-        c for e in read_episodes(paths["po"])
-        for c in episode_to_chunks(e, enc, None if window == "all" else window, 4096)
+        c for i in order
+        for c in episode_to_chunks(episodes[i], enc, None if window == "all" else window, 4096)
     ]
     got = list(dm.train_chunks)
     assert len(got) == len(expected)

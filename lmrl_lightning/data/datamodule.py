@@ -46,8 +46,10 @@ class ChunkStore(Sequence[TokenChunk]):
         self.later_lengths, self.later_rewards = array("i"), array("f")
         self.later_lo, self.later_hi = array("q"), array("q")
         self.dones, self.lines = array("b"), array("q")
+        self.episode_chunks: dict[int, range] = {}  # episode index -> its chunks (stored in file order)
 
-    def add_episode(self, chunks: Sequence[TokenChunk], line: int) -> None:
+    def add_episode(self, chunks: Sequence[TokenChunk], line: int, episode: int) -> None:
+        self.episode_chunks[episode] = range(len(self), len(self) + len(chunks))
         longest = max((c.later_actions for c in chunks), key=len, default=())
         self.later_lengths.extend(n for n, _ in longest)
         self.later_rewards.extend(r for _, r in longest)
@@ -68,6 +70,13 @@ class ChunkStore(Sequence[TokenChunk]):
     def __len__(self) -> int:
         return len(self.dones)
 
+    def in_episode_order(self, episodes: Sequence[int]) -> "ChunkView":
+        """The chunks of `episodes` (those stored), episode by episode in that order."""
+        chunks = array("q")
+        for episode in episodes:
+            chunks.extend(self.episode_chunks.get(episode, ()))
+        return ChunkView(self, chunks)
+
     def __getitem__(self, k: int) -> TokenChunk:  # type: ignore[override]
         if not -len(self) <= k < len(self):
             raise IndexError(k)
@@ -83,6 +92,19 @@ class ChunkStore(Sequence[TokenChunk]):
             source=f"{self.path}:{self.lines[k]}",
             later_actions=list(zip(self.later_lengths[later], self.later_rewards[later])),
         )
+
+
+class ChunkView(Sequence[TokenChunk]):
+    """Some of a `ChunkStore`'s chunks, in a given order (8 bytes a chunk)."""
+
+    def __init__(self, store: ChunkStore, indices: array):
+        self.store, self.indices = store, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> TokenChunk:  # type: ignore[override]
+        return self.store[self.indices[k]]
 
 
 class EpisodeDataModule(L.LightningDataModule):
@@ -204,9 +226,15 @@ class EpisodeDataModule(L.LightningDataModule):
         model_tokenizer = getattr(getattr(module, "backbone_config", None), "tokenizer", None)
         check_dataset_manifest(self.data_path, self.task, self.task_variant(), model_tokenizer)
         returns, successes = self.scan_returns()
-        in_val = set(random.Random(self.seed).sample(range(len(returns)), round(self.val_fraction * len(returns))))
+        # A seeded shuffle: the held-out episodes come first, the training chunks follow the shuffled order (the
+        # order of the earlier in-memory split, so that a seed trains exactly as it did before streaming).
+        order = list(range(len(returns)))
+        random.Random(self.seed).shuffle(order)
+        in_val = set(order[:round(self.val_fraction * len(returns))])
         keep = self.selection(returns, successes, in_val)
-        self.train_chunks, self.val_chunks = self.tokenise(keep, in_val, len(returns))
+        train, val = self.tokenise(keep, in_val, len(returns))
+        self.train_chunks = train.in_episode_order([i for i in order if i not in in_val])
+        self.val_chunks = val.in_episode_order([i for i in order if i in in_val])
         if not self.train_chunks:
             raise LMRLError(f"{self.data_path}: filter {self.filter!r} kept no training episode")
 
@@ -242,7 +270,7 @@ class EpisodeDataModule(L.LightningDataModule):
                 raise DatasetError(f"{episode.source}: the file grew while it was read; read it again")
             if keep(i):
                 chunks = episode_to_chunks(episode, tokenize, window, self.max_length, self.overflow)
-                stores[i in in_val].add_episode(chunks, int(episode.source.rsplit(":", 1)[1]))
+                stores[i in in_val].add_episode(chunks, int(episode.source.rsplit(":", 1)[1]), i)
         return stores
 
     def _loader(self, chunks: Sequence[TokenChunk], shuffle: bool) -> DataLoader:
