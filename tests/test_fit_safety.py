@@ -22,7 +22,7 @@ from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.fit_cli import summarise_parse_error
 from lmrl_lightning.models.backbone import BackboneConfig
-from test_cli import fit_args
+from test_cli import data_dir, fit_args  # noqa: F401 (data_dir: the 20-episode maze dataset fixture)
 
 
 def run_fit(capsys, argv: list[str]) -> tuple[int, str]:
@@ -32,13 +32,6 @@ def run_fit(capsys, argv: list[str]) -> tuple[int, str]:
     assert "Traceback" not in err and "usage:" not in err, err[-3000:]
     lines = err.strip().splitlines()
     return code, lines[-1] if lines else ""
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fit_safety") / "maze_fo"
-    assert main(["data", "maze", "--out", str(out), "--episodes", "20", "--vocab-size", "300"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
