@@ -152,19 +152,8 @@ class EpisodeDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.data_path = data_path
-        self.task = task
-        self.variant = variant
-        self.window = window
-        self.filter = filter
-        self.top_fraction = top_fraction
-        self.val_fraction = val_fraction
-        self.max_length = max_length
-        self.overflow = overflow
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.max_line_bytes = max_line_bytes
+        for name, value in self.hparams.items():  # each argument as an attribute of the same name
+            setattr(self, name, value)
         self.check_arguments()
         self.tokenizer = None
         self.train_chunks: Sequence[TokenChunk] = []

@@ -8,7 +8,9 @@ import torch
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.models.backbone import forward_with_cache
-from lmrl_lightning.policies.sampling import encode_histories, eval_mode, left_pad, row_uniform, unique_rows
+from lmrl_lightning.policies.sampling import (
+    encode_histories, eval_mode, left_pad, live_indices, row_uniform, unique_rows,
+)
 
 
 Features = tuple[torch.Tensor, ...]
@@ -117,8 +119,7 @@ class RerankPolicy(BatchedTextPolicy):
         return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):
-        done = list(done) if done is not None else [h is None for h in histories]
-        live = [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
+        live = live_indices(histories, done)
         results: list[Optional[TextHistory]] = [None] * len(histories)
         if not live:
             return results

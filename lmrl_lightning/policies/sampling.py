@@ -93,6 +93,12 @@ def left_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tens
     return ids.to(device), mask.to(device), positions.to(device)
 
 
+def live_indices(histories: Sequence[Optional[TextHistory]], done: Optional[Sequence[bool]] = None) -> list[int]:
+    """The batch rows still playing: a history that is present and not done (`act`'s contract)."""
+    done = list(done) if done is not None else [h is None for h in histories]
+    return [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
+
+
 class LMPolicy(BatchedTextPolicy):
     """Samples one turn per history from a causal LM: prompt = the history, stop at the newline token.
 
@@ -175,8 +181,7 @@ class LMPolicy(BatchedTextPolicy):
         return torch.stack(generated, dim=1).tolist()
 
     def act(self, histories, done=None, seeds=None):
-        done = list(done) if done is not None else [h is None for h in histories]
-        live = [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
+        live = live_indices(histories, done)
         results: list[Optional[TextHistory]] = [None] * len(histories)
         if not live:
             return results
