@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from lmrl_lightning.algorithms.base import LMRLModule
 from lmrl_lightning.atomic import atomic_write_text
 from lmrl_lightning.checkpointing import check_local_checkpoint
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.registry import class_path, import_algorithm_class
 
 # `--ckpt_path` values that Lightning resolves itself (to the checkpoint callback's files): checked on load by
 # `LMRLModule.on_load_checkpoint` and the strategy's safe CheckpointIO rather than here.
@@ -70,19 +70,13 @@ class LMRLCLI(LightningCLI):
         checkpoint = check_local_checkpoint(ckpt_path, "--ckpt_path")
         written_by = checkpoint["lmrl"]["algorithm"]
         model = self.config[subcommand].get("model")
-        configured = _canonical_class_path(model.get("class_path")) if model is not None else None
+        # Where the class is defined, as checkpoints record it (the parser has already imported the config's path).
+        configured = class_path(import_algorithm_class(model.get("class_path"))) if model is not None else None
         if configured != written_by:
             raise LMRLError(
                 f"--ckpt_path {ckpt_path!r} was written by {written_by}, but the config trains {configured}; resume "
                 "with the config that wrote it, or start a new run from its weights with --model.init_from"
             )
-
-
-def _canonical_class_path(class_path: str) -> str:
-    """`module.Class` where the class is defined (as checkpoints record it), for a path the parser has imported."""
-    module_name, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), name)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def run_fit(args: Sequence[str], model_args: Sequence[str]) -> LMRLCLI:

@@ -6,7 +6,6 @@ of the batch and log its metrics). Data, decoding, the evaluation callback and c
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 from pathlib import Path
 from typing import ClassVar, Mapping, Optional, Sequence, Union
@@ -252,7 +251,7 @@ def import_algorithm(recorded: str, source: str, explicit: Optional[str] = None)
     A name read from a file is looked up among registered algorithms only (built-ins and the entry points of
     installed packages): it never causes an import. Any other class is imported only when the person names it
     (`explicit`, from `--algorithm`), and it must be the class the file records."""
-    from lmrl_lightning.registry import algorithm_class, class_path
+    from lmrl_lightning.registry import algorithm_class, class_path, import_algorithm_class
 
     shown = recorded if len(recorded) <= 200 else recorded[:200] + "..."
     if explicit is None:
@@ -263,21 +262,11 @@ def import_algorithm(recorded: str, source: str, explicit: Optional[str] = None)
                 "name its class explicitly with --algorithm MODULE.CLASS"
             )
         return cls
-    cls = algorithm_class(explicit) or _import_named_class(explicit)
+    cls = algorithm_class(explicit) or import_algorithm_class(explicit)
+    if cls is None:
+        raise LMRLError(f"--algorithm {explicit!r} is not an importable LMRLModule subclass (module.Class)")
     if class_path(cls) != recorded:
         raise LMRLError(f"--algorithm {explicit!r} is {class_path(cls)}, but {source} was written by {shown!r}")
-    return cls
-
-
-def _import_named_class(dotted: str) -> type:
-    """The LMRLModule subclass at `dotted`, imported because the person named it on the command line."""
-    module_name, _, class_name = dotted.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
-    except (ImportError, AttributeError):
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, LMRLModule)):
-        raise LMRLError(f"--algorithm {dotted!r} is not an importable LMRLModule subclass (module.Class)")
     return cls
 
 
