@@ -61,6 +61,7 @@ from lmrl_lightning.algorithms.bc import BC, bc_loss  # noqa: E402
 from lmrl_lightning.data.collate import collate_chunks  # noqa: E402
 from lmrl_lightning.data.datamodule import EpisodeDataModule  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
+from lmrl_lightning.algorithms.settings import Optimisation  # noqa: E402
 from lmrl_lightning.models.backbone import BackboneConfig  # noqa: E402
 
 
@@ -142,7 +143,7 @@ def make_batches(data_path: Path, tokenizer, variant: str, window: int, batch_si
 def build_module(arm: str, preset: str, tokenizer_dir: Path, seed: int, vocab: int = 0):
     L.seed_everything(seed, verbose=False)
     cls = BC if arm == "action" else FullVocabBC
-    module = cls(BackboneConfig(preset, tokenizer=str(tokenizer_dir)), lr=1e-4)
+    module = cls(BackboneConfig(preset, tokenizer=str(tokenizer_dir)), optim=Optimisation(lr=1e-4))
     if vocab:
         module.model.resize_token_embeddings(vocab, mean_resizing=False)
     return module

@@ -57,7 +57,7 @@ def run_one(model_dir: str, algorithm: str, lora: bool, quantization, dtype: str
     torch.manual_seed(0)
     backbone = BackboneConfig(model_dir, lora=LoraSettings(r=8) if lora else None, quantization=quantization,
                               dtype=dtype)
-    module = BC(backbone) if algorithm == "BC" else ILQL(backbone, head="tied")
+    module = BC(backbone) if algorithm == "BC" else ILQL(backbone=backbone, head="tied")
     if quantization:  # the quantized base is already where bitsandbytes put it; move the rest
         for name, child in module.named_children():
             if name != "model":

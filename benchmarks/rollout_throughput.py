@@ -84,6 +84,7 @@ def build_model(args, workdir: Path):
     from lmrl_lightning.algorithms.bc import BC
     from lmrl_lightning.data.datamodule import EpisodeDataModule
     from lmrl_lightning.data.prepare import prepare_task_data
+    from lmrl_lightning.algorithms.settings import Optimisation
     from lmrl_lightning.models.backbone import BackboneConfig
 
     import lightning as L
@@ -91,7 +92,7 @@ def build_model(args, workdir: Path):
     data_dir = workdir / f"maze_{args.variant}"
     prepare_task_data("maze", args.variant, data_dir, n_episodes=args.data_episodes, seed=args.seed, progress=False)
     L.seed_everything(args.seed, verbose=False)
-    module = BC(BackboneConfig(args.preset, tokenizer=str(data_dir / "tokenizer")), lr=1e-3)
+    module = BC(BackboneConfig(args.preset, tokenizer=str(data_dir / "tokenizer")), optim=Optimisation(lr=1e-3))
     info = {"preset": args.preset, "train_steps": args.train_steps, "data_episodes": args.data_episodes,
             "n_params": sum(p.numel() for p in module.parameters()), "vocab": len(module.tokenizer)}
     if args.train_steps > 0:

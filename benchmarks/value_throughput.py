@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from bc_throughput import StepTimer, make_batches  # noqa: E402
 from lmrl_lightning.algorithms import BC, ILQL, MCReturns  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
+from lmrl_lightning.algorithms.settings import ILQLValueLearning, Optimisation  # noqa: E402
 from lmrl_lightning.models.backbone import BackboneConfig  # noqa: E402
 from lmrl_lightning.models.heads import count_parameters, make_q_head  # noqa: E402
 
@@ -46,11 +47,12 @@ def build(arm: str, preset: str, tokenizer_dir: Path, seed: int):
     L.seed_everything(seed, verbose=False)
     backbone = BackboneConfig(preset, tokenizer=str(tokenizer_dir))
     if arm == "bc":
-        return BC(backbone, lr=1e-4)
+        return BC(backbone, optim=Optimisation(lr=1e-4))
     if arm == "mc":
-        return MCReturns(backbone, lr=1e-4)
+        return MCReturns(backbone=backbone, optim=Optimisation(lr=1e-4))
     if arm in ("ilql", "ilql_tied"):
-        return ILQL(backbone, lr=1e-4, head="tied" if arm == "ilql_tied" else "mlp")
+        head = "tied" if arm == "ilql_tied" else "mlp"
+        return ILQL(backbone=backbone, optim=Optimisation(lr=1e-4), value=ILQLValueLearning(head=head))
     raise ValueError(arm)
 
 

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lmrl_lightning.algorithms.value import ValueModule
 from lmrl_lightning.env import Episode
 from lmrl_lightning.errors import LMRLError
-from lmrl_lightning.algorithms.settings import as_settings
+from lmrl_lightning.validation import as_settings
 from lmrl_lightning.evaluation import EvaluationProtocol, RolloutSummary, evaluate_module, gather_episodes, summarise
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.rollout import format_transcript

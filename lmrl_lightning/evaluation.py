@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from lmrl_lightning.distributed import all_gather_objects
 from lmrl_lightning.env import BatchedTextPolicy, Episode, PrivilegedPolicy
@@ -53,6 +53,20 @@ def summarise(episodes: Sequence[Episode], normalisation: Optional[Normalisation
     )
 
 
+def check_play_settings(settings: Any, prefix: str, counts: Sequence[str], seed: str) -> None:
+    """Checks the fields that evaluation protocols and online rollouts share, each named as the CLI spells it
+    (``prefix.field``): a task name, positive integer `counts` (None: the task's default), a `seed` >= 0; a
+    `decoding` given as a mapping (as checkpoints store it) becomes a `Decoding`."""
+    if not isinstance(settings.task, str) or not settings.task:
+        raise LMRLError(f"{prefix}.task must name a registered task, got {settings.task!r}")
+    for name in counts:
+        if getattr(settings, name) is not None:
+            check_int(f"{prefix}.{name}", getattr(settings, name))
+    check_int(f"{prefix}.{seed}", getattr(settings, seed), low=0)
+    if settings.decoding is not None:
+        object.__setattr__(settings, "decoding", as_decoding(settings.decoding, field=f"{prefix}.decoding"))
+
+
 @dataclass(frozen=True)
 class EvaluationProtocol:
     """How a policy is evaluated on a task: the same settings for `RolloutEvaluation`, `BetaSweep` and `lmrl eval`.
@@ -76,14 +90,7 @@ class EvaluationProtocol:
     decoding: Optional[Decoding] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.task, str) or not self.task:
-            raise LMRLError(f"protocol.task must name a registered task, got {self.task!r}")
-        if self.episodes is not None:
-            check_int("protocol.episodes", self.episodes)
-        check_int("protocol.batch_size", self.batch_size)
-        check_int("protocol.policy_seed", self.policy_seed, low=0)
-        if self.decoding is not None:
-            object.__setattr__(self, "decoding", as_decoding(self.decoding))
+        check_play_settings(self, "protocol", counts=("episodes", "batch_size"), seed="policy_seed")
 
     @property
     def spec(self) -> TaskSpec:

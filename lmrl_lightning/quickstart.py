@@ -182,7 +182,7 @@ def run_quickstart(
     atomic_write_json(out_dir / "results.json", rows)
     print()
     print(table)
-    print(f"\nnormalised score: 0 = worst return, 50 = dataset average, 100 = BFS optimum (spec §2.9)")
+    print("\nnormalised score: 0 = worst return, 50 = dataset average, 100 = BFS optimum (spec §2.9)")
     print(f"results: {out_dir / 'results.json'}   checkpoints: {out_dir / 'checkpoints'}")
     print(f"TensorBoard logs: tensorboard --logdir {out_dir / 'tensorboard'}")
     print(f"total wall time: {time.time() - started:.0f} s")

@@ -6,7 +6,7 @@ training quietly with a negative learning rate or a NaN temperature.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Mapping, Optional, TypeVar
 
 from lmrl_lightning.errors import LMRLError
 
@@ -49,3 +49,18 @@ def check_choice(field: str, value, choices) -> None:
     if value not in choices:
         raise LMRLError(f"{field} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
+
+S = TypeVar("S")
+
+
+def as_settings(value: Any, cls: type[S], field: str) -> S:
+    """A settings group from a constructor argument: the group itself, or its fields as a mapping (as checkpoints
+    store it; a missing field takes its default). `field` is the argument as the CLI spells it (``model.optim``)."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return cls(**value)
+        except TypeError as e:  # an unknown or missing field
+            raise LMRLError(f"{field}: {e}") from None
+    raise LMRLError(f"{field} must be {cls.__name__} settings (a mapping of its fields), got {value!r}")

@@ -32,7 +32,7 @@ class Progress(L.Callback):
 def main(model_dir: str, data: str, out_dir: Path, epochs: int, slow: bool, resume: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(0)
-    module = ILQL(BackboneConfig(model_dir, lora=LoraSettings(r=4)), optim=Optimisation(lr=1e-2),
+    module = ILQL(backbone=BackboneConfig(model_dir, lora=LoraSettings(r=4)), optim=Optimisation(lr=1e-2),
                   value=ILQLValueLearning(polyak=0.1))
     datamodule = EpisodeDataModule(data, window="all", batch_size=8, val_fraction=0.0)
     callbacks = [ModelCheckpoint(dirpath=str(out_dir), filename="epoch{epoch}", auto_insert_metric_name=False, save_last=True)]

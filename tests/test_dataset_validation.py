@@ -88,7 +88,7 @@ def test_missing_top_level_field(tmp_path, field):
 
 @pytest.mark.parametrize("key", ["text", "is_action"])
 def test_missing_turn_field(tmp_path, key):
-    _expect_error(tmp_path, _line(turns=_turns((1, key, ...))), f"turns[1].{key}", "missing")
+    _expect_error(tmp_path, _line(turns=_turns((1, key, ...))), f"turns[1]: missing field '{key}'")
 
 
 def test_mistyped_done(tmp_path):
@@ -316,7 +316,7 @@ def test_meta_success_may_be_absent(tmp_path):
 
 
 def test_unknown_top_level_field(tmp_path):
-    _expect_error(tmp_path, _line(sucess=True), "unknown top-level field", "'sucess'", "meta")
+    _expect_error(tmp_path, _line(sucess=True), "unknown field(s) 'sucess'", "meta")
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lmrl_lightning import registry
-from lmrl_lightning.algorithms.settings import as_settings
+from lmrl_lightning.validation import as_settings
 from lmrl_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -64,11 +64,11 @@ def test_export_round_trip(assets, tmp_path, capsys, case):
     if case == "ilql_full":
         module = ILQL(init_from=assets["bc"], optim=FAST)
     elif case == "ilql_lora":
-        module = ILQL(lora, optim=FAST)
+        module = ILQL(backbone=lora, optim=FAST)
     elif case == "bc_lora_merged":
         module = BC(lora, optim=FAST)
     else:
-        module = PPO(lora, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8))
+        module = PPO(backbone=lora, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8))
     if case == "ppo_lora":
         trainer = L.Trainer(max_epochs=1, **QUIET)
         trainer.fit(module)

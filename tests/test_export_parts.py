@@ -62,7 +62,7 @@ def root(tmp_path_factory):
 
 def trained_checkpoint(cls: type, backbone: BackboneConfig, root, name: str) -> str:
     L.seed_everything(0)
-    module = cls(backbone, optim=Optimisation(lr=1e-2))
+    module = cls(backbone=backbone, optim=Optimisation(lr=1e-2))
     data = EpisodeDataModule(str(root / "words.jsonl"), task="word_choice", window="all", batch_size=8,
                              val_fraction=0.0)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -56,8 +56,8 @@ def test_lora_bc_ilql_ppo_on_cuda(dirs, arch, quantization, precision):
     backbone = BackboneConfig(str(dirs[arch]), lora=LoraSettings(r=4), quantization=quantization)
     for module, fit in (
         (BC(backbone, optim=FAST), lambda t, m: t.fit(m, words(dirs))),
-        (ILQL(backbone, optim=FAST), lambda t, m: t.fit(m, words(dirs))),
-        (PPO(backbone, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8, decoding=Decoding("rerank")),
+        (ILQL(backbone=backbone, optim=FAST), lambda t, m: t.fit(m, words(dirs))),
+        (PPO(backbone=backbone, optim=FAST, rollouts=Rollouts("word_choice", episodes_per_round=8, decoding=Decoding("rerank")),
              updates=Updates(4)),
          lambda t, m: t.fit(m)),
     ):

@@ -84,7 +84,7 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
     assert moved and all("lora_" in n for n in moved)
     assert all(p.grad is None for n, p in bc.named_parameters() if is_base(n))
 
-    ilql = ILQL(backbone, optim=FAST, value=ILQLValueLearning(polyak=0.5))
+    ilql = ILQL(backbone=backbone, optim=FAST, value=ILQLValueLearning(polyak=0.5))
     assert {n for n, p in ilql.named_parameters() if p.requires_grad and n.startswith("model.")} == {
         f"model.{n}" for n, _ in adapter_parameters(ilql.model, "value")
     }
@@ -96,7 +96,7 @@ def test_lora_bc_ilql_and_ppo_train_adapters_only(model_dirs, arch, quantization
     assert any(n.startswith("q1.") for n in moved)
 
     rollouts = Rollouts("word_choice", episodes_per_round=8, batch_size=8, decoding=Decoding("rerank"))
-    ppo = PPO(backbone, optim=FAST, rollouts=rollouts, updates=Updates(4))
+    ppo = PPO(backbone=backbone, optim=FAST, rollouts=rollouts, updates=Updates(4))
     before = snapshot(ppo, lambda n: True)
     L.Trainer(max_epochs=2, **QUIET).fit(ppo)  # rollout, train, rollout, train
     assert len(ppo.round_history) == 2
@@ -121,7 +121,7 @@ def test_lora_checkpoint_holds_adapters_and_heads_only(model_dirs, tmp_path):
     """The state dict has no base weight; it reloads (base from the directory) to the same values."""
     from lmrl_lightning.algorithms.base import load_module
 
-    module = ILQL(BackboneConfig(str(model_dirs["qwen2"]), lora=LoraSettings(r=4)), optim=FAST)
+    module = ILQL(backbone=BackboneConfig(str(model_dirs["qwen2"]), lora=LoraSettings(r=4)), optim=FAST)
     trainer = L.Trainer(max_steps=1, **QUIET)
     trainer.fit(module, EpisodeDataModule(str(model_dirs["root"] / "words.jsonl"), window="all", batch_size=8,
                                           val_fraction=0.0))

@@ -343,7 +343,7 @@ def test_heads_start_constant_and_at_matches_forward(kind):
 
 def test_value_module_heads_are_fp32_over_a_bf16_trunk(assets):
     bb = BackboneConfig("tiny", tokenizer=str(assets["root"] / "tok"), dtype="bfloat16")
-    module = ILQL(bb, value=ILQLValueLearning(head="tied"))
+    module = ILQL(backbone=bb, value=ILQLValueLearning(head="tied"))
     assert next(module.trunk.parameters()).dtype == torch.bfloat16
     for head in (module.q1, module.q2, module.v, module.target_q1):
         assert all(p.dtype == torch.float32 for p in head.parameters())

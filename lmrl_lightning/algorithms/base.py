@@ -20,7 +20,8 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, add_lora, copy_adapter
 from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
-from lmrl_lightning.algorithms.settings import Optimisation, as_settings, settings_as_dicts
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import Optimisation, settings_as_dicts
 
 
 class LMRLModule(L.LightningModule):

@@ -16,9 +16,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from lmrl_lightning.algorithms.settings import ILQLValueLearning, Optimisation, as_settings
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import ILQLValueLearning
 from lmrl_lightning.algorithms.value import ValueModule, next_state_values
-from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import make_q_head, make_v_head, polyak_update
 from lmrl_lightning.policies.sampling import eval_mode
 
@@ -68,16 +68,9 @@ class ILQL(ValueModule):
 
     rebuilt_submodels = {"target_trunk": "trunk"}  # Polyak-averaged copy: starts as the loaded trunk
 
-    def __init__(
-        self,
-        backbone: BackboneConfig = BackboneConfig(),
-        init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(),
-        value: ILQLValueLearning = ILQLValueLearning(),
-        beta: float = 8.0,
-    ):
+    def __init__(self, *, value: ILQLValueLearning = ILQLValueLearning(), **kwargs):
         value = as_settings(value, ILQLValueLearning, "model.value")
-        super().__init__(backbone, init_from, optim, value, beta)
+        super().__init__(value=value, **kwargs)
 
     def build_heads(self) -> None:
         kind, bias = self.value.head, self.value.head_bias

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from lmrl_lightning.algorithms.base import LMRLModule
-from lmrl_lightning.algorithms.settings import Optimisation, Rollouts, Updates, as_settings
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import Rollouts, Updates
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
-from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.policies import as_decoding
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task, task_origin
 from lmrl_lightning.rollout import rollout, turn_seed
@@ -58,17 +58,10 @@ class OnlineModule(LMRLModule):
         updates: how the module trains on a round (minibatch size, passes, chunk length; see `Updates`).
     """
 
-    def __init__(
-        self,
-        backbone: BackboneConfig = BackboneConfig(),
-        init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(),
-        rollouts: Rollouts = Rollouts(),
-        updates: Updates = Updates(),
-    ):
+    def __init__(self, *, rollouts: Rollouts = Rollouts(), updates: Updates = Updates(), **kwargs):
         rollouts = as_settings(rollouts, Rollouts, "model.rollouts")
         updates = as_settings(updates, Updates, "model.updates")
-        super().__init__(backbone, init_from, optim)
+        super().__init__(**kwargs)
         self.rollouts, self.updates = rollouts, updates
         self.task_spec: TaskSpec = get_task(rollouts.task)
         self.variant = self.task_spec.check_variant(rollouts.variant or self.task_spec.variants[0])

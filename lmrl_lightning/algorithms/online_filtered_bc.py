@@ -7,18 +7,17 @@ again, so every rank trains on its share; a round that keeps nothing is skipped 
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
-from lmrl_lightning.algorithms.settings import Optimisation, RoundFilter, Rollouts, Updates, as_settings
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import RoundFilter, Updates
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.filters import filter_episodes
 from lmrl_lightning.distributed import all_gather_objects
 from lmrl_lightning.env import Episode
-from lmrl_lightning.models.backbone import BackboneConfig
 
 
 class OnlineFilteredBC(OnlineModule):
@@ -29,16 +28,10 @@ class OnlineFilteredBC(OnlineModule):
     """
 
     def __init__(
-        self,
-        backbone: BackboneConfig = BackboneConfig(),
-        init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(lr=1e-4),  # the paper's maze scripts
-        rollouts: Rollouts = Rollouts(),
-        updates: Updates = Updates(batch_size=128),
-        filter: RoundFilter = RoundFilter(),
-    ):
+        self, *, updates: Updates = Updates(batch_size=128), filter: RoundFilter = RoundFilter(), **kwargs
+    ):  # the paper's maze scripts: 128 episodes a minibatch
         filter = as_settings(filter, RoundFilter, "model.filter")
-        super().__init__(backbone, init_from, optim, rollouts, updates)
+        super().__init__(updates=updates, **kwargs)
         self.filter = filter
 
     def prepare_round(self, episodes: list[Episode], generator: torch.Generator) -> list[dict[str, torch.Tensor]]:

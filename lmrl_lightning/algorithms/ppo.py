@@ -24,15 +24,13 @@ import torch
 
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
-from lmrl_lightning.algorithms.settings import (
-    BCRegularisation, Optimisation, PPOSettings, Rollouts, Updates, as_settings,
-)
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import BCRegularisation, Optimisation, PPOSettings
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.data.tokenize import TokenChunk
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
-from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.sampling import eval_mode
@@ -220,17 +218,15 @@ class PPO(OnlineModule):
 
     def __init__(
         self,
-        backbone: BackboneConfig = BackboneConfig(),
-        init_from: Optional[str] = None,
+        *,
         optim: Optimisation = Optimisation(lr=1e-5),  # the paper's PPO scripts
-        rollouts: Rollouts = Rollouts(),
-        updates: Updates = Updates(),
         ppo: PPOSettings = PPOSettings(),
         bc: Optional[BCRegularisation] = None,
+        **kwargs,
     ):
         ppo = as_settings(ppo, PPOSettings, "model.ppo")
         bc = as_settings(bc, BCRegularisation, "model.bc") if bc is not None else None
-        super().__init__(backbone, init_from, optim, rollouts, updates)
+        super().__init__(optim=optim, **kwargs)
         self.ppo, self.bc = ppo, bc
         self.automatic_optimization = False
         # The KL reference: the BC policy PPO starts from; with LoRA, the base with the adapter switched off.

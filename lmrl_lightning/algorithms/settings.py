@@ -1,38 +1,27 @@
 """The algorithms' settings, grouped: each group a typed dataclass that LightningCLI reads (``--model.optim.lr``),
 checked when it is built (one line naming the field as the CLI spells it), and stored in checkpoints as a plain
-mapping (`dataclasses.asdict`) that `as_settings` turns back into the group.
+mapping (`dataclasses.asdict`) that `validation.as_settings` turns back into the group.
 
-A module's constructor takes groups, not their fields, and a subclass passes its base's groups up unchanged:
-`LMRLModule(backbone, init_from, optim)`; `ValueModule(..., value, beta)`; `OnlineModule(..., rollouts, updates)`;
-`PPO(..., ppo, bc)`; `OnlineFilteredBC(..., filter)`. Defaults follow the paper (spec §3.8) unless a field says why
-not; a module whose paper default differs gives its own default instance (e.g. PPO's ``Optimisation(lr=1e-5)``).
+A module's constructor takes groups, not their fields, each class only its own groups: the rest pass up unchanged
+as keyword arguments (``**kwargs``, which LightningCLI follows to the base's signature): `LMRLModule(backbone,
+init_from, optim)`; `ValueModule(value, beta, **kwargs)`; `OnlineModule(rollouts, updates, **kwargs)`;
+`PPO(optim, ppo, bc, **kwargs)`; `OnlineFilteredBC(updates, filter, **kwargs)`. Defaults follow the paper (spec
+§3.8) unless a field says why not; a module whose paper default differs names that group with its own default
+instance (e.g. PPO's ``Optimisation(lr=1e-5)``).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Mapping, Optional, TypeVar
+from typing import Any, Literal, Mapping, Optional
 
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.evaluation import check_play_settings
 from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.policies.decoding import Decoding
 from lmrl_lightning.validation import check_choice, check_int, check_number
 
-S = TypeVar("S")
 DiscountPer = Literal["token", "turn"]
 HEAD_KINDS = ("mlp", "linear", "tied")
-
-
-def as_settings(value: Any, cls: type[S], field: str) -> S:
-    """A settings group from a constructor argument: the group itself, or its fields as a mapping (as checkpoints
-    store it; a missing field takes its default). `field` is the argument as the CLI spells it (``model.optim``)."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        try:
-            return cls(**value)
-        except TypeError as e:  # an unknown or missing field
-            raise LMRLError(f"{field}: {e}") from None
-    raise LMRLError(f"{field} must be {cls.__name__} settings (a mapping of its fields), got {value!r}")
 
 
 def settings_as_dicts(hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,17 +128,11 @@ class Rollouts:
     decoding: Optional[Decoding] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.task, str) or not self.task:
-            raise LMRLError(f"model.rollouts.task must name a registered task, got {self.task!r}")
+        check_play_settings(self, "model.rollouts", counts=("episodes_per_round", "batch_size"), seed="seed")
         if self.env_options is not None and not isinstance(self.env_options, Mapping):
             raise LMRLError(
                 f"model.rollouts.env_options must be a mapping of keyword arguments, got {self.env_options!r}"
             )
-        check_int("model.rollouts.episodes_per_round", self.episodes_per_round)
-        check_int("model.rollouts.batch_size", self.batch_size)
-        check_int("model.rollouts.seed", self.seed, low=0)
-        if self.decoding is not None:
-            object.__setattr__(self, "decoding", as_settings(self.decoding, Decoding, "model.rollouts.decoding"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Optional
 import torch
 
 from lmrl_lightning.algorithms.base import LMRLModule
-from lmrl_lightning.algorithms.settings import DiscountPer, Optimisation, ValueLearning, as_settings
-from lmrl_lightning.models.backbone import BackboneConfig
+from lmrl_lightning.validation import as_settings
+from lmrl_lightning.algorithms.settings import DiscountPer, ValueLearning
 from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.validation import check_number
 
@@ -111,17 +111,10 @@ class ValueModule(LMRLModule):
 
     exported_submodels = ("trunk",)
 
-    def __init__(
-        self,
-        backbone: BackboneConfig = BackboneConfig(),
-        init_from: Optional[str] = None,
-        optim: Optimisation = Optimisation(),
-        value: ValueLearning = ValueLearning(),
-        beta: float = 8.0,
-    ):
+    def __init__(self, *, value: ValueLearning = ValueLearning(), beta: float = 8.0, **kwargs):
         value = as_settings(value, ValueLearning, "model.value")  # a subclass's own kind passes as it is
         check_number("model.beta", beta, low=0)
-        super().__init__(backbone, init_from, optim)
+        super().__init__(**kwargs)
         self.value = value
         # pi_beta never trains; the trunk starts as a copy of it: a second adapter on the same base with LoRA.
         self.model.requires_grad_(False)

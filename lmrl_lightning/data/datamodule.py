@@ -10,7 +10,6 @@ import math
 import random
 from array import array
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import lightning as L

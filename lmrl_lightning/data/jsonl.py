@@ -107,31 +107,36 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _field_problems(obj: dict, required: Sequence[str], allowed: Sequence[str]) -> tuple[Optional[str], list[str]]:
-    """The first required field `obj` lacks (None if none), and its fields outside `allowed`, sorted."""
+def _check_fields(obj: dict, required: Sequence[str], allowed: Sequence[str], where: str, what: str) -> None:
+    """The first required field `obj` lacks, then its fields outside `allowed`, each refused in one line; `what`
+    is the kind of object (an episode, a turn), named with its fields."""
     missing = next((key for key in required if key not in obj), None)
-    return missing, sorted(set(obj) - set(allowed))
+    if missing:
+        raise DatasetError(f"{where}: missing field '{missing}'")
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        extra = " (put extra information in meta)" if what == "an episode" else ""
+        raise DatasetError(
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; {what} has {', '.join(allowed)}{extra}"
+        )
+
+
+def _check_bool(value: Any, field: str) -> None:
+    if not isinstance(value, bool):
+        raise DatasetError(f"{field} must be true or false, got {value!r}")
 
 
 def _check_envelope(obj: Any, where: str) -> dict:
     """Top level and meta; returns meta."""
     if not isinstance(obj, dict):
         raise DatasetError(f"{where}: expected a JSON object with 'turns' and 'done', got {type(obj).__name__}")
-    missing, unknown = _field_problems(obj, ("turns", "done"), EPISODE_FIELDS)
-    if missing:
-        raise DatasetError(f"{where}: missing field '{missing}'")
-    if unknown:
-        raise DatasetError(
-            f"{where}: unknown top-level field(s) {', '.join(map(repr, unknown))}; an episode has "
-            f"{', '.join(EPISODE_FIELDS)} (put extra information in meta)"
-        )
-    if not isinstance(obj["done"], bool):
-        raise DatasetError(f"{where}: field 'done' must be true or false, got {obj['done']!r}")
+    _check_fields(obj, ("turns", "done"), EPISODE_FIELDS, where, "an episode")
+    _check_bool(obj["done"], f"{where}: field 'done'")
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise DatasetError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
-    if "success" in meta and not isinstance(meta["success"], bool):
-        raise DatasetError(f"{where}: meta.success must be true or false, got {meta['success']!r}")
+    if "success" in meta:
+        _check_bool(meta["success"], f"{where}: meta.success")
     if not isinstance(obj["turns"], list) or not obj["turns"]:
         raise DatasetError(f"{where}: field 'turns' must be a non-empty list")
     return meta
@@ -161,13 +166,8 @@ def _parse_turn(t: Any, i: int, where: str) -> Turn:
     field = f"{where}: turns[{i}]"
     if not isinstance(t, dict):
         raise DatasetError(f"{field} must be an object")
-    missing, unknown = _field_problems(t, ("text", "is_action"), TURN_FIELDS)
-    if missing:
-        raise DatasetError(f"{field}.{missing} is missing")
-    if unknown:
-        raise DatasetError(f"{field} has unknown field(s) {', '.join(unknown)}")
-    if not isinstance(t["is_action"], bool):
-        raise DatasetError(f"{field}.is_action must be true or false, got {t['is_action']!r}")
+    _check_fields(t, ("text", "is_action"), TURN_FIELDS, field, "a turn")
+    _check_bool(t["is_action"], f"{field}.is_action")
     _check_text(t["text"], t["is_action"], f"{field}.text")
     reward = _reward(t.get("reward", 0.0))
     if reward is None:

@@ -9,7 +9,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.policies.rerank import RerankPolicy
 from lmrl_lightning.policies.sampling import LMPolicy
 from lmrl_lightning.policies.value_guided import ValueGuidance, ValueGuidedPolicy, ValueRerankPolicy
-from lmrl_lightning.validation import check_choice, check_int, check_number
+from lmrl_lightning.validation import as_settings, check_choice, check_int, check_number
 
 DecodingKind = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 DECODING_KINDS: tuple[str, ...] = ("sample", "greedy", "rerank", "rerank_greedy")
@@ -54,19 +54,11 @@ class Decoding:
         return 0.0 if self.kind in ("greedy", "rerank_greedy") else self.temperature
 
 
-def as_decoding(value: Union[Decoding, dict, None], default_kind: str = "sample") -> Decoding:
+def as_decoding(value: Union[Decoding, dict, None], default_kind: str = "sample", field: str = "decoding") -> Decoding:
     """A `Decoding` from a constructor argument: itself, its fields as a mapping (as checkpoints store it), or None
-    (`default_kind`, e.g. the task's default decoding, with the other fields' defaults)."""
-    if isinstance(value, Decoding):
-        return value
-    if value is None:
-        return Decoding(default_kind)
-    if isinstance(value, dict):
-        try:
-            return Decoding(**value)
-        except TypeError as e:  # an unknown field
-            raise LMRLError(f"decoding: {e}") from None
-    raise LMRLError(f"decoding must be a Decoding or a mapping of its fields, got {value!r}")
+    (`default_kind`, e.g. the task's default decoding, with the other fields' defaults). `field` names the argument
+    in errors as the CLI spells it."""
+    return Decoding(default_kind) if value is None else as_settings(value, Decoding, field)
 
 
 def build_policy(
