@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmrl_lightning.algorithms import PPO, OnlineFilteredBC, Optimisation, PPOSettings, Rollouts, Updates, gae, ppo_loss
+from lmrl_lightning.algorithms.online import round_episode_indices
 from lmrl_lightning.algorithms.ppo import (
     RoundStats, adapt_kl_coef, episode_kl_sum, episode_targets, kl_k3, kl_shaped_rewards, pack_minibatch, round_stats,
     round_sums, split_by_sizes, whiten,
@@ -140,6 +141,48 @@ def test_pack_minibatch_lays_per_token_values_on_the_action_mask():
     assert batch["advantages"].tolist() == [[3.0, 0.0, 4.0], [1.0, 2.0, 0.0]]
 
 
+# ---- a round's episodes over DDP ranks --------------------------------------------------------------------------
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("per_round", [3, 7, 10, 128])
+def test_round_episodes_are_dealt_disjointly_and_exactly_over_ranks(world, per_round):
+    """Each round plays exactly `episodes_per_round` episodes over all ranks (7 on 2 ranks: 4 + 3, not 2 x 4): the
+    ranks' shares are disjoint, their union is the round's indices, rank r plays r, r + W, ... of the round (as the
+    evaluation deals its episodes), shares differ by at most one, and rounds never reuse an index."""
+    seen: set[int] = set()
+    for round_index in range(3):
+        shares = [list(round_episode_indices(round_index, per_round, rank, world)) for rank in range(world)]
+        union = [i for share in shares for i in share]
+        assert len(union) == len(set(union)) == per_round  # disjoint, exactly the configured count
+        round_indices = list(range(round_index * per_round, (round_index + 1) * per_round))
+        assert sorted(union) == round_indices
+        assert all(share == round_indices[rank::world] for rank, share in enumerate(shares))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1 and min(map(len, shares)) >= 1
+        assert seen.isdisjoint(union)
+        seen.update(union)
+
+
+def test_round_specs_follow_the_rank_and_a_round_needs_an_episode_per_rank(bc_ckpt):
+    """The module plays its rank's share with per-index seeds: world size 1 plays the whole round; a world larger
+    than the round is refused before any rollout."""
+    module = PPO(init_from=bc_ckpt, rollouts=Rollouts("word_choice", episodes_per_round=5))
+    module.rounds_done.fill_(2)
+    specs = module.round_specs()
+    assert [s.index for s in specs] == [10, 11, 12, 13, 14] and len({s.seed for s in specs}) == 5
+
+    class Trainer:  # just what `world` and `setup` read of a trainer
+        def __init__(self, rank, world):
+            self.global_rank, self.world_size = rank, world
+            self.strategy = type("Strategy", (), {"checkpoint_io": None})()
+
+    module._trainer = Trainer(1, 2)
+    assert [s.index for s in module.round_specs()] == [11, 13]
+    assert [s.seed for s in module.round_specs()] == [specs[1].seed, specs[3].seed]
+    module.setup("fit")
+    module._trainer = Trainer(0, 6)
+    with pytest.raises(LMRLError, match=r"episodes_per_round \(5\) is smaller than the 6 DDP processes"):
+        module.setup("fit")
+
+
 # ---- a round's data -------------------------------------------------------------------------------------------
 def test_round_advantages_skip_environment_tokens_and_end_at_zero(bc_ckpt):
     """A two-turn episode: the advantages of its action tokens are GAE over those tokens only (the prompt's tokens
@@ -228,15 +271,23 @@ def test_resume_after_round_k_replays_round_k_plus_one(bc_ckpt, tmp_path):
 # ---- DDP --------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_two_process_ddp_rounds_keep_ranks_equal(bc_ckpt, tmp_path):
-    """Two CPU processes (gloo) play 16 episodes each per round, reduce the round statistics, take the same number
-    of optimiser steps and end with equal parameters."""
+    """Two CPU processes (gloo) play 17 and 16 of each round's 33 episodes, disjoint ones (different indices and
+    seeds, so different sampling), reduce the round statistics, take the same number of optimiser steps and end
+    with equal parameters."""
     out = tmp_path / "ddp"
     out.mkdir()
     proc = run_ddp_script(DDP_SCRIPT, [bc_ckpt, out, 2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
     assert rank0["world_size"] == 2 and rank0["global_step"] == rank1["global_step"] > 0
-    assert rank0["rounds"] == rank1["rounds"] and all(r["episodes"] == 32 for r in rank0["rounds"])
+    assert rank0["rounds"] == rank1["rounds"] and all(r["episodes"] == 33 for r in rank0["rounds"])
+    # The ranks played different episodes: both ranks gathered every rank's (index, seed) of the played episodes.
+    assert rank0["played"] == rank1["played"] and len(rank0["played"]) == 2  # two rounds
+    for round_index, (mine, theirs) in enumerate(rank0["played"]):
+        assert (len(mine), len(theirs)) == (17, 16)
+        indices = [i for i, _ in mine + theirs]
+        assert sorted(indices) == list(range(33 * round_index, 33 * (round_index + 1)))  # disjoint, all played
+        assert {s for _, s in mine}.isdisjoint(s for _, s in theirs)
     assert rank0["parameters"].keys() == rank1["parameters"].keys()
     for name, values in rank0["parameters"].items():
         assert values == pytest.approx(rank1["parameters"][name], abs=1e-6), name

@@ -3,10 +3,13 @@
 One training epoch is one round. The module's train dataloader iterates a `RoundDataset`: starting the
 iteration makes the module roll its current policy out against the task's simulator (the same batched rollout
 engine as evaluation), turn the episodes into the round's training data, and yield that round's minibatches.
-Every DDP rank collects its own `rollouts.episodes_per_round / world_size` episodes with its own seeds; the
-round's statistics are reduced across ranks, and every rank yields the same number of minibatches (shorter shards
-wrap around), so the ranks' optimiser steps stay in lockstep. Round r's episodes depend only on (seed, r, rank) and the weights, so
-a run resumed from the checkpoint of round r replays round r + 1 exactly.
+A round plays exactly `rollouts.episodes_per_round` episodes over all DDP ranks: round r's episodes have the global
+indices r * n ... r * n + n - 1 (n episodes a round), and rank k of W plays every W-th of them from the k-th (as the
+evaluation deals its episodes), so the ranks' shares are disjoint and differ by at most one episode. An episode's
+start state and sampling seeds derive from its index alone. The round's statistics are reduced across ranks as
+sums and counts (unequal shares weigh each episode once), and every rank yields the same number of minibatches
+(shorter shards wrap around), so the ranks' optimiser steps stay in lockstep. Round r's episodes depend only on
+(seed, r, n) and the weights, so a run resumed from the checkpoint of round r replays round r + 1 exactly.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from lmrl_lightning.algorithms.settings import Rollouts, Updates
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer, episode_to_chunks
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.policies import as_decoding
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, get_task, task_origin
 from lmrl_lightning.rollout import rollout, turn_seed
@@ -38,6 +42,14 @@ def minibatch_plan(n_items: int, batch_size: int, n_batches: int, epochs: int, g
         order = order.repeat(math.ceil(need / max(1, n_items)))[:need]
         plan += [order[i * batch_size:(i + 1) * batch_size].tolist() for i in range(n_batches)]
     return plan
+
+
+def round_episode_indices(round_index: int, episodes_per_round: int, rank: int = 0, world_size: int = 1) -> range:
+    """Global indices of `rank`'s episodes of round `round_index`: of the round's `episodes_per_round` indices
+    (`round_index * episodes_per_round` onwards), every `world_size`-th from the `rank`-th. Over the ranks they are
+    the round's indices exactly once each, whatever the world size."""
+    first = round_index * episodes_per_round
+    return range(first + rank, first + episodes_per_round, world_size)
 
 
 class RoundDataset(IterableDataset):
@@ -86,15 +98,21 @@ class OnlineModule(LMRLModule):
     def round_index(self) -> int:
         return int(self.rounds_done)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        world = self.world[1]
+        if self.rollouts.episodes_per_round < world:  # the same test on every rank: all stop together
+            raise LMRLError(
+                f"model.rollouts.episodes_per_round ({self.rollouts.episodes_per_round}) is smaller than the "
+                f"{world} DDP processes: every process must play at least one episode a round"
+            )
+
     def round_specs(self) -> list[EvalEpisode]:
-        """This rank's episodes of the current round: indices unique over rounds and ranks, seeds derived from
-        them (reset options None: the task draws the start state from the seed)."""
+        """This rank's episodes of the current round (`round_episode_indices`): indices unique over rounds and
+        ranks, seeds derived from them (reset options None: the task draws the start state from the seed)."""
         rank, world = self.world
-        per_rank = math.ceil(self.rollouts.episodes_per_round / world)
-        first = (self.round_index * world + rank) * per_rank
-        return [
-            EvalEpisode(first + i, turn_seed(self.rollouts.seed + 1, first + i, 0)) for i in range(per_rank)
-        ]
+        indices = round_episode_indices(self.round_index, self.rollouts.episodes_per_round, rank, world)
+        return [EvalEpisode(i, turn_seed(self.rollouts.seed + 1, i, 0)) for i in indices]
 
     def collect(self) -> list[Episode]:
         """Roll this rank's episodes of the round out with the current policy."""
