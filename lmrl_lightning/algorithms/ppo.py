@@ -13,11 +13,17 @@ Each round (one training epoch, see `online.py`):
   5. `epochs` passes of minibatches of the clipped policy loss + value_coef * clipped value loss (+ an optional
      BC loss on offline data), one optimiser step each, by manual optimisation.
 The KL coefficient is fixed, or adapted once per round towards `kl_target` (Ziegler et al.).
+
+Rollouts that re-rank the task's candidate actions (decoding ``rerank``/``rerank_greedy``) act with the re-ranker's
+distribution over the candidates, softmax(sum of the action's token log-probs / temperature), not token by token:
+then the ratio, the KL penalty and the entropy use that candidate-normalised log-probability of each action, placed
+on the action's first token (its decision step; 0 on its other tokens), while GAE and the value loss stay per token.
+Dropout is off in the policy (as TRL does): the ratio compares two passes that must be the same function.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, TypedDict, TypeVar
 
 import torch
@@ -28,11 +34,13 @@ from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import BCRegularisation, Optimisation, PPOSettings
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.jsonl import read_episodes
-from lmrl_lightning.data.tokenize import TokenChunk
+from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer
 from lmrl_lightning.distributed import all_reduce
 from lmrl_lightning.env import Episode
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
+from lmrl_lightning.policies.rerank import candidate_token_logprobs, prompt_budget, rerank_log_probs
 from lmrl_lightning.policies.sampling import eval_mode
 
 T = TypeVar("T")
@@ -67,10 +75,11 @@ class ChunkScores(TypedDict):
     """One chunk's per-action-token quantities under the weights that collected the round (`PPO.score_chunks`)."""
 
     rewards: torch.Tensor  # [N] task reward (on an action's last token)
-    logp: torch.Tensor  # [N] log-prob of the taken token under the policy
+    logp: torch.Tensor  # [N] log-prob of the taken token (candidate decoding: of the action, on its first token)
     logp_ref: torch.Tensor  # [N] ... under the frozen reference
     values: torch.Tensor  # [N] V before each action token
     last_value: float  # V at the chunk's last token: the bootstrap of a cut episode
+    decisions: int  # policy positions: action tokens, or candidate-action decisions (the KL's denominator)
 
 
 def kl_shaped_rewards(
@@ -123,7 +132,7 @@ class RoundStats:
     action_tokens: float
     advantage_mean: float
     advantage_var: float
-    kl: float  # mean per action token
+    kl: float  # mean per action token (PPO's round logs it per policy position)
     explained_variance: float  # 1 - mean((R - V)^2) / Var(R); 0 when the returns do not vary
 
 
@@ -167,6 +176,73 @@ def sample_batch(chunks: Sequence[TokenChunk], size: int, generator: torch.Gener
     return collate_chunks([chunks[i] for i in pick], pad_id)
 
 
+def action_spans(is_action: Sequence[bool]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive action tokens."""
+    spans, start = [], None
+    for i, flag in enumerate([*is_action, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def action_choices(
+    ids: Sequence[int], is_action: Sequence[bool], candidate_ids: Sequence[Sequence[int]]
+) -> list[int]:
+    """Per step t of a chunk (t predicts token t + 1, as the action mask): the index of the candidate action that
+    starts at token t + 1, else -1. An action at the chunk's first token (cut by truncation, or without context) is
+    no decision; any other action must be one of the candidates."""
+    choices = [-1] * (len(ids) - 1)
+    candidates = [list(c) for c in candidate_ids]
+    for start, end in action_spans(is_action):
+        if start == 0:
+            continue
+        tokens = list(ids[start:end])
+        if tokens not in candidates:
+            raise LMRLError(
+                f"PPO with candidate-action decoding: action tokens {tokens} are none of the task's candidates "
+                f"{candidates}; roll out with decoding 'sample' to train on free text"
+            )
+        choices[start - 1] = candidates.index(tokens)
+    return choices
+
+
+def choice_matrix(chunks: Sequence[TokenChunk], candidate_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """`action_choices` of each chunk, right-padded with -1 into a [B, T-1] tensor (the collated batch's shape)."""
+    width = max(len(c.input_ids) for c in chunks) - 1
+    out = torch.full((len(chunks), width), -1, dtype=torch.long)
+    for row, chunk in enumerate(chunks):
+        choices = action_choices(chunk.input_ids, chunk.is_action, candidate_ids)
+        out[row, :len(choices)] = torch.tensor(choices, dtype=torch.long)
+    return out
+
+
+def decision_prompts(input_ids: torch.Tensor, choice: torch.Tensor, max_tokens: int) -> list[list[int]]:
+    """The context of each decision (`choice` >= 0, row-major as boolean indexing orders them): the row's tokens
+    up to the decision step, its last `max_tokens` kept (as the re-ranker keeps them)."""
+    rows, steps = (choice >= 0).nonzero(as_tuple=True)
+    return [input_ids[r, max(0, t + 1 - max_tokens):t + 1].tolist() for r, t in zip(rows.tolist(), steps.tolist())]
+
+
+def spread(values: torch.Tensor, policy_mask: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Quantities at the policy positions [M] laid on the action tokens [N] (0 at the others)."""
+    full = torch.zeros(action_mask.shape, dtype=values.dtype, device=values.device)
+    full[policy_mask] = values
+    return full[action_mask]
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of `model` set to 0 (TRL's practice for PPO), including the float `attention_dropout` that
+    Hugging Face attention layers read themselves."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 def ppo_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -178,7 +254,8 @@ def ppo_loss(
     clip_value: float = 0.2,
     value_coef: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped policy loss + value_coef * clipped value loss, means over action tokens (all args [N]).
+    """Clipped policy loss + value_coef * clipped value loss, means over the policy positions (logp, old_logp,
+    advantages: [M]; action tokens, or candidate-action decisions) and over action tokens (values... : [N]).
 
     L_pg = mean(max(-A rho, -A clip(rho, 1 - clip, 1 + clip))), rho = exp(logp - old_logp);
     L_v = 1/2 mean(max((V - R)^2, (V_clip - R)^2)), V_clip = old_V + clip(V - old_V, -clip_value, clip_value).
@@ -229,14 +306,20 @@ class PPO(OnlineModule):
         super().__init__(optim=optim, **kwargs)
         self.ppo, self.bc = ppo, bc
         self.automatic_optimization = False
+        # The ratio divides two passes of the policy (scoring, update): with dropout they would differ before any
+        # step. Off for every pass, so train mode (gradient checkpointing) stays available.
+        disable_dropout(self.model)
         # The KL reference: the BC policy PPO starts from; with LoRA, the base with the adapter switched off.
         self.reference = frozen_copy(self.model) if self.peft is None else AdapterView(self.model, None)
         self.value_head = make_v_head("linear", self.model.get_input_embeddings().weight.shape[1], ppo.value_bias)
         # Part of the state dict, so that a resumed run continues with the adapted coefficient.
         self.register_buffer("kl_coef", torch.tensor(float(ppo.kl_coef), dtype=torch.float64))
         self._bc_chunks: Optional[list[TokenChunk]] = None
+        # Candidate-action rollouts: the candidates' tokens as the re-ranker scores them (None: free text).
+        candidates = self.task_spec.candidate_actions if self.rollout_decoding.reranks else None
+        self.candidate_ids = [TurnTokenizer(self.tokenizer)(c) for c in candidates] if candidates else None
 
-    # ---- per-token quantities -----------------------------------------------------------------------------------
+    # ---- log-probabilities of the actions ---------------------------------------------------------------------
     @staticmethod
     def action_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`model`'s last hidden states [B, T, d], and its logits [N, V] and log-probs [N] of the taken tokens at
@@ -248,34 +331,73 @@ class PPO(OnlineModule):
         logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:][mask][:, None]).squeeze(-1)
         return hidden, logits, logp
 
+    def policy_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, T-1]: where the policy chose, every action token, or each candidate action's decision step."""
+        return batch["action_mask"] if self.candidate_ids is None else batch["choice"] >= 0
+
+    def candidate_log_dist(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`model`'s re-ranker log-distribution over the candidates at each decision of the batch, [D, C], at the
+        rollouts' temperature (the greedy kinds: their unused temperature field, 1 by default)."""
+        device = batch["input_ids"].device
+        budget = prompt_budget(self.model, self.candidate_ids)
+        prompts = decision_prompts(batch["input_ids"], batch["choice"], budget)
+        if not prompts:
+            return torch.zeros((0, len(self.candidate_ids)), device=device)
+        scores = candidate_token_logprobs(model, self.tokenizer.pad_token_id, prompts, self.candidate_ids, device)
+        return rerank_log_probs(scores, self.rollout_decoding.temperature)
+
     def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Policy logits [N, V] and log-probs [N] at the batch's action steps, and V at every position [B, T]."""
-        hidden, logits, logp = self.action_logprobs(self.model, batch)
-        return logits, logp, self.value_head(hidden).squeeze(-1).float()
+        """The policy's log-prob of each taken action at the policy positions [M], the logits of the distribution
+        it was drawn from [M, K] (vocabulary or candidates), and V at every position [B, T]."""
+        if self.candidate_ids is None:
+            hidden, logits, logp = self.action_logprobs(self.model, batch)
+        else:
+            hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            hidden = hidden.last_hidden_state
+            # Gradient checkpointing drops the KV cache in train mode; with dropout off eval mode is the same function.
+            with eval_mode(self.model):
+                logits = self.candidate_log_dist(self.model, batch)
+            logp = logits.gather(-1, batch["choice"][batch["choice"] >= 0][:, None]).squeeze(-1)
+        return logp, logits, self.value_head(hidden).squeeze(-1).float()
+
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frozen reference's log-prob of each taken action at the policy positions [M]."""
+        if self.candidate_ids is None:
+            return self.action_logprobs(self.reference, batch)[2]
+        choice = batch["choice"]
+        return self.candidate_log_dist(self.reference, batch).gather(-1, choice[choice >= 0][:, None]).squeeze(-1)
+
+    def collate(self, chunks: Sequence[TokenChunk]) -> dict[str, torch.Tensor]:
+        """`collate_chunks`, plus under candidate decoding each decision step's candidate index ("choice")."""
+        batch = collate_chunks(chunks, self.tokenizer.pad_token_id)
+        if self.candidate_ids is not None:
+            batch["choice"] = choice_matrix(chunks, self.candidate_ids)
+        return batch
 
     @torch.no_grad()
     def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[ChunkScores]:
-        """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights; and V at its
-        last token."""
-        device = self.device
+        """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights (candidate
+        decoding: the action's log-probs on its first token, 0 on the others); and V at its last token."""
         out = []
-        pad = self.tokenizer.pad_token_id
         with eval_mode(self.model, self.reference, self.value_head):
             for i in range(0, len(chunks), self.rollouts.batch_size):
-                part = chunks[i:i + self.rollouts.batch_size]
-                batch = {k: v.to(device) for k, v in collate_chunks(part, pad).items()}
-                mask = batch["action_mask"]
-                _, logp, all_values = self.forward_actions(batch)
-                _, _, ref_logp = self.action_logprobs(self.reference, batch)
-                counts = mask.sum(1).tolist()
-                last = batch["attention_mask"].sum(1) - 1
-                last_values = all_values[torch.arange(len(part), device=device), last]
-                per_chunk = zip(batch["rewards"][mask].split(counts), logp.split(counts), ref_logp.split(counts),
-                                all_values[:, :-1][mask].split(counts))
-                for j, (r, lp, rlp, v) in enumerate(per_chunk):
-                    out.append({"rewards": r.cpu(), "logp": lp.cpu(), "logp_ref": rlp.cpu(), "values": v.cpu(),
-                                "last_value": float(last_values[j])})
+                out += self.score_batch(chunks[i:i + self.rollouts.batch_size])
         return out
+
+    def score_batch(self, part: Sequence[TokenChunk]) -> list[ChunkScores]:
+        device = self.device
+        batch = {k: v.to(device) for k, v in self.collate(part).items()}
+        mask, policy_mask = batch["action_mask"], self.policy_mask(batch)
+        logp, _, all_values = self.forward_actions(batch)
+        logp, ref_logp = (spread(x, policy_mask, mask) for x in (logp, self.reference_logprobs(batch)))
+        counts = mask.sum(1).tolist()
+        last = batch["attention_mask"].sum(1) - 1
+        last_values = all_values[torch.arange(len(part), device=device), last]
+        per_chunk = zip(batch["rewards"][mask].split(counts), logp.split(counts), ref_logp.split(counts),
+                        all_values[:, :-1][mask].split(counts), policy_mask.sum(1).tolist())
+        return [{"rewards": r.cpu(), "logp": lp.cpu(), "logp_ref": rlp.cpu(), "values": v.cpu(),
+                 "last_value": float(last_values[j]), "decisions": n}
+                for j, (r, lp, rlp, v, n) in enumerate(per_chunk)]
 
     # ---- a round ---------------------------------------------------------------------------------------------
     def prepare_round(self, episodes: list[Episode], generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
@@ -289,11 +411,8 @@ class PPO(OnlineModule):
             adv, ret = episode_targets(episode_scores, episode.done, kl_coef, self.ppo.gamma, self.ppo.lam)
             advantages += adv
             returns += ret
-        kl_sum = sum(episode_kl_sum(s) for s in scores_per_episode)
         values = [s["values"] for s in scores]
-        # Statistics over all ranks: whitening and the KL controller see the whole round.
-        stats = round_stats(all_reduce(round_sums(cat_or_empty(advantages), cat_or_empty(returns),
-                                                  cat_or_empty(values), kl_sum)))
+        stats = self.reduce_round_stats(advantages, returns, values, scores_per_episode)
         if self.ppo.whiten_advantages:
             advantages = [whiten(a, stats.advantage_mean, stats.advantage_var) for a in advantages]
         self._round.update(kl=stats.kl, kl_coef=kl_coef, action_tokens=stats.action_tokens,
@@ -306,6 +425,18 @@ class PPO(OnlineModule):
                      "returns": returns}
         return self.minibatches(chunks, per_token, generator)
 
+    @staticmethod
+    def reduce_round_stats(
+        advantages, returns, values, scores_per_episode: Sequence[Sequence[ChunkScores]]
+    ) -> RoundStats:
+        """The round's statistics over all ranks (whitening and the KL controller see the whole round); the KL per
+        policy position: per action token, or per candidate-action decision."""
+        kl_sum = sum(episode_kl_sum(s) for s in scores_per_episode)
+        decisions = sum(s["decisions"] for ss in scores_per_episode for s in ss)
+        sums = all_reduce(round_sums(cat_or_empty(advantages), cat_or_empty(returns), cat_or_empty(values), kl_sum)
+                          + [decisions])
+        return replace(round_stats(sums[:7]), kl=sums[3] / max(sums[7], 1))
+
     def minibatches(
         self, chunks: list[TokenChunk], per_token: dict[str, list[torch.Tensor]], generator: torch.Generator
     ) -> list[dict[str, torch.Tensor]]:
@@ -316,6 +447,9 @@ class PPO(OnlineModule):
         plan = minibatch_plan(len(chunks), size, n_batches, self.updates.epochs, generator)
         pad = self.tokenizer.pad_token_id
         batches = [pack_minibatch(chunks, per_token, rows, pad) for rows in plan]
+        if self.candidate_ids is not None:
+            for batch, rows in zip(batches, plan):
+                batch["choice"] = choice_matrix([chunks[i] for i in rows], self.candidate_ids)
         bc_chunks = self.offline_chunks()
         if bc_chunks:  # drawn after the plan, batch by batch: the generator's order of use is part of a replay
             for batch in batches:
@@ -333,19 +467,15 @@ class PPO(OnlineModule):
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
-        mask = batch["action_mask"]
-        logits, logp, all_values = self.forward_actions(batch)
+        mask, policy_mask = batch["action_mask"], self.policy_mask(batch)
+        logp, logits, all_values = self.forward_actions(batch)
         loss, metrics = ppo_loss(
-            logp, batch["old_logp"][mask], batch["advantages"][mask], all_values[:, :-1][mask],
+            logp, batch["old_logp"][policy_mask], batch["advantages"][policy_mask], all_values[:, :-1][mask],
             batch["old_values"][mask], batch["returns"][mask], self.ppo.clip, self.ppo.clip_value,
             self.ppo.value_coef,
         )
         if "bc" in batch:
-            bc = batch["bc"]
-            bc_mask = bc["action_mask"]
-            bc_value, _ = bc_loss(
-                self.action_logits(bc["input_ids"], bc["attention_mask"], bc_mask), bc["input_ids"][:, 1:][bc_mask]
-            )
+            bc_value = self.bc_term(batch["bc"])
             metrics["bc_loss"] = bc_value.detach()
             loss = loss + self.bc.weight * bc_value
         optimizer.zero_grad()
@@ -354,10 +484,16 @@ class PPO(OnlineModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.ppo.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
         scheduler.step()
-        with torch.no_grad():
-            probs = torch.softmax(logits, -1)
-            metrics["entropy"] = -(probs * torch.log_softmax(logits, -1)).sum(-1).mean()
+        with torch.no_grad():  # of the distribution the actions are drawn from: vocabulary or candidates
+            metrics["entropy"] = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
         for name, value in metrics.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
+
+    def bc_term(self, bc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The BC loss on an offline minibatch."""
+        bc_mask = bc["action_mask"]
+        value, _ = bc_loss(self.action_logits(bc["input_ids"], bc["attention_mask"], bc_mask),
+                           bc["input_ids"][:, 1:][bc_mask])
+        return value

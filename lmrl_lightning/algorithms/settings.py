@@ -166,8 +166,9 @@ class PPOSettings:
         clip_value: value clip range (paper 0.2).
         value_coef: weight of the value loss (paper: 0.5 maze FO, 1.0 others).
         kl_coef: initial KL penalty coefficient (scripts 0.001).
-        kl_target: adapt kl_coef towards this KL per action token once per round (Ziegler et al.; None: a fixed
-            coefficient, as the paper's scripts). Needs kl_horizon.
+        kl_target: adapt kl_coef towards this KL once per round (Ziegler et al.; None: a fixed coefficient, as the
+            paper's scripts): per action token, or per decision when rollouts re-rank candidate actions (the KL
+            between the candidate distributions). Needs kl_horizon.
         kl_horizon: the adaptive controller's horizon in minibatch steps. Needs kl_target.
         value_bias: initial output of the value head (paper: -1 maze, -4.1 Wordle and the dialogue tasks).
         whiten_advantages: whiten advantages over the round, all ranks together (paper: yes).

@@ -30,7 +30,6 @@ def lm_features(model, ids, mask, positions, caches, last_only: bool) -> tuple[F
     return (out.logits,), (cache,)
 
 
-@torch.inference_mode()
 def candidate_scores(
     features: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[tuple], bool], tuple[Features, tuple]],
     token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
@@ -42,7 +41,8 @@ def candidate_scores(
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
     Each prompt runs once (left-padded); its KV cache is then repeated once per candidate and only the
-    candidates' tokens run on top of it, right-padded. `features(ids, mask, positions, caches, last_only)` gives
+    candidates' tokens run on top of it, right-padded. Differentiable (PPO's update scores candidates with it);
+    decoding callers run it under `torch.inference_mode`. `features(ids, mask, positions, caches, last_only)` gives
     per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
     `token_scores(features, tokens)` scores the token that follows each position: [B, T].
     """
@@ -67,12 +67,33 @@ def candidate_scores(
     return (first.sum(-1) + rest.sum(-1)).view(n_prompts, n_candidates)
 
 
-def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
-    """Log-probability of each candidate's tokens after each prompt: [len(prompts), len(candidates)]."""
+def candidate_token_logprobs(
+    model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]], device
+) -> torch.Tensor:
+    """Log-probability of each candidate's tokens after each prompt, [len(prompts), len(candidates)], differentiable
+    (`device` given: a LoRA `AdapterView` of the base has no parameters to read it from)."""
     return candidate_scores(
         lambda *args: lm_features(model, *args), lambda f, tokens: token_logprobs(f[0], tokens),
-        pad_id, prompts, candidates, next(model.parameters()).device,
+        pad_id, prompts, candidates, device,
     )
+
+
+@torch.inference_mode()
+def candidate_logprobs(model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]]) -> torch.Tensor:
+    """Log-probability of each candidate's tokens after each prompt: [len(prompts), len(candidates)]."""
+    return candidate_token_logprobs(model, pad_id, prompts, candidates, next(model.parameters()).device)
+
+
+def rerank_log_probs(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probability of each candidate under the re-ranker, log softmax(scores / temperature) over the last axis:
+    the distribution `RerankPolicy` samples from, so the one PPO's ratio and KL must use (temperature > 0)."""
+    return torch.log_softmax(scores.float() / temperature, -1)
+
+
+def prompt_budget(model, candidate_ids: Sequence[list[int]]) -> int:
+    """Longest prompt (in tokens) after which every candidate still fits the model's positions."""
+    n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    return n_positions - max(len(c) for c in candidate_ids)
 
 
 class RerankPolicy(BatchedTextPolicy):
@@ -93,8 +114,7 @@ class RerankPolicy(BatchedTextPolicy):
         self.temperature = temperature
         self.tokenize = TurnTokenizer(tokenizer)
         self.candidate_ids = [self.tokenize(c) for c in self.candidates]
-        n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-        self.max_prompt_tokens = n_positions - max(len(c) for c in self.candidate_ids)
+        self.max_prompt_tokens = prompt_budget(model, self.candidate_ids)
 
     def modules(self) -> list:
         """The networks this policy runs (put in eval mode while it scores)."""
@@ -111,7 +131,7 @@ class RerankPolicy(BatchedTextPolicy):
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
-        with eval_mode(*self.modules()):
+        with eval_mode(*self.modules()), torch.inference_mode():
             out = candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
                 next(self.model.parameters()).device,
@@ -127,7 +147,8 @@ class RerankPolicy(BatchedTextPolicy):
         if self.temperature > 0:
             seeds = list(seeds) if seeds is not None else list(range(len(histories)))
             u = row_uniform(torch.tensor([seeds[i] for i in live]), 0, len(self.candidates))
-            scores = scores / self.temperature - torch.log(-torch.log(u)).float()
+            # Gumbel-max: a sample of rerank_log_probs(scores, temperature)'s distribution.
+            scores = rerank_log_probs(scores, self.temperature) - torch.log(-torch.log(u)).float()
         for i, choice in zip(live, scores.argmax(dim=-1).tolist()):
             results[i] = histories[i] + (Text(self.candidates[choice], True),)
         return results
