@@ -47,8 +47,9 @@ dm.attach_tokenizer(load_tokenizer(BackboneConfig("tiny", tokenizer=TOKENIZER)))
 """, """
 dm.setup("fit")
 n = len(dm.train_chunks) + len(dm.val_chunks)
-stores = (dm.train_chunks, dm.val_chunks)
-arrays = [a for store in stores for a in vars(store).values() if isinstance(a, array)]
+views = (dm.train_chunks, dm.val_chunks)  # ChunkViews (an index array each) over one or more ChunkStores
+stores = list({id(v.store): v.store for v in views}.values())
+arrays = [a for store in stores for a in vars(store).values() if isinstance(a, array)] + [v.indices for v in views]
 extra = {"tokens": sum(len(store.tokens) for store in stores),
          "chunk_store_mib": sum(a.itemsize * len(a) for a in arrays) / 2**20}
 """),

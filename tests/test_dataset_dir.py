@@ -193,6 +193,24 @@ def test_fit_accepts_its_own_dataset(dataset):
     assert len(_setup(dataset, task="maze").train_chunks) > 0  # the default variant is fo
 
 
+def test_fit_gives_every_chunk_of_a_cut_episode_the_state_at_its_cut(dataset):
+    """The generator cuts most episodes at their horizon (done=false): each of their windowed chunks, not only the
+    last, carries the context after the final move (MC Returns bootstraps from it); a done episode's carry none."""
+    dm = _setup(dataset, task="maze")
+    episodes: dict[str, list] = {}
+    for chunk in dm.train_chunks:
+        episodes.setdefault(chunk.source, []).append(chunk)
+    cut = [chunks for chunks in episodes.values() if not chunks[-1].done]
+    assert len(cut) < len(episodes) and any(len(chunks) > 1 for chunks in cut)
+    for chunks in episodes.values():
+        state = None if chunks[-1].done else chunks[-1].next_state_ids or chunks[-1].input_ids
+        assert [c.cut_state_ids for c in chunks] == [state] * len(chunks)
+    batch = next(iter(dm._loader(dm.train_chunks, shuffle=False)))
+    rows = [dm.train_chunks[i] for i in range(len(batch["dones"]))]
+    assert batch["episode_cut"].tolist() == [c.episode_cut for c in rows]
+    assert batch["cut_state_mask"].sum(1).tolist() == [len(c.cut_state_ids or ()) for c in rows]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"task": "wordle"}, "the dataset is task 'maze', but data.task is 'wordle'"),
     ({"task": "maze", "variant": "po"}, "the dataset is variant 'fo', but data.variant is 'po'"),

@@ -185,6 +185,18 @@ def test_worked_example_dones_and_no_next_state(worked):
     assert batch["dones"].tolist() == [True]
     assert batch["has_next_state"].tolist() == [False]
     assert batch["attention_mask"].all()
+    assert batch["episode_cut"].tolist() == [False]  # done: no cut state
+    assert batch["cut_state_ids"].shape == batch["cut_state_mask"].shape == (1, 1)
+    assert not batch["cut_state_mask"].any()
+
+
+def test_whole_truncated_episode_is_its_own_cut_state(enc):
+    (chunk,) = episode_to_chunks(make_episode(TWENTY_Q, done=False), enc)
+    assert chunk.episode_cut and chunk.cut_state_ids == chunk.input_ids and chunk.next_state_ids is None
+    batch = collate_chunks([chunk], pad_id=0)
+    assert batch["episode_cut"].tolist() == [True]
+    assert torch.equal(batch["cut_state_ids"], batch["input_ids"])
+    assert torch.equal(batch["cut_state_mask"], batch["attention_mask"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -230,6 +242,7 @@ def test_windowed_next_state_is_next_chunks_context(enc, window):
         assert cur.next_state_ids == nxt.input_ids[:n_ctx]
     assert chunks[-1].next_state_ids is None  # done: V(next) = 0
     assert [c.done for c in chunks] == [False, False, False, True]
+    assert [c.cut_state_ids for c in chunks] == [None] * 4  # not cut
 
 
 @pytest.mark.parametrize("window", [1, 3])
@@ -249,12 +262,17 @@ def test_truncated_episode_ending_with_observation_bootstraps(enc, window):
     assert chunks[-1].next_state_ids == expected
     if window == 1:
         assert chunks[-1].next_state_ids == enc("You are at 2, 2.\n")
+    # every chunk, not only the last, knows the episode was cut and carries the state at the cut
+    assert [c.cut_state_ids for c in chunks] == [expected, expected]
     batch = collate_chunks(chunks, pad_id=0)
     assert batch["has_next_state"].tolist() == [True, True]
     assert batch["dones"].tolist() == [False, False]
     n = len(expected)
     assert batch["next_state_ids"][1, :n].tolist() == expected
     assert batch["next_state_mask"][1].sum().item() == n
+    assert batch["episode_cut"].tolist() == [True, True]
+    assert batch["cut_state_ids"][:, :n].tolist() == [expected, expected]
+    assert batch["cut_state_mask"].sum(1).tolist() == [n, n]
 
 
 @pytest.mark.parametrize("window", [1, 3])
@@ -266,9 +284,13 @@ def test_truncated_episode_ending_with_action_has_no_next_state(enc, window):
     assert chunks[0].next_state_ids == first_ctx
     assert chunks[-1].next_state_ids is None
     assert chunks[-1].done is False
+    # no observation after the cut: the state at the cut is the one right after the final action, the last chunk
+    assert [c.cut_state_ids for c in chunks] == [chunks[-1].input_ids] * 2
     batch = collate_chunks(chunks, pad_id=0)
     assert batch["has_next_state"].tolist() == [True, False]
     assert batch["next_state_mask"][1].any().item() is False
+    assert batch["episode_cut"].tolist() == [True, True]
+    assert batch["cut_state_ids"][0].tolist() == batch["cut_state_ids"][1].tolist() == chunks[-1].input_ids
 
 
 def test_window_must_be_positive(enc):
@@ -350,6 +372,10 @@ def test_overflow_truncate_windowed_next_state(enc):
         assert c.rewards[-1] == f.rewards[-1]
         if f.next_state_ids is not None:
             assert c.next_state_ids == f.next_state_ids[-10:]
+    cut = episode_to_chunks(make_episode(MAZE[:5], done=False), enc, window=3, max_length=10, overflow="truncate")
+    uncut = episode_to_chunks(make_episode(MAZE[:5], done=False), enc, window=3, max_length=10_000)
+    assert len(uncut[-1].next_state_ids) > 10
+    assert [c.cut_state_ids for c in cut] == [uncut[-1].next_state_ids[-10:]] * 2  # the cut state as fitted
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -382,6 +408,7 @@ def test_collate_padding_never_in_action_mask(tok, enc):
         assert torch.equal(batch[key][1], alone[key][0]), key
     assert batch["dones"].tolist() == [False, True]
     assert batch["has_next_state"].tolist() == [True, False]
+    assert batch["episode_cut"].tolist() == [False, False]
 
 
 def test_collate_padding_even_when_pad_is_an_action_token(enc):

@@ -189,6 +189,7 @@ def test_worked_example_next_state_values_not_done(worked):
     sp, batches = worked
     batch = batches[False]
     assert batch["dones"].tolist() == [False] and batch["has_next_state"].tolist() == [False]
+    assert batch["episode_cut"].tolist() == [True]  # MC Returns bootstraps from the chunk's own end
     T = batch["input_ids"].shape[1]
     values = torch.arange(T, dtype=torch.float32)[None] + 100.0
     v_next = next_state_values(values, batch, None)[0]
@@ -214,6 +215,7 @@ def test_chained_maze_bootstraps_into_the_next_chunk(assets, enc, maze_episode):
     perturb_(module.v)
     batch = collate_chunks(chunks, pad_id=module.tokenizer.pad_token_id)
     assert batch["has_next_state"].tolist() == [True] * (len(chunks) - 1) + [False]
+    assert not batch["episode_cut"].any()  # done: no chunk bootstraps a Monte-Carlo return
     with torch.no_grad():
         values = module.v(module.hidden(module.trunk, batch["input_ids"], batch["attention_mask"])).squeeze(-1)
         next_chunk = module.v(module.next_state_hidden(module.trunk, batch)).squeeze(-1)

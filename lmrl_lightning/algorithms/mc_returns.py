@@ -1,5 +1,11 @@
 """MC Returns (spec §3.4): regress Q(s_t, a_t) on the discounted reward-to-go of each action token, one step of
 policy improvement over the data's behaviour policy; decode with logits_pi_beta + beta * Q.
+
+A truncated episode (`done` false: cut, not ended) is not scored as if it had ended at the cut: the return-to-go of
+each of its actions, in every one of its chunks (windowed chunks: one per action), adds gamma^k * V(s_cut), the
+module's own value of the state at the cut, k steps after the action (see `MCReturns`; the spec's code counts only
+the rewards before the cut). Each chunk says whether its episode was cut and carries that state (`episode_cut`,
+`cut_state_ids` of `collate_chunks`).
 """
 from __future__ import annotations
 
@@ -12,11 +18,30 @@ from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, later_retu
 from lmrl_lightning.models.heads import make_q_head
 
 
-def returns_to_go(batch: Mapping[str, torch.Tensor], gamma: float, per: DiscountPer) -> torch.Tensor:
+def cut_rows(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Rows of a collated batch whose episode was truncated, [B]: any of its chunks, not only its last."""
+    return batch["episode_cut"]
+
+
+def returns_to_go(
+    batch: Mapping[str, torch.Tensor], gamma: float, per: DiscountPer, bootstrap: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Discounted reward-to-go at every action step of a collated batch, [B, T-1] (0 elsewhere), counting action
     steps only and reaching past each chunk to the episode's end through its later actions (spec §3.4): what MC
-    Returns regresses Q on, and the return an advantage-weighted method weighs its actions by."""
-    after = later_returns(batch["later_action_lengths"], batch["later_action_rewards"], gamma, per)
+    Returns regresses Q on, and the return an advantage-weighted method weighs its actions by.
+
+    bootstrap: None (the default): rewards only, so a cut episode's return stops at the cut as if it had ended
+        there. Else [B], the value of the state at each row's cut, added to the `cut_rows` rows discounted from
+        each action step to the cut (gamma per action token, or per turn): R_t = rewards + gamma^k * bootstrap.
+        The other rows' values are ignored.
+    """
+    lengths = batch["later_action_lengths"]
+    after = later_returns(lengths, batch["later_action_rewards"], gamma, per)
+    if bootstrap is not None:
+        steps = lengths.sum(1) if per == "token" else (lengths > 0).sum(1)  # steps from the later actions to the cut
+        cut = cut_rows(batch)
+        tail = gamma ** steps.to(after.dtype) * bootstrap.to(after.dtype)
+        after = after + torch.where(cut, tail, torch.zeros_like(tail))
     discounts = step_discounts(batch["next_action_index"], gamma, per)
     return reward_to_go(batch["rewards"], batch["action_mask"], discounts, after)
 
@@ -32,7 +57,8 @@ def mc_loss(
     softmax(Q) (the "CQL" term of the paper's code).
 
     Args:
-        q: [N] Q of the taken action at each action step. returns: [N] its discounted reward-to-go.
+        q: [N] Q of the taken action at each action step. returns: [N] its target: the discounted reward-to-go,
+            bootstrapped at a truncated episode's cut (`returns_to_go` with `bootstrap`).
         q_logits, actions: [N, V] all Q values and [N] the taken tokens, needed when cql_weight > 0.
     """
     if q.numel() == 0:
@@ -48,7 +74,16 @@ def mc_loss(
 
 
 class MCReturns(ValueModule):
-    """Monte-Carlo return regression on a value trunk initialised from BC (see `ValueModule` for the args)."""
+    """Monte-Carlo return regression on a value trunk initialised from BC (see `ValueModule` for the args).
+
+    A row of a truncated episode (`cut_rows`) bootstraps its targets from V(s_cut) = E_{a ~ pi_beta} Q(s_cut, a),
+    the value of the behaviour policy that Q estimates, from the online trunk and head (no target network) without
+    gradient. s_cut is the last token of the state the agent would act in after the episode's final action, which
+    every chunk of the episode carries (`cut_state_ids`): the windowed context after the final action (the last
+    chunk's next state), else the last chunk's own end (a whole episode: the end of its final observation; an
+    episode cut right after its action: the state right after the action, ILQL's choice, at a position where Q is
+    never regressed). Rows of one episode in a batch share one forward pass.
+    """
 
     def build_heads(self) -> None:
         self.q_head = make_q_head(
@@ -65,7 +100,8 @@ class MCReturns(ValueModule):
         mask = batch["action_mask"]
         hidden = self.hidden(self.trunk, batch["input_ids"], batch["attention_mask"])[:, :-1][mask]
         actions = batch["input_ids"][:, 1:][mask]
-        returns = returns_to_go(batch, self.value.gamma, self.value.discount_per)[mask]
+        bootstrap = self.cut_values(batch)
+        returns = returns_to_go(batch, self.value.gamma, self.value.discount_per, bootstrap)[mask]
         cql = self.value.cql_weight > 0
         q_all = self.q_head(hidden) if cql else None
         q = q_all.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q_head.at(hidden, actions)
@@ -77,3 +113,28 @@ class MCReturns(ValueModule):
         self.log_stats("q", q, batch_size)
         self.log_stats("return", returns, batch_size)
         return loss
+
+    @torch.no_grad()
+    def cut_values(self, batch) -> Optional[torch.Tensor]:
+        """V(s_cut) of each `cut_rows` row, [B] (0 on the other rows), or None when the batch has no such row.
+        Each distinct cut state is evaluated once."""
+        cut = cut_rows(batch)
+        if not bool(cut.any()):
+            return None
+        ids, mask = batch["cut_state_ids"][cut], batch["cut_state_mask"][cut]
+        key = torch.cat([ids.masked_fill(~mask, -1), mask.sum(1, keepdim=True)], dim=1)
+        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+        rows = torch.arange(inverse.shape[0], device=ids.device)
+        first = torch.full((distinct.shape[0],), inverse.shape[0], dtype=torch.long, device=ids.device)
+        first = first.scatter_reduce(0, inverse, rows, reduce="amin")  # each distinct state's first row
+        out = torch.zeros(cut.shape, device=cut.device)
+        out[cut] = self.state_values(ids[first], mask[first])[inverse]
+        return out
+
+    @torch.no_grad()
+    def state_values(self, input_ids, attention_mask) -> torch.Tensor:
+        """E_{a ~ pi_beta} Q(s, a) at each row's last real token, [n] (fp32)."""
+        hidden = self.last_token_hidden(self.trunk, input_ids, attention_mask)
+        policy_hidden = self.last_token_hidden(self.model, input_ids, attention_mask)
+        probs = torch.softmax(self.model.get_output_embeddings()(policy_hidden).float(), dim=-1)
+        return (probs * self.q_head(hidden).float()).sum(-1)

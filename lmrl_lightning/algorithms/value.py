@@ -138,8 +138,12 @@ class ValueModule(LMRLModule):
 
     def next_state_hidden(self, trunk, batch) -> torch.Tensor:
         """`trunk`'s last hidden state at the last real token of each next-chunk state, [B, d]."""
-        hidden = self.hidden(trunk, batch["next_state_ids"], batch["next_state_mask"])
-        last = (batch["next_state_mask"].long().sum(1) - 1).clamp(min=0)
+        return self.last_token_hidden(trunk, batch["next_state_ids"], batch["next_state_mask"])
+
+    def last_token_hidden(self, trunk, input_ids, attention_mask) -> torch.Tensor:
+        """`trunk`'s last hidden state at each row's last real token, [B, d]."""
+        hidden = self.hidden(trunk, input_ids, attention_mask)
+        last = (attention_mask.long().sum(1) - 1).clamp(min=0)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def discounts(self, batch) -> torch.Tensor:

@@ -32,8 +32,10 @@ class ChunkStore(Sequence[TokenChunk]):
 
     Indexing rebuilds one `TokenChunk`, so the DataLoader and `collate_chunks` see the chunks unchanged. Each
     episode's later-action summaries are stored once: a chunk's are a suffix of its episode's (the way
-    `episode_to_chunks` builds them), so windowed episodes do not store them once per action. Rewards are
-    kept as float32, the precision of the batches.
+    `episode_to_chunks` builds them), so windowed episodes do not store them once per action. So is a truncated
+    episode's state at the cut, at no cost: a chunk with n later actions is followed by its episode's n other
+    chunks, so it reaches its episode's last chunk, whose `done` says whether the episode was cut and whose next
+    state (else its own tokens) is the state at the cut. Rewards are kept as float32, the precision of the batches.
     """
 
     def __init__(self, path: str):
@@ -48,6 +50,7 @@ class ChunkStore(Sequence[TokenChunk]):
         self.episode_chunks: dict[int, range] = {}  # episode index -> its chunks (stored in file order)
 
     def add_episode(self, chunks: Sequence[TokenChunk], line: int, episode: int) -> None:
+        _check_episode_chunks(chunks)
         self.episode_chunks[episode] = range(len(self), len(self) + len(chunks))
         longest = max((c.later_actions for c in chunks), key=len, default=())
         self.later_lengths.extend(n for n, _ in longest)
@@ -82,15 +85,42 @@ class ChunkStore(Sequence[TokenChunk]):
         k %= len(self)
         lo, hi = self.bounds[k], self.bounds[k + 1]
         later = slice(self.later_lo[k], self.later_hi[k])
+        input_ids = self.tokens[lo:hi].tolist()
         return TokenChunk(
-            input_ids=self.tokens[lo:hi].tolist(),
+            input_ids=input_ids,
             is_action=[bool(a) for a in self.is_action[lo:hi]],
             rewards=self.rewards[lo:hi].tolist(),
             done=bool(self.dones[k]),
-            next_state_ids=None if self.next_lo[k] < 0 else self.next_state[self.next_lo[k]:self.next_hi[k]].tolist(),
+            next_state_ids=self.next_state_of(k),
             source=f"{self.path}:{self.lines[k]}",
             later_actions=list(zip(self.later_lengths[later], self.later_rewards[later])),
+            cut_state_ids=self.cut_state_of(k, input_ids),
         )
+
+    def next_state_of(self, k: int) -> Optional[list[int]]:
+        return None if self.next_lo[k] < 0 else self.next_state[self.next_lo[k]:self.next_hi[k]].tolist()
+
+    def cut_state_of(self, k: int, input_ids: list[int]) -> Optional[list[int]]:
+        """The state at the cut of chunk k's episode (`input_ids`: chunk k's), or None when the episode ended."""
+        last = k + self.later_hi[k] - self.later_lo[k]  # its episode's last chunk (see the class docstring)
+        if self.dones[last]:
+            return None
+        if self.next_lo[last] >= 0:
+            return self.next_state_of(last)
+        return input_ids if last == k else self.tokens[self.bounds[last]:self.bounds[last + 1]].tolist()
+
+
+def _check_episode_chunks(chunks: Sequence[TokenChunk]) -> None:
+    """Refuse chunks the store could not give back: it finds an episode's last chunk, and so whether the episode
+    was cut and the state at the cut, from each chunk's count of later actions (one chunk per later action)."""
+    cut = bool(chunks) and not chunks[-1].done
+    for j, chunk in enumerate(chunks):
+        last = j == len(chunks) - 1
+        if len(chunk.later_actions) != len(chunks) - 1 - j or chunk.episode_cut != cut or (chunk.done and not last):
+            raise ValueError(
+                f"{chunk.source or '<episode>'}: chunk {j} of {len(chunks)} does not follow `episode_to_chunks`: "
+                f"{len(chunk.later_actions)} later actions, done {chunk.done}, episode cut {chunk.episode_cut}"
+            )
 
 
 class ChunkView(Sequence[TokenChunk]):

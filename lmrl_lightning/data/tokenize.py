@@ -4,7 +4,8 @@ Each turn is tokenised on its own (no separators, no BOS/EOS), `is_action` is re
 action's reward sits on its last token. An episode becomes either one chunk (the agent saw the whole
 history) or one chunk per action whose context is the last `window` texts before it (the agent saw only
 those, as the maze environment does); each chunk then carries the next chunk's context so that a value
-method can bootstrap into it.
+method can bootstrap into it. Every chunk of a truncated episode (`done` false) also carries the state at the cut,
+so that a Monte-Carlo return can bootstrap past the cut from any of its actions.
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ class TokenChunk:
         later_actions: (token count, reward) of each of the episode's actions after this chunk, so that a
             Monte-Carlo return can reach past the chunk (empty for a whole-episode chunk).
         source: `file:line` of the episode, for error messages.
+        cut_state_ids: None when the episode ended (done); for a truncated episode, the tokens of the state the
+            agent would act in after its final action, the same list in each of its chunks: its last chunk's
+            `next_state_ids`, or when there is none (a whole-episode chunk, or an episode cut right after an
+            action) its last chunk's `input_ids` (the state ends at the chunk's last token).
     """
 
     input_ids: list[int]
@@ -38,6 +43,12 @@ class TokenChunk:
     next_state_ids: Optional[list[int]]
     source: Optional[str] = None
     later_actions: Sequence[tuple[int, float]] = ()
+    cut_state_ids: Optional[list[int]] = None
+
+    @property
+    def episode_cut(self) -> bool:
+        """The episode was truncated (cut, not ended): a return bootstraps from `cut_state_ids`."""
+        return self.cut_state_ids is not None
 
 
 class TurnTokenizer:
@@ -98,10 +109,23 @@ def episode_to_chunks(
     """
     turn_ids = [tokenize(t.text) for t in episode.turns]
     if window is None:
-        return [_whole_episode_chunk(episode, turn_ids, max_length, overflow)]
-    if window < 1:
+        chunks = [_whole_episode_chunk(episode, turn_ids, max_length, overflow)]
+    elif window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
-    return _action_chunks(episode, turn_ids, window, max_length, overflow)
+    else:
+        chunks = _action_chunks(episode, turn_ids, window, max_length, overflow)
+    if not episode.done and chunks:
+        _mark_cut(chunks)
+    return chunks
+
+
+def _mark_cut(chunks: Sequence[TokenChunk]) -> None:
+    """Give each chunk of a truncated episode the state at the cut (see `TokenChunk.cut_state_ids`): one list,
+    shared, fixed after the chunks were fitted to max_length."""
+    last = chunks[-1]
+    state = last.next_state_ids if last.next_state_ids is not None else last.input_ids
+    for chunk in chunks:
+        chunk.cut_state_ids = state
 
 
 def _whole_episode_chunk(

@@ -16,7 +16,9 @@ log((h + 1) / h)): lengths spread over the whole range, short episodes most ofte
 all 100 moves and the failure step. Expected statistics (30k episodes): mean length 18.7, std 23.3, success
 0.105, mean return -18.6, std 23.3, against Table 1's 19.7, 24.5, 0.11, -19.7, 24.5; one 1240-episode
 draw varies by about one turn. An episode cut at its horizon before the env ended it is written with
-`done=false` (truncated: value methods bootstrap rather than treat it as terminal). An int
+`done=false` (truncated). ILQL's targets bootstrap move by move, the final move's from V of the observation
+after it rather than 0. MC Returns adds gamma^k * V(that observation) to every move's return, k moves before the
+cut: each windowed chunk of a cut episode says so and carries that observation's context. An int
 `max_episode_steps` gives every episode the same horizon instead; 101 plays every episode to the env's end.
 
 FO and PO datasets are the same interactions: the players read the simulator, not the text, so with the
