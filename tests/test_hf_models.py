@@ -55,6 +55,7 @@ def test_loads_each_architecture_with_its_tokenizer(model_dirs, arch):
     tokenizer = load_tokenizer(config)
     model = build_backbone(config, tokenizer)
     assert model.config.model_type == arch
+    assert all(m.training for m in model.modules())  # from_pretrained's eval mode would switch dropout off
     assert tokenizer.decode([end_of_turn_id(tokenizer)]) == "\n"
     ids = torch.tensor([tokenizer.encode(PROMPT + GOOD)])
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))

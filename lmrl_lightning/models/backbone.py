@@ -155,7 +155,9 @@ def build_backbone(config: BackboneConfig, tokenizer) -> PreTrainedModel:
         _keep_4bit_weights_trainable_on_cpu(model)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return model
+    # from_pretrained returns eval mode and Lightning keeps module modes: a pretrained model would train without
+    # its dropout. Training mode, as a preset starts; evaluation and rollouts switch to eval mode themselves.
+    return model.train()
 
 
 def _keep_4bit_weights_trainable_on_cpu(model: PreTrainedModel) -> None:
