@@ -198,7 +198,8 @@ def _play(args: argparse.Namespace) -> None:
     env = task.make_env(variant)
     history = env.reset(seed=args.seed)
     total, done = 0.0, False
-    hint = f" (one of: {', '.join(a.strip() for a in task.candidate_actions)})" if task.candidate_actions else ""
+    actions = task.candidate_actions or ()
+    hint = f" (one of: {', '.join(a.strip() for a in actions)})" if 0 < len(actions) <= 8 else ""
     print(f"{task.description}\n{task.name} ({variant}): type your action{hint}; an empty line or Ctrl-D quits.")
     while not done:
         print(history[-1].text, end="")

@@ -11,6 +11,7 @@ from lmrl_lightning.models import backbone
 from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.policies import Decoding
+from lmrl_lightning.policies import rerank
 from lmrl_lightning.policies.rerank import candidate_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
@@ -307,6 +308,16 @@ def test_rerank_greedy_picks_the_best_scoring_candidate(taught_module):
     chosen = [h[-1] for h in policy.act(histories, seeds=range(len(histories)))]
     assert chosen == [Text(MOVES[j], True) for j in scores.argmax(-1).tolist()]
     assert len(set(chosen)) > 1
+
+
+def test_rerank_scores_prompts_in_groups_as_at_once(taught_module, monkeypatch):
+    """Many candidates (Wordle's 400 words) are scored over groups of prompts, bounding the repeated KV caches:
+    the same scores as one pass over all prompts."""
+    policy = taught_module.policy(Decoding("rerank_greedy"), MOVES)
+    histories = HISTORIES + [(observation(p),) for p in START_POSITIONS[::2]]
+    at_once = policy.scores(histories)
+    monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", 2 * len(MOVES) + 1)  # two prompts a group, the last alone
+    torch.testing.assert_close(policy.scores(histories), at_once)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])

@@ -252,6 +252,22 @@ def test_lmrl_data_wordle_tokenizer_sees_one_letter_per_token(tmp_path, capsys):
     assert [tok.decode([i]) for i in tok.encode("c r a n e\n")] == ["c", " r", " a", " n", " e", "\n"]
 
 
+def test_word_level_decoding_guesses_only_answers(tmp_path):
+    """The 400 answers are Wordle's candidate actions: `rerank_greedy` plays the likeliest whole word, so even an
+    untrained model guesses legal words only."""
+    from lmrl_lightning.algorithms import BC
+    from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module
+    from lmrl_lightning.models.backbone import BackboneConfig
+    from lmrl_lightning.policies import Decoding
+
+    task = get_task("wordle")
+    assert task.candidate_actions == tuple(" ".join(w) + "\n" for w in answer_words())
+    assert main(["data", "wordle", "--out", str(tmp_path), "--episodes", "20", "--vocab-size", "300"]) == 0
+    module = BC(backbone=BackboneConfig("tiny", tokenizer=str(tmp_path / "tokenizer"), max_positions=128))
+    episodes = evaluate_module(module, EvaluationProtocol("wordle", episodes=6, decoding=Decoding("rerank_greedy")))
+    assert guess_quality(episodes)["legal_guess_rate"] == 1.0
+
+
 CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 
 

@@ -14,6 +14,8 @@ from lmrl_lightning.policies.sampling import (
 
 
 Features = tuple[torch.Tensor, ...]
+# Most (prompt, candidate) rows scored at once: bounds the memory of the repeated KV caches.
+MAX_CANDIDATE_ROWS = 4096
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -131,11 +133,16 @@ class RerankPolicy(BatchedTextPolicy):
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
+        # Prompts in groups, so that the repeated KV caches hold at most MAX_CANDIDATE_ROWS rows (Wordle: 400 words).
+        group = max(1, MAX_CANDIDATE_ROWS // len(self.candidate_ids))
         with eval_mode(*self.modules()), torch.inference_mode():
-            out = candidate_scores(
-                self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
-                next(self.model.parameters()).device,
-            )
+            out = torch.cat([
+                candidate_scores(
+                    self.features, self.token_scores, self.tokenizer.pad_token_id, unique[i:i + group],
+                    self.candidate_ids, next(self.model.parameters()).device,
+                )
+                for i in range(0, len(unique), group)
+            ])
         return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):

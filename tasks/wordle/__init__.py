@@ -62,6 +62,9 @@ TASK: TaskSpec = register_task(
         eval_episodes=eval_episodes,
         default_eval_episodes=4096,
         history_window={"default": None},
+        # The 400 answers as actions, for word-level decoding (`rerank_greedy`: the likeliest whole word). Free
+        # generation (`sample`, the paper's) stays the default.
+        candidate_actions=tuple(" ".join(word) + "\n" for word in answer_words()),
         default_decoding="sample",
         generate_dataset=generate_dataset,
         format_stats=format_stats_table,
