@@ -49,7 +49,6 @@ class Arm:
     """One training recipe."""
 
     preset: str = "tiny"
-    architecture: str = "gpt2"  # or "llama": the preset's size with rotary positions (a local model directory)
     lr: float = 1e-3
     warmup_steps: int = 100
     batch_size: int = 64
@@ -68,28 +67,10 @@ ARMS: dict[str, Arm] = {
     "bf16": Arm(precision="bf16-mixed"),
     "sample": Arm(decoding="sample"),
     "rerank_greedy": Arm(decoding="rerank_greedy"),
-    "llama": Arm(architecture="llama"),
-    "llama_lr3e-3": Arm(architecture="llama", lr=3e-3),
+    "llama": Arm(preset="tiny-rope"),  # Llama blocks, rotary positions, the tiny preset's size
+    "llama_lr3e-3": Arm(preset="tiny-rope", lr=3e-3),
+    "llama_small": Arm(preset="small-rope"),
 }
-
-
-def llama_directory(preset: str, data_dir: Path, work: Path, max_positions: int) -> str:
-    """A randomly initialised Llama of the GPT-2 preset's size over the task tokenizer, saved as a local model."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from lmrl_lightning.models.backbone import TINY_PRESETS
-
-    size = TINY_PRESETS[preset]
-    tokenizer = AutoTokenizer.from_pretrained(str(data_dir / "tokenizer"))
-    directory = work / f"llama_{preset}"
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size["n_embd"], num_hidden_layers=size["n_layer"],
-                         num_attention_heads=size["n_head"], intermediate_size=4 * size["n_embd"],
-                         max_position_embeddings=max_positions, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
-    return str(directory)
 
 
 def per_action_losses(module: BC, chunks, batch_size: int = 128) -> dict[str, float]:
@@ -148,11 +129,8 @@ class Curve(L.Callback):
 
 def run_arm(name: str, arm: Arm, args, data_dir: Path, val_chunks, quality, on_point) -> dict[str, Any]:
     L.seed_everything(args.seed, verbose=False)
-    if arm.architecture == "llama":  # seeded above: the same initial weights for every arm with this preset
-        backbone = BackboneConfig(llama_directory(arm.preset, data_dir, Path(args.work), args.max_length))
-    else:
-        backbone = BackboneConfig(arm.preset, tokenizer=str(data_dir / "tokenizer"), dropout=arm.dropout,
-                                  max_positions=args.max_length)
+    backbone = BackboneConfig(arm.preset, tokenizer=str(data_dir / "tokenizer"), dropout=arm.dropout,
+                              max_positions=args.max_length)
     module = BC(backbone=backbone, optim=Optimisation(lr=arm.lr, warmup_steps=arm.warmup_steps))
     data = EpisodeDataModule(str(data_dir / "train.jsonl"), task=args.task, variant=args.variant,
                              batch_size=arm.batch_size, max_length=args.max_length, val_fraction=0.0, seed=args.seed)

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from hf_models import ARCHITECTURES, save_tiny_model
 from lmrl_lightning.algorithms import BC, ILQL, PPO, ILQLValueLearning, Optimisation, Rollouts, Updates
 from lmrl_lightning.data.datamodule import EpisodeDataModule
+from lmrl_lightning.env import Text
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig, BackboneError, build_backbone, load_tokenizer
 from lmrl_lightning.models.lora import POLICY_ADAPTER, LoraSettings, adapter_parameters
@@ -59,6 +60,19 @@ def test_loads_each_architecture_with_its_tokenizer(model_dirs, arch):
     assert tokenizer.decode([end_of_turn_id(tokenizer)]) == "\n"
     ids = torch.tensor([tokenizer.encode(PROMPT + GOOD)])
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+@pytest.mark.parametrize("preset, model_type", [("tiny", "gpt2"), ("tiny-rope", "llama"), ("small-rope", "llama")])
+def test_presets_build_their_architecture_and_decode(model_dirs, preset, model_type):
+    """Presets are built from config over the task tokenizer: GPT-2 blocks, or Llama blocks with rotary positions
+    at the same size (about the same parameter count), and either decodes through the cached policy."""
+    module = BC(backbone=BackboneConfig(preset, tokenizer=str(model_dirs["gpt2"]), max_positions=64, dropout=0.1))
+    assert module.model.config.model_type == model_type and module.model.training
+    width = 256 if preset.startswith("small") else 128
+    assert module.model.get_input_embeddings().weight.shape[1] == width
+    policy = module.policy(Decoding("greedy", max_new_tokens=4))
+    (history,) = policy.act([(Text(PROMPT, False),)], seeds=[0])
+    assert history[-1].is_action and history[-1].text.endswith("\n")
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -10,16 +10,33 @@ from typing import Any, Iterator, Literal, Optional
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+)
 
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.lora import LoraSettings
 from lmrl_lightning.models.tokenizer import end_of_turn_id
 
-# GPT-2 architecture sizes for models trained from scratch on CPU.
-TINY_PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_embd": 128, "n_head": 4},
-    "small": {"n_layer": 4, "n_embd": 256, "n_head": 4},
+
+@dataclass(frozen=True)
+class Preset:
+    """A model built from config and trained from scratch: GPT-2 blocks (learned absolute positions) or Llama blocks
+    (rotary positions, RMSNorm, SwiGLU), `layers` x `width` with `heads` heads and a 4 x `width` MLP."""
+
+    architecture: Literal["gpt2", "llama"]
+    layers: int
+    width: int
+    heads: int
+
+
+# Sizes for CPU training. The rotary ("-rope") presets learn position-aligned rules faster: Wordle's feedback
+# sits at fixed offsets from the letters it grades (benchmarks/learning_capacity.py).
+TINY_PRESETS: dict[str, Preset] = {
+    "tiny": Preset("gpt2", layers=2, width=128, heads=4),
+    "small": Preset("gpt2", layers=4, width=256, heads=4),
+    "tiny-rope": Preset("llama", layers=2, width=128, heads=4),
+    "small-rope": Preset("llama", layers=4, width=256, heads=4),
 }
 
 
@@ -41,12 +58,13 @@ class BackboneConfig:
     """Which language model to train.
 
     Args:
-        name_or_path: a preset built from config (``tiny``, ``small``), a local Hugging Face model directory,
+        name_or_path: a preset built from config (``tiny``, ``small``: GPT-2; ``tiny-rope``, ``small-rope``: the
+            same sizes with Llama blocks and rotary positions; see `TINY_PRESETS`), a local Hugging Face model directory,
             or a hub id (only when it is already in the local cache: these machines have no network).
         tokenizer: tokenizer directory; required for presets (``lmrl data`` writes one beside the data),
             defaults to the model directory otherwise.
         max_positions: context length of a preset model.
-        dropout: dropout of a preset model (residual, attention, embedding).
+        dropout: dropout of a preset model (residual, attention, embedding; the rotary presets: attention only).
         dtype: parameter dtype of the backbone (``float32``, ``bfloat16``, ``float16``).
         trust_remote_code: allow a model directory to run its own code (off unless you trust it).
         lora: train LoRA adapters (peft) instead of every weight; the base stays frozen.
@@ -194,27 +212,31 @@ def _quantization_config(config: BackboneConfig, dtype: torch.dtype):
 def _load_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
     dtype = getattr(torch, config.dtype)
     if config.is_preset:
-        return _tiny_gpt2(config, tokenizer).to(dtype)
+        return _preset_model(config, tokenizer).to(dtype)
     return _load_local_model(config, dtype)
 
 
-def _tiny_gpt2(config: BackboneConfig, tokenizer) -> GPT2LMHeadModel:
-    """A randomly initialised GPT-2 of the preset's size over the task tokenizer's vocabulary."""
+def _preset_model(config: BackboneConfig, tokenizer) -> PreTrainedModel:
+    """A randomly initialised model of the preset's architecture and size over the task tokenizer's vocabulary."""
     preset = TINY_PRESETS[config.name_or_path]
-    gpt2 = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=config.max_positions,
-            resid_pdrop=config.dropout,
-            embd_pdrop=config.dropout,
-            attn_pdrop=config.dropout,
+    ids = dict(
+        vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        # the fused tanh-GELU: same function as GPT-2's "gelu_new", several times faster on CPU
-        activation_function="gelu_pytorch_tanh",
-        **preset,
     )
-    return GPT2LMHeadModel(gpt2)
+    if preset.architecture == "llama":  # Llama blocks have attention dropout only
+        return LlamaForCausalLM(LlamaConfig(
+            hidden_size=preset.width, num_hidden_layers=preset.layers, num_attention_heads=preset.heads,
+            intermediate_size=4 * preset.width, max_position_embeddings=config.max_positions,
+            attention_dropout=config.dropout, tie_word_embeddings=True, **ids,
+        ))
+    return GPT2LMHeadModel(GPT2Config(
+        n_layer=preset.layers, n_embd=preset.width, n_head=preset.heads, n_positions=config.max_positions,
+        resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        # the fused tanh-GELU: same function as GPT-2's "gelu_new", several times faster on CPU
+        activation_function="gelu_pytorch_tanh", **ids,
+    ))
 
 
 def _load_local_model(config: BackboneConfig, dtype: torch.dtype) -> PreTrainedModel:
