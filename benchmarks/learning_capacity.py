@@ -96,8 +96,10 @@ def per_action_losses(module: BC, chunks, batch_size: int = 128) -> dict[str, fl
 class Curve(L.Callback):
     """Records the held-out losses and an evaluation every `every` optimiser steps (and at the end)."""
 
-    def __init__(self, every: int, val_chunks, protocol: EvaluationProtocol, quality, on_point=None):
+    def __init__(self, every: int, val_chunks, protocol: EvaluationProtocol, quality, on_point=None,
+                 final_episodes: Optional[int] = None):
         self.every, self.val_chunks, self.protocol, self.quality = every, val_chunks, protocol, quality
+        self.final_episodes = final_episodes  # the last point's evaluation size (None: as the others)
         self.on_point = on_point  # called after each point (writes the results so far)
         self.points: list[dict[str, Any]] = []
         self.started, self.train_seconds = 0.0, 0.0
@@ -107,18 +109,21 @@ class Curve(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every == 0 or step == trainer.max_steps:
-            self.record(module, step)
+        if step == trainer.max_steps and self.final_episodes:
+            self.record(module, step, dataclasses.replace(self.protocol, episodes=self.final_episodes))
+        elif step % self.every == 0 or step == trainer.max_steps:
+            self.record(module, step, self.protocol)
 
-    def record(self, module, step: int) -> None:
+    def record(self, module, step: int, protocol: EvaluationProtocol) -> None:
         paused = time.perf_counter()
         self.train_seconds += paused - self.started
         point = {"step": step, "train_seconds": round(self.train_seconds, 1),
                  **per_action_losses(module, self.val_chunks)}
-        episodes = evaluate_module(module, self.protocol)
-        summary = summarise(episodes, get_task(self.protocol.task).normalisation[self.protocol.variant])
-        point.update(normalised_score=summary.normalised_score, success_rate=summary.success_rate,
-                     mean_return=summary.mean_return, **(self.quality(episodes) if self.quality else {}))
+        episodes = evaluate_module(module, protocol)
+        summary = summarise(episodes, get_task(protocol.task).normalisation[protocol.variant])
+        point.update(eval_episodes=len(episodes), normalised_score=summary.normalised_score,
+                     success_rate=summary.success_rate, mean_return=summary.mean_return,
+                     std_return=summary.std_return, **(self.quality(episodes) if self.quality else {}))
         self.points.append(point)
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()}, flush=True)
         if self.on_point:
@@ -136,7 +141,7 @@ def run_arm(name: str, arm: Arm, args, data_dir: Path, val_chunks, quality, on_p
                              batch_size=arm.batch_size, max_length=args.max_length, val_fraction=0.0, seed=args.seed)
     decoding = Decoding(arm.decoding or args.decoding or get_task(args.task).default_decoding)
     protocol = EvaluationProtocol(args.task, args.variant, args.eval_episodes, 256, 0, decoding)
-    curve = Curve(args.eval_every, val_chunks, protocol, quality, on_point)
+    curve = Curve(args.eval_every, val_chunks, protocol, quality, on_point, args.final_eval_episodes)
     trainer = L.Trainer(max_steps=args.steps, precision=arm.precision, callbacks=[curve], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, accelerator="cpu", devices=1)
@@ -158,6 +163,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--eval-episodes", type=int, default=400)
+    p.add_argument("--final-eval-episodes", type=int, default=None, help="the last point's (default: --eval-episodes)")
     p.add_argument("--decoding", default=None, help="evaluation decoding kind (default: the task's)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
