@@ -86,7 +86,8 @@ def per_action_losses(module: BC, chunks, batch_size: int = 128) -> dict[str, fl
             starts = mask & ~torch.nn.functional.pad(mask, (1, 0))[:, :-1]  # first token of each action
             action_index = starts.long().cumsum(1) * mask  # 1 for the first action, 2, ... ; 0 elsewhere
             for row in range(mask.shape[0]):
-                sums = torch.zeros(int(action_index[row].max()) + 1).index_add_(0, action_index[row], nll[row] * mask[row])
+                sums = torch.zeros(int(action_index[row].max()) + 1)
+                sums.index_add_(0, action_index[row], nll[row] * mask[row])
                 first.append(float(sums[1]))
                 later.extend(float(x) for x in sums[2:])
     model.train()
@@ -149,7 +150,8 @@ def run_arm(name: str, arm: Arm, args, data_dir: Path, val_chunks, quality, on_p
     checkpoint = Path(args.work) / f"{args.task}_{name}_seed{args.seed}.ckpt"  # for other decodings: lmrl eval
     trainer.save_checkpoint(checkpoint)
     return {"arm": name, **dataclasses.asdict(arm), "evaluation_decoding": decoding.kind, "steps": args.steps,
-            "seed": args.seed, "checkpoint": str(checkpoint), "n_parameters": sum(p.numel() for p in module.model.parameters()), "curve": curve.points,
+            "seed": args.seed, "checkpoint": str(checkpoint),
+            "n_parameters": sum(p.numel() for p in module.model.parameters()), "curve": curve.points,
             "final": curve.points[-1] if curve.points else None}
 
 
