@@ -15,17 +15,10 @@ from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
+from worked_example import CHAIN
 
 # Three agent turns, rewards 0.5, -1, 2, and an observation after the last one (as in the maze data's cut episodes).
-TURNS = [
-    ("start room\n", False, 0.0),
-    ("open the red door\n", True, 0.5),
-    ("a dark hall\n", False, 0.0),
-    ("walk to the end\n", True, -1.0),
-    ("a small vault\n", False, 0.0),
-    ("take the gold coin\n", True, 2.0),
-    ("the end\n", False, 0.0),
-]
+TURNS = CHAIN
 V_CUT = 4.0
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*self.log.*")  # training_step called without a Trainer

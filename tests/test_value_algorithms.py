@@ -34,19 +34,9 @@ from lmrl_lightning.policies import Decoding
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import START_POSITIONS, MazeEnv, OptimalMazePolicy
-from worked_example import TWENTY_Q
+from worked_example import CHAIN, TWENTY_Q
 
 
-# A deterministic 3-turn chain with multi-token actions and rewards on several turns.
-CHAIN = [
-    ("start room\n", False, 0.0),
-    ("open the red door\n", True, 0.5),
-    ("a dark hall\n", False, 0.0),
-    ("walk to the end\n", True, -1.0),
-    ("a small vault\n", False, 0.0),
-    ("take the gold coin\n", True, 2.0),
-    ("the end\n", False, 0.0),
-]
 # The same chain with two-token actions (a word and the newline), for the convergence test. Under tau = 0.7 each
 # bootstrapping link whose V is not fitted exactly adds a small optimistic bias (the expectile sits above a target
 # it cannot match exactly), and the links add up: with CHAIN's 5-token actions (15 links) ILQL settled 0.1-0.2
