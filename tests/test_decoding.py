@@ -316,8 +316,12 @@ def test_rerank_scores_prompts_in_groups_as_at_once(taught_module, monkeypatch):
     policy = taught_module.policy(Decoding("rerank_greedy"), MOVES)
     histories = HISTORIES + [(observation(p),) for p in START_POSITIONS[::2]]
     at_once = policy.scores(histories)
+    groups = []
+    score_group = rerank._group_scores
+    monkeypatch.setattr(rerank, "_group_scores", lambda *args: groups.append(len(args[3])) or score_group(*args))
     monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", 2 * len(MOVES) + 1)  # two prompts a group, the last alone
     torch.testing.assert_close(policy.scores(histories), at_once)
+    assert len(groups) > 1 and set(groups[:-1]) == {2}  # it did score in groups of two prompts
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])

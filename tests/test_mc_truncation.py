@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lmrl_lightning.algorithms import MCReturns, ValueLearning
-from lmrl_lightning.algorithms.mc_returns import cut_rows, returns_to_go
+from lmrl_lightning.algorithms.mc_returns import returns_to_go
 from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.datamodule import ChunkStore
 from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
@@ -60,7 +60,7 @@ def per_row(batch, returns):
 @pytest.mark.parametrize("per", ["turn", "token"])
 def test_whole_episode_targets_differ_by_gamma_k_v_cut(enc, per):
     batch, _ = batch_of(enc, None)
-    assert cut_rows(batch).tolist() == [False, True]
+    assert batch["episode_cut"].tolist() == [False, True]
     plain = per_row(batch, returns_to_go(batch, 0.5, per))
     boot = per_row(batch, returns_to_go(batch, 0.5, per, torch.full((2,), V_CUT)))
     assert boot[0] == plain[0]  # done: unchanged, whatever value is passed for it
@@ -96,7 +96,7 @@ def test_windowed_chunks_carry_the_cut_state(enc):
 def test_windowed_chunks_bootstrap_every_chunk_of_the_cut_episode(enc, per):
     batch, n_done = batch_of(enc, 1)
     assert n_done == 3
-    assert cut_rows(batch).tolist() == [False] * 3 + [True] * 3
+    assert batch["episode_cut"].tolist() == [False] * 3 + [True] * 3
     plain = per_row(batch, returns_to_go(batch, 0.5, per))
     boot = per_row(batch, returns_to_go(batch, 0.5, per, torch.full((6,), V_CUT)))
     assert boot[:3] == plain[:3] == plain[3:]  # the done episode; without a bootstrap the cut one reads the same

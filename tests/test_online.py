@@ -119,16 +119,18 @@ def test_episode_targets_run_gae_across_chunks_with_kl_shaped_rewards():
 
 def test_round_statistics_from_sums_by_hand_and_summed_over_ranks():
     advantages, returns, values = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]), torch.tensor([2.0, 3.0])
-    sums = round_sums(advantages, returns, values, kl_sum=0.6)
-    assert sums == pytest.approx([4.0, 10.0, 2, 0.6, 1.0, 20.0, 6.0])
+    sums = round_sums(advantages, returns, values, kl_sum=0.6, kl_count=2)
+    assert sums == pytest.approx([4.0, 10.0, 2, 0.6, 1.0, 20.0, 6.0, 2])
     # mean A 2, Var A 5 - 4 = 1, KL 0.3 per token, Var R 10 - 9 = 1, mean (R - V)^2 = 0.5: explained 0.5
     assert round_stats(sums) == RoundStats(2, 2.0, 1.0, 0.3, 0.5)
     # two ranks' sums added (what all_reduce does) give the statistics of the whole round
-    rank0 = round_sums(advantages[:1], returns[:1], values[:1], 0.2)
-    rank1 = round_sums(advantages[1:], returns[1:], values[1:], 0.4)
+    rank0 = round_sums(advantages[:1], returns[:1], values[:1], 0.2, 1)
+    rank1 = round_sums(advantages[1:], returns[1:], values[1:], 0.4, 1)
     assert asdict(round_stats([a + b for a, b in zip(rank0, rank1)])) == pytest.approx(asdict(round_stats(sums)))
-    assert round_stats(round_sums(advantages, torch.ones(2), values, 0.0)).explained_variance == 0.0  # constant R
-    assert round_stats([0.0] * 7) == RoundStats(0.0, 0.0, 0.0, 0.0, 0.0)  # a rank with no action token
+    assert round_stats(round_sums(advantages, torch.ones(2), values, 0.0, 2)).explained_variance == 0.0  # constant R
+    # Candidate decoding: the KL is per decision (here one decision over the two action tokens).
+    assert round_stats(round_sums(advantages, returns, values, 0.6, 1)).kl == pytest.approx(0.6)
+    assert round_stats([0.0] * 8) == RoundStats(0.0, 0.0, 0.0, 0.0, 0.0)  # a rank with no action token
     assert whiten(advantages, 2.0, 1.0).tolist() == pytest.approx([-1.0, 1.0])
 
 

@@ -18,11 +18,6 @@ from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, later_retu
 from lmrl_lightning.models.heads import make_q_head
 
 
-def cut_rows(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Rows of a collated batch whose episode was truncated, [B]: any of its chunks, not only its last."""
-    return batch["episode_cut"]
-
-
 def returns_to_go(
     batch: Mapping[str, torch.Tensor], gamma: float, per: DiscountPer, bootstrap: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -31,7 +26,7 @@ def returns_to_go(
     Returns regresses Q on, and the return an advantage-weighted method weighs its actions by.
 
     bootstrap: None (the default): rewards only, so a cut episode's return stops at the cut as if it had ended
-        there. Else [B], the value of the state at each row's cut, added to the `cut_rows` rows discounted from
+        there. Else [B], the value of the state at each row's cut, added to the rows whose episode was cut (`episode_cut`) discounted from
         each action step to the cut (gamma per action token, or per turn): R_t = rewards + gamma^k * bootstrap.
         The other rows' values are ignored.
     """
@@ -39,7 +34,7 @@ def returns_to_go(
     after = later_returns(lengths, batch["later_action_rewards"], gamma, per)
     if bootstrap is not None:
         steps = lengths.sum(1) if per == "token" else (lengths > 0).sum(1)  # steps from the later actions to the cut
-        cut = cut_rows(batch)
+        cut = batch["episode_cut"]
         tail = gamma ** steps.to(after.dtype) * bootstrap.to(after.dtype)
         after = after + torch.where(cut, tail, torch.zeros_like(tail))
     discounts = step_discounts(batch["next_action_index"], gamma, per)
@@ -76,7 +71,7 @@ def mc_loss(
 class MCReturns(ValueModule):
     """Monte-Carlo return regression on a value trunk initialised from BC (see `ValueModule` for the args).
 
-    A row of a truncated episode (`cut_rows`) bootstraps its targets from V(s_cut) = E_{a ~ pi_beta} Q(s_cut, a),
+    A row of a truncated episode (`episode_cut`) bootstraps its targets from V(s_cut) = E_{a ~ pi_beta} Q(s_cut, a),
     the value of the behaviour policy that Q estimates, from the online trunk and head (no target network) without
     gradient. s_cut is the last token of the state the agent would act in after the episode's final action, which
     every chunk of the episode carries (`cut_state_ids`): the windowed context after the final action (the last
@@ -116,9 +111,9 @@ class MCReturns(ValueModule):
 
     @torch.no_grad()
     def cut_values(self, batch) -> Optional[torch.Tensor]:
-        """V(s_cut) of each `cut_rows` row, [B] (0 on the other rows), or None when the batch has no such row.
+        """V(s_cut) of each `episode_cut` row, [B] (0 on the other rows), or None when the batch has no such row.
         Each distinct cut state is evaluated once."""
-        cut = cut_rows(batch)
+        cut = batch["episode_cut"]
         if not bool(cut.any()):
             return None
         ids, mask = batch["cut_state_ids"][cut], batch["cut_state_mask"][cut]

@@ -49,7 +49,7 @@ def round_episode_indices(round_index: int, episodes_per_round: int, rank: int =
     (`round_index * episodes_per_round` onwards), every `world_size`-th from the `rank`-th. Over the ranks they are
     the round's indices exactly once each, whatever the world size."""
     first = round_index * episodes_per_round
-    return range(first + rank, first + episodes_per_round, world_size)
+    return range(first, first + episodes_per_round)[rank::world_size]
 
 
 class RoundDataset(IterableDataset):

@@ -23,7 +23,7 @@ Dropout is off in the policy (as TRL does): the ratio compares two passes that m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence, TypedDict, TypeVar
 
 import torch
@@ -118,12 +118,15 @@ def episode_kl_sum(scores: Sequence[ChunkScores]) -> float:
     return float(kl_k3(torch.cat([s["logp"] for s in scores]), torch.cat([s["logp_ref"] for s in scores])).sum())
 
 
-def round_sums(advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, kl_sum: float) -> list[float]:
+def round_sums(
+    advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, kl_sum: float, kl_count: int
+) -> list[float]:
     """This rank's sums over its action tokens [N] that `round_stats` turns into statistics once summed over ranks:
-    A, A^2, token count, KL, (R - V)^2, R^2, R."""
+    A, A^2, token count, KL, (R - V)^2, R^2, R, and the policy positions the KL is summed over (`kl_count`: action
+    tokens, or candidate-action decisions)."""
     return [
         float(advantages.sum()), float((advantages**2).sum()), advantages.numel(), kl_sum,
-        float(((returns - values) ** 2).sum()), float((returns**2).sum()), float(returns.sum()),
+        float(((returns - values) ** 2).sum()), float((returns**2).sum()), float(returns.sum()), kl_count,
     ]
 
 
@@ -132,18 +135,18 @@ class RoundStats:
     action_tokens: float
     advantage_mean: float
     advantage_var: float
-    kl: float  # mean per action token (PPO's round logs it per policy position)
+    kl: float  # mean per policy position: action token, or candidate-action decision
     explained_variance: float  # 1 - mean((R - V)^2) / Var(R); 0 when the returns do not vary
 
 
 def round_stats(sums: Sequence[float]) -> RoundStats:
     """The round's statistics from the sums of `round_sums` (over all ranks)."""
-    total, sq, count, kl_total, residual_sq, returns_sq, returns_total = sums
+    total, sq, count, kl_total, residual_sq, returns_sq, returns_total, kl_count = sums
     n = max(count, 1)
     mean = total / n
     returns_var = returns_sq / n - (returns_total / n) ** 2
     return RoundStats(
-        action_tokens=count, advantage_mean=mean, advantage_var=sq / n - mean**2, kl=kl_total / n,
+        action_tokens=count, advantage_mean=mean, advantage_var=sq / n - mean**2, kl=kl_total / max(kl_count, 1),
         explained_variance=1.0 - (residual_sq / n) / returns_var if returns_var > 0 else 0.0,
     )
 
@@ -433,9 +436,9 @@ class PPO(OnlineModule):
         policy position: per action token, or per candidate-action decision."""
         kl_sum = sum(episode_kl_sum(s) for s in scores_per_episode)
         decisions = sum(s["decisions"] for ss in scores_per_episode for s in ss)
-        sums = all_reduce(round_sums(cat_or_empty(advantages), cat_or_empty(returns), cat_or_empty(values), kl_sum)
-                          + [decisions])
-        return replace(round_stats(sums[:7]), kl=sums[3] / max(sums[7], 1))
+        return round_stats(all_reduce(round_sums(
+            cat_or_empty(advantages), cat_or_empty(returns), cat_or_empty(values), kl_sum, decisions
+        )))
 
     def minibatches(
         self, chunks: list[TokenChunk], per_token: dict[str, list[torch.Tensor]], generator: torch.Generator

@@ -32,8 +32,11 @@ def lm_features(model, ids, mask, positions, caches, last_only: bool) -> tuple[F
     return (out.logits,), (cache,)
 
 
+FeatureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[tuple], bool], tuple[Features, tuple]]
+
+
 def candidate_scores(
-    features: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[tuple], bool], tuple[Features, tuple]],
+    features: FeatureFn,
     token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
     pad_id: int,
     prompts: Sequence[list[int]],
@@ -43,11 +46,20 @@ def candidate_scores(
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
     Each prompt runs once (left-padded); its KV cache is then repeated once per candidate and only the
-    candidates' tokens run on top of it, right-padded. Differentiable (PPO's update scores candidates with it);
+    candidates' tokens run on top of it, right-padded. Prompts go in groups so that the repeated caches hold at
+    most MAX_CANDIDATE_ROWS rows (Wordle: 400 words). Differentiable (PPO's update scores candidates with it);
     decoding callers run it under `torch.inference_mode`. `features(ids, mask, positions, caches, last_only)` gives
     per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
     `token_scores(features, tokens)` scores the token that follows each position: [B, T].
     """
+    group = max(1, MAX_CANDIDATE_ROWS // len(candidates))
+    return torch.cat([
+        _group_scores(features, token_scores, pad_id, prompts[i:i + group], candidates, device)
+        for i in range(0, len(prompts), group)
+    ])
+
+
+def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device) -> torch.Tensor:
     n_prompts, n_candidates = len(prompts), len(candidates)
     ids, mask, positions = left_pad(prompts, pad_id, device)
     last, caches = features(ids, mask, positions, None, True)
@@ -133,16 +145,11 @@ class RerankPolicy(BatchedTextPolicy):
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
-        # Prompts in groups, so that the repeated KV caches hold at most MAX_CANDIDATE_ROWS rows (Wordle: 400 words).
-        group = max(1, MAX_CANDIDATE_ROWS // len(self.candidate_ids))
         with eval_mode(*self.modules()), torch.inference_mode():
-            out = torch.cat([
-                candidate_scores(
-                    self.features, self.token_scores, self.tokenizer.pad_token_id, unique[i:i + group],
-                    self.candidate_ids, next(self.model.parameters()).device,
-                )
-                for i in range(0, len(unique), group)
-            ])
+            out = candidate_scores(
+                self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
+                next(self.model.parameters()).device,
+            )
         return out[torch.tensor(rows, device=out.device)]
 
     def act(self, histories, done=None, seeds=None):
