@@ -93,6 +93,18 @@ def add_row(results: Path, row: dict, payload: dict) -> None:
     write_json(results, {**payload, "rows": rows})
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table of a results file's rows."""
+    lines = ["| algorithm | normalised | return | success | paper normalised | paper return | legal / consistent guesses "
+             "| steps | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["algorithm"] + (f" (beta {r['beta']:g})" if "beta" in r else "")
+        lines.append(f"| {name} | {r['normalised_score']:.1f} | {r['mean_return']:.2f} | {r['success_rate']:.3f} "
+                     f"| {r['paper_normalised']} | {r['paper_return']} | {r['legal_guess_rate']:.2f} / "
+                     f"{r['consistent_guess_rate']:.2f} | {r['optimizer_steps']} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated, in order; all but BC need BC")
@@ -105,7 +117,11 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/wordle_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "wordle_scores.json"))
+    p.add_argument("--table", action="store_true", help="print the results file's rows as a Markdown table and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.results).read_text())["rows"]))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
