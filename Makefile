@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+STOCKFISH := /usr/games/stockfish
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -12,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 run: $(STAMP)
 	$(BIN)/lmrl quickstart $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(STOCKFISH)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 install: $(STAMP)
@@ -23,6 +24,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# The chess tasks' tests play Stockfish 15.1, Debian's package.
+$(STOCKFISH):
+	apt-get update -qq && apt-get install -y -qq stockfish || { echo "the chess tests need Stockfish: apt-get install -y stockfish"; exit 1; }
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -129,7 +129,7 @@ def evaluate_module(module, protocol: EvaluationProtocol, rank: int = 0, world_s
                     progress: bool = False) -> list[Episode]:
     """`evaluate_task` with the policy of an lmrl module (`LMRLModule.policy`), decoding as the protocol says."""
     protocol = protocol.resolved()
-    policy = module.policy(protocol.decoding, protocol.spec.candidate_actions)
+    policy = module.policy(protocol.decoding, protocol.spec.rerank_candidates())
     return evaluate_task(policy, protocol, rank, world_size, progress)
 
 

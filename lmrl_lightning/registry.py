@@ -6,9 +6,9 @@ import functools
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
-from lmrl_lightning.env import TextEnv
+from lmrl_lightning.env import TextEnv, TextHistory
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.scoring import Normalisation
 
@@ -31,7 +31,9 @@ class TaskSpec:
     default_eval_episodes; a task may refuse other counts, e.g. the maze plays a multiple of its 25 starts);
     generate_dataset(out_dir, variant=,
     n_episodes=, seed=, progress=) writes `out_dir/train.jsonl` and returns statistics that format_stats prints;
-    candidate_actions, when set, is the task's fixed action set for re-ranking decoding; history_window[variant]
+    candidate_actions, when set, is the task's fixed action set for re-ranking decoding; state_candidate_actions,
+    when set, gives the candidate actions of the state a history ends in (chess: the legal moves) and takes
+    precedence for re-ranking (see `rerank_candidates`); history_window[variant]
     is how many recent texts the environment shows the agent (None: all);
     default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`).
     """
@@ -44,10 +46,16 @@ class TaskSpec:
     default_eval_episodes: int
     history_window: dict[str, Optional[int]] = field(default_factory=dict)
     candidate_actions: Optional[tuple[str, ...]] = None
+    state_candidate_actions: Optional[Callable[[TextHistory], tuple[str, ...]]] = None
     default_decoding: str = "sample"
     generate_dataset: Optional[Callable[..., Any]] = None
     format_stats: Optional[Callable[[dict[str, Any]], str]] = None
     description: str = ""
+
+    def rerank_candidates(self) -> Optional[Union[tuple[str, ...], Callable[[TextHistory], tuple[str, ...]]]]:
+        """What re-ranking decoding chooses among: the per-state candidates when the task has them, else its
+        fixed set (None: re-ranking is unavailable)."""
+        return self.state_candidate_actions or self.candidate_actions
 
     def check_variant(self, variant: str) -> str:
         if variant not in self.variants:

@@ -37,20 +37,33 @@ def _wordle_rewards(env) -> set[float]:
     return {wordle.GUESS_REWARD, wordle.SOLVED_REWARD, env.bad_word_reward}
 
 
+def _chess_rewards(env) -> set[float]:
+    from lmrl_lightning.tasks.chess import env as chess_env
+
+    return set(chess_env.REWARDS)
+
+
 # The documented reward set of each task (see each env module's docstring), given the env instance.
-REWARDS: dict[str, Callable[[TextEnv], set[float]]] = {"maze": _maze_rewards, "wordle": _wordle_rewards}
+REWARDS: dict[str, Callable[[TextEnv], set[float]]] = {
+    "maze": _maze_rewards, "wordle": _wordle_rewards, "chess": _chess_rewards, "endgames": _chess_rewards,
+}
 # The most steps an episode may take (maze: max_steps moves, then the failure step; wordle: six guesses).
 MAX_EPISODE_STEPS: dict[str, Callable[[TextEnv], int]] = {
     "maze": lambda env: env.max_steps + 1,
     "wordle": lambda env: env.max_guesses,
+    "chess": lambda env: env.max_moves + 1,  # illegal moves count towards the cap
+    "endgames": lambda env: env.max_moves + 1,
 }
 # Extra env configurations worth fuzzing beside the registered variants: (label, make_env keyword arguments).
 ENV_OPTIONS: dict[str, list[tuple[str, dict]]] = {"wordle": [("train-bad-word-reward", {"bad_word_reward": -10.0})]}
 
 
-def valid_actions(task: str, env: TextEnv, rng: random.Random) -> list[str]:
-    """Valid (or nearly valid) action texts of the task, for mixing in."""
+def valid_actions(task: str, env: TextEnv, rng: random.Random, history: Optional[tuple] = None) -> list[str]:
+    """Valid (or nearly valid) action texts of the task, for mixing in (per-state candidates: those of `history`,
+    the episode's first state)."""
     spec = get_task(task)
+    if spec.state_candidate_actions and history:
+        return list(spec.state_candidate_actions(history)) or ["\n"]
     if spec.candidate_actions:
         return list(spec.candidate_actions)
     if task == "wordle":
@@ -192,7 +205,7 @@ def fuzz_env(task: str, variant: str, n_actions: int, seed: int, env_kwargs: Opt
             if not (isinstance(history, tuple) and history and all(isinstance(t, Text) for t in history)
                     and not history[-1].is_action):
                 result.problem("violation", "reset() did not return a tuple of Text ending in an observation", "")
-            valid = valid_actions(task, env, rng)
+            valid = valid_actions(task, env, rng, history)
         if rng.random() < 0.01:  # misuse: a history that does not end in an action
             try:
                 env.step(history)

@@ -116,7 +116,7 @@ class OnlineModule(LMRLModule):
 
     def collect(self) -> list[Episode]:
         """Roll this rank's episodes of the round out with the current policy."""
-        policy = self.policy(self.rollout_decoding, self.task_spec.candidate_actions)
+        policy = self.policy(self.rollout_decoding, self.task_spec.rerank_candidates())
         env = self.task_spec.make_env(self.variant, **(self.rollouts.env_options or {}))
         return rollout(env, policy, self.round_specs(), self.rollouts.batch_size, policy_seed=self.rollouts.seed)
 

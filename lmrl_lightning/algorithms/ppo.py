@@ -319,6 +319,14 @@ class PPO(OnlineModule):
         self.register_buffer("kl_coef", torch.tensor(float(ppo.kl_coef), dtype=torch.float64))
         self._bc_chunks: Optional[list[TokenChunk]] = None
         # Candidate-action rollouts: the candidates' tokens as the re-ranker scores them (None: free text).
+        if self.rollout_decoding.reranks and self.task_spec.state_candidate_actions is not None:
+            # The update normalises over one candidate set shared by every decision; per-state sets would need the
+            # candidates of each recorded state, which the rollout chunks do not carry yet.
+            raise LMRLError(
+                f"model.rollouts.decoding {self.rollout_decoding.kind!r}: PPO's candidate-normalised update needs a "
+                f"fixed candidate set, and task {self.task_spec.name!r} has per-state candidates, which it cannot "
+                "handle yet; roll out with decoding 'sample'"
+            )
         candidates = self.task_spec.candidate_actions if self.rollout_decoding.reranks else None
         self.candidate_ids = [TurnTokenizer(self.tokenizer)(c) for c in candidates] if candidates else None
 

@@ -1,12 +1,13 @@
-"""Re-ranking decoding: score a task's fixed candidate actions (the maze's four moves) with the model."""
+"""Re-ranking decoding: score a task's candidate actions with the model: a fixed set (the maze's four moves) or the
+candidates of each state (a chess position's legal moves)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
-from lmrl_lightning.env import BatchedTextPolicy, Text, TextHistory
+from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.policies.sampling import (
     encode_histories, eval_mode, left_pad, live_indices, row_uniform, unique_rows,
@@ -65,20 +66,79 @@ def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candi
     last, caches = features(ids, mask, positions, None, True)
     for cache in caches:
         cache.batch_repeat_interleave(n_candidates)
-    length = max(len(c) for c in candidates)
-    cand = torch.full((n_candidates, length), pad_id, dtype=torch.long, device=device)
-    cand_mask = torch.zeros((n_candidates, length), dtype=torch.long, device=device)
-    for j, c in enumerate(candidates):
-        cand[j, : len(c)] = torch.tensor(c, device=device)
-        cand_mask[j, : len(c)] = 1
+    cand, cand_mask = right_pad(candidates, pad_id, device)
     cand, cand_mask = cand.repeat(n_prompts, 1), cand_mask.repeat(n_prompts, 1)
-    full_mask = torch.cat([mask.repeat_interleave(n_candidates, 0), cand_mask], dim=1)
-    cand_positions = positions[:, -1:].repeat_interleave(n_candidates, 0) + 1 + torch.arange(length, device=device)
+    last = tuple(f[:, -1:].repeat_interleave(n_candidates, 0) for f in last)
+    scores = _continuation_scores(
+        features, token_scores, last, caches, mask.repeat_interleave(n_candidates, 0),
+        positions[:, -1:].repeat_interleave(n_candidates, 0), cand, cand_mask,
+    )
+    return scores.view(n_prompts, n_candidates)
+
+
+def right_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token rows and their mask."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)] = torch.tensor(r, device=device)
+        mask[j, : len(r)] = 1
+    return ids, mask
+
+
+def _continuation_scores(features: FeatureFn, token_scores, last, caches, prompt_mask, last_position, cand, cand_mask):
+    """Summed token scores of candidate rows `cand` [R, L] run on the prompts' caches (already one row per
+    candidate row, as are `last`: the prompts' last-position features, `prompt_mask` and `last_position`)."""
+    full_mask = torch.cat([prompt_mask, cand_mask], dim=1)
+    cand_positions = last_position + 1 + torch.arange(cand.shape[1], device=cand.device)
     after, _ = features(cand, full_mask, cand_positions, caches, False)
     # The prompt's last position scores the first candidate token; candidate position k scores token k + 1.
-    first = token_scores(tuple(f[:, -1:].repeat_interleave(n_candidates, 0) for f in last), cand[:, :1])
+    first = token_scores(last, cand[:, :1])
     rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:]) * cand_mask[:, 1:]
-    return (first.sum(-1) + rest.sum(-1)).view(n_prompts, n_candidates)
+    return first.sum(-1) + rest.sum(-1)
+
+
+def state_candidate_scores(
+    features: FeatureFn,
+    token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
+    pad_id: int,
+    prompts: Sequence[list[int]],
+    candidates: Sequence[Sequence[list[int]]],
+    device,
+) -> list[torch.Tensor]:
+    """`candidate_scores` when each prompt has its own candidates (`candidates[i]` for prompt i, e.g. a chess
+    position's legal moves): per prompt, the scores of its candidates [len(candidates[i])].
+
+    Each prompt runs once; its KV cache row is gathered once per (prompt, candidate) pair and the candidates run on
+    top, in groups of prompts holding at most MAX_CANDIDATE_ROWS pairs (a prompt with more goes alone)."""
+    groups, group, rows = [], [], 0
+    for i, cands in enumerate(candidates):
+        if group and rows + len(cands) > MAX_CANDIDATE_ROWS:
+            groups.append(group)
+            group, rows = [], 0
+        group.append(i)
+        rows += len(cands)
+    groups.append(group)
+    scores: list[torch.Tensor] = []
+    for group in groups:
+        flat = _paired_scores(features, token_scores, pad_id, [prompts[i] for i in group],
+                              [candidates[i] for i in group], device)
+        scores.extend(flat.split([len(candidates[i]) for i in group]))
+    return scores
+
+
+def _paired_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device) -> torch.Tensor:
+    ids, mask, positions = left_pad(prompts, pad_id, device)
+    last, caches = features(ids, mask, positions, None, True)
+    rows = torch.tensor([i for i, cands in enumerate(candidates) for _ in cands], dtype=torch.long, device=device)
+    for cache in caches:
+        cache.reorder_cache(rows)
+    cand, cand_mask = right_pad([c for cands in candidates for c in cands], pad_id, device)
+    last = tuple(f[:, -1:][rows] for f in last)
+    return _continuation_scores(
+        features, token_scores, last, caches, mask[rows], positions[rows, -1:], cand, cand_mask
+    )
 
 
 def candidate_token_logprobs(
@@ -110,25 +170,33 @@ def prompt_budget(model, candidate_ids: Sequence[list[int]]) -> int:
     return n_positions - max(len(c) for c in candidate_ids)
 
 
+# A task's candidate actions: one fixed set (the maze's moves), or a function giving those of the state a history
+# ends in (a chess position's legal moves).
+Candidates = Union[Sequence[str], Callable[[TextHistory], Sequence[str]]]
+
+
 class RerankPolicy(BatchedTextPolicy):
-    """Picks one of a fixed set of candidate actions by a score summed over its tokens (here: the model's
-    log-probability; value-based modules add their advantage).
+    """Picks one of the candidate actions by a score summed over its tokens (here: the model's log-probability;
+    value-based modules add their advantage).
 
     Args:
         model: a Hugging Face causal LM.
         tokenizer: its tokenizer.
-        candidates: the action texts (each ending in a newline).
+        candidates: the action texts (each ending in a newline), or a function giving them for a history (per-state
+            candidates, e.g. legal moves).
         temperature: 0 takes the best-scoring candidate; otherwise samples from softmax(scores / temperature).
     """
 
-    def __init__(self, model, tokenizer, candidates: Sequence[str], temperature: float = 1.0):
+    def __init__(self, model, tokenizer, candidates: Candidates, temperature: float = 1.0):
         self.model = model
         self.tokenizer = tokenizer
-        self.candidates = list(candidates)
+        per_state = callable(candidates)
+        self.candidates_of: Optional[Callable[[TextHistory], Sequence[str]]] = candidates if per_state else None
+        self.candidates = [] if self.candidates_of else list(candidates)
         self.temperature = temperature
         self.tokenize = TurnTokenizer(tokenizer)
         self.candidate_ids = [self.tokenize(c) for c in self.candidates]
-        self.max_prompt_tokens = prompt_budget(model, self.candidate_ids)
+        self.max_prompt_tokens = prompt_budget(model, self.candidate_ids) if self.candidate_ids else None
 
     def modules(self) -> list:
         """The networks this policy runs (put in eval mode while it scores)."""
@@ -143,7 +211,7 @@ class RerankPolicy(BatchedTextPolicy):
         return token_logprobs(features[0], tokens)
 
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
-        """Score of each candidate after each history, [len(histories), len(candidates)]."""
+        """Score of each fixed candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
         with eval_mode(*self.modules()), torch.inference_mode():
             out = candidate_scores(
@@ -152,17 +220,45 @@ class RerankPolicy(BatchedTextPolicy):
             )
         return out[torch.tensor(rows, device=out.device)]
 
+    def state_scores(self, histories: Sequence[TextHistory]) -> tuple[list[list[str]], torch.Tensor]:
+        """Per-state candidates: each history's candidate texts, and their scores [len(histories), most candidates],
+        padded with -inf (never chosen). Histories with the same prompt and candidates are scored once."""
+        texts = [list(self.candidates_of(h)) for h in histories]
+        cand_ids = [[self.tokenize(c) for c in cands] for cands in texts]
+        out = torch.full((len(histories), max(1, max(map(len, texts)))), float("-inf"))
+        scored = [row for row, cands in enumerate(cand_ids) if cands]
+        if not scored:
+            return texts, out
+        budget = prompt_budget(self.model, [c for row in scored for c in cand_ids[row]])
+        prompts = encode_histories([histories[row] for row in scored], self.tokenize, budget)
+        index: dict[tuple, int] = {}
+        inverse = [index.setdefault((tuple(p), tuple(map(tuple, cand_ids[row]))), len(index))
+                   for p, row in zip(prompts, scored)]
+        with eval_mode(*self.modules()), torch.inference_mode():
+            per_state = state_candidate_scores(
+                self.features, self.token_scores, self.tokenizer.pad_token_id, [list(p) for p, _ in index],
+                [[list(c) for c in cands] for _, cands in index], next(self.model.parameters()).device,
+            )
+        for row, k in zip(scored, inverse):
+            out[row, : len(texts[row])] = per_state[k].float().cpu()
+        return texts, out
+
     def act(self, histories, done=None, seeds=None):
         live = live_indices(histories, done)
         results: list[Optional[TextHistory]] = [None] * len(histories)
         if not live:
             return results
-        scores = self.scores([histories[i] for i in live]).cpu()
+        if self.candidates_of is None:
+            texts, scores = [self.candidates] * len(live), self.scores([histories[i] for i in live]).cpu()
+        else:
+            texts, scores = self.state_scores([histories[i] for i in live])
         if self.temperature > 0:
             seeds = list(seeds) if seeds is not None else list(range(len(histories)))
-            u = row_uniform(torch.tensor([seeds[i] for i in live]), 0, len(self.candidates))
+            u = row_uniform(torch.tensor([seeds[i] for i in live]), 0, scores.shape[1])
             # Gumbel-max: a sample of rerank_log_probs(scores, temperature)'s distribution.
             scores = rerank_log_probs(scores, self.temperature) - torch.log(-torch.log(u)).float()
-        for i, choice in zip(live, scores.argmax(dim=-1).tolist()):
-            results[i] = histories[i] + (Text(self.candidates[choice], True),)
+        for row, (i, choice) in enumerate(zip(live, scores.argmax(dim=-1).tolist())):
+            # A state without candidates (none of the task's actions applies) gets an empty turn.
+            action = texts[row][choice] if texts[row] else END_OF_TURN
+            results[i] = histories[i] + (Text(action, True),)
         return results

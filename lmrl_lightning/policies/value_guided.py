@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from lmrl_lightning.models.backbone import forward_with_cache
-from lmrl_lightning.policies.rerank import RerankPolicy, lm_features, token_logprobs
+from lmrl_lightning.policies.rerank import Candidates, RerankPolicy, lm_features, token_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy
 
 
@@ -62,9 +62,10 @@ class ValueGuidedPolicy(LMPolicy):
 
 
 class ValueRerankPolicy(RerankPolicy):
-    """Re-ranks candidates by the sum over their tokens of log pi_beta + beta * values_at(h_trunk)."""
+    """Re-ranks candidates (fixed, or per state) by the sum over their tokens of log pi_beta + beta *
+    values_at(h_trunk)."""
 
-    def __init__(self, model, tokenizer, candidates, temperature=1.0, *, guidance: ValueGuidance):
+    def __init__(self, model, tokenizer, candidates: Candidates, temperature=1.0, *, guidance: ValueGuidance):
         super().__init__(model, tokenizer, candidates, temperature)
         self.guidance = guidance
 
