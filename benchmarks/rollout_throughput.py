@@ -15,19 +15,31 @@ plays the first `--naive-episodes` of the same episode list (to stay within a fe
 uses rates (episodes/s and agent turns/s). Arms are interleaved `--repeats` times and medians are reported, with
 the median of the per-repeat (paired) ratios: the machine may be shared, and the ratio is what counts.
 
+  (c) before (only with `--before-ref REV`): arm (a) with `LMPolicy` and `rollout` as they are at git revision REV
+             (read with `git show`; the rest of the package as it is now), interleaved with (a) and (b) in every repeat
+             and at every batch size of the sweep, so that a change is measured against the code it replaces in the
+             same run. The result also says whether (a) and (c) played exactly the same episodes (same seeds).
+
+The project's target is (a) >= 30x (b) in episodes/s at 64 episodes, growing with the batch size up to 256.
+
 Run:  python benchmarks/rollout_throughput.py            (writes benchmarks/results/rollout_throughput.json)
+      python benchmarks/rollout_throughput.py --before-ref HEAD   (before/after of uncommitted changes)
 """
 from __future__ import annotations
 
 import argparse
 import math
 import random
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parent.parent
 
 from _common import (  # noqa: E402
     RESULTS_DIR,
@@ -69,6 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=150, help="BC steps before timing (0: random init)")
     p.add_argument("--data-episodes", type=int, default=300, help="generated maze episodes for the BC warm-start")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--before-ref", default=None,
+                   help="also time our arm with LMPolicy and rollout as they are at this git revision (e.g. HEAD "
+                        "before a change is committed), interleaved with the others, as the 'before' arm")
     p.add_argument("--workdir", default=None, help="where to write the generated data (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS_DIR / "rollout_throughput.json"))
     return p.parse_args(argv)
@@ -105,23 +120,41 @@ def build_model(args, workdir: Path):
     return module.model, module.tokenizer, info
 
 
-class CountingLMPolicy(LMPolicy):
-    """LMPolicy that counts generated tokens (the count is read after timing; the overhead is a len())."""
+def counting(policy_class: type) -> type:
+    """`policy_class` (an LMPolicy) counting generated tokens (read after timing; the overhead is a len())."""
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.new_tokens = 0
+    class CountingLMPolicy(policy_class):
+        new_tokens = 0
 
-    def generate(self, prompts, seeds):
-        rows = super().generate(prompts, seeds)
-        self.new_tokens += sum(len(r) for r in rows)
-        return rows
+        def generate(self, prompts, seeds):
+            rows = super().generate(prompts, seeds)
+            self.new_tokens += sum(len(r) for r in rows)
+            return rows
+
+    return CountingLMPolicy
 
 
-def run_ours(env, policy: CountingLMPolicy, episodes, batch_size, max_turns, seed):
+CountingLMPolicy = counting(LMPolicy)
+
+
+def load_revision(ref: str) -> tuple[type, Callable]:
+    """`LMPolicy` and `rollout` as they are at git revision `ref` (their two modules read with `git show`, the rest
+    of the package as it is now), so that the code before a change runs beside it in the same process."""
+    loaded = {}
+    for name in ("lmrl_lightning/policies/sampling.py", "lmrl_lightning/rollout.py"):
+        source = subprocess.run(["git", "show", f"{ref}:{name}"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout
+        module = types.ModuleType(f"_at_{ref}_{Path(name).stem}".replace("~", "_").replace("^", "_"))
+        sys.modules[module.__name__] = module  # dataclasses look their module up
+        exec(compile(source, f"{ref}:{name}", "exec"), module.__dict__)
+        loaded[Path(name).stem] = module
+    return loaded["sampling"].LMPolicy, loaded["rollout"].rollout
+
+
+def run_ours(env, policy, episodes, batch_size, max_turns, seed, rollout_fn: Callable = rollout):
     policy.new_tokens = 0
     t0 = time.perf_counter()
-    eps = rollout(env, policy, episodes, batch_size=batch_size, policy_seed=seed, max_turns=max_turns)
+    eps = rollout_fn(env, policy, episodes, batch_size=batch_size, policy_seed=seed, max_turns=max_turns)
     seconds = time.perf_counter() - t0
     return seconds, eps, policy.new_tokens
 
@@ -162,6 +195,35 @@ def run_naive(env, model, tokenizer, eot: int, episodes, max_turns: int, max_new
     return seconds, turns, new_tokens, returns, lengths
 
 
+def ours_record(seconds: float, eps, new_tokens: int) -> dict:
+    summary = summarise(eps)
+    turns = sum(e.num_actions for e in eps)
+    return {"seconds": seconds, "episodes": len(eps), "turns": turns, "new_tokens": new_tokens,
+            "episodes_per_s": len(eps) / seconds, "turns_per_s": turns / seconds, "mean_return": summary.mean_return,
+            "mean_length": summary.mean_length, "load_average": load_average()}
+
+
+def naive_record(n_episodes: int, seconds: float, turns: int, new_tokens: int, returns, lengths) -> dict:
+    return {"seconds": seconds, "episodes": n_episodes, "turns": turns, "new_tokens": new_tokens,
+            "episodes_per_s": n_episodes / seconds, "turns_per_s": turns / seconds,
+            "mean_return": sum(returns) / len(returns), "mean_length": sum(lengths) / len(lengths),
+            "load_average": load_average()}
+
+
+def arm_summary(runs: list[dict]) -> dict:
+    def med(key):
+        return median([x[key] for x in runs])
+
+    return {"episodes": runs[0]["episodes"], "episodes_per_s": med("episodes_per_s"), "turns_per_s": med("turns_per_s"),
+            "new_tokens_per_turn": sum(x["new_tokens"] for x in runs) / sum(x["turns"] for x in runs),
+            "mean_length": med("mean_length"), "mean_return": med("mean_return"), "seconds": med("seconds"),
+            "runs": runs}
+
+
+def transcripts(eps) -> list:
+    return [[(t.text, t.reward) for t in e.turns] for e in eps]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     wall0 = time.perf_counter()
@@ -174,91 +236,104 @@ def main(argv=None) -> dict:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         model, tokenizer, model_info = build_model(args, workdir)
     model.eval()
-    policy = CountingLMPolicy(model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=args.max_new_tokens)
+    sampling = dict(temperature=1.0, top_k=0, max_new_tokens=args.max_new_tokens)
+    # arm name -> (policy, rollout function); "before" is our arm at --before-ref
+    batched = {"ours": (CountingLMPolicy(model, tokenizer, **sampling), rollout)}
+    if args.before_ref:
+        before_policy, before_rollout = load_revision(args.before_ref)
+        batched["before"] = (counting(before_policy)(model, tokenizer, **sampling), before_rollout)
+    policy = batched["ours"][0]
     episodes = eval_subset(task, args.variant, args.episodes)
     naive_eps = episodes[: args.naive_episodes] if args.naive_episodes > 0 else episodes
     print(f"model: {model_info}")
     print(f"episodes: {len(episodes)} (ours), {len(naive_eps)} (naive, first of the same list); "
           f"max_turns={args.max_turns}, max_new_tokens={args.max_new_tokens}, torch threads={torch.get_num_threads()}")
 
-    # Warm-up both arms (allocator, HF generate's first-call set-up, tokenizer caches).
-    run_ours(env, policy, episodes[:8], args.batch_size, 3, args.seed)
+    # Warm-up every arm (allocator, HF generate's first-call set-up, tokenizer caches).
+    for pol, fn in batched.values():
+        run_ours(env, pol, episodes[:8], args.batch_size, 3, args.seed, fn)
     run_naive(env, model, tokenizer, policy.eot, naive_eps[:2], 3, args.max_new_tokens, policy.max_prompt_tokens, args.seed)
 
-    ours_runs, naive_runs = [], []
+    runs = {name: [] for name in [*batched, "naive"]}
+    same_episodes = []
     for r in range(args.repeats):
-        s, eps, toks = run_ours(env, policy, episodes, args.batch_size, args.max_turns, args.seed)
-        summary = summarise(eps)
-        turns = sum(e.num_actions for e in eps)
-        ours_runs.append({"seconds": s, "episodes": len(eps), "turns": turns, "new_tokens": toks,
-                          "episodes_per_s": len(eps) / s, "turns_per_s": turns / s,
-                          "mean_return": summary.mean_return, "mean_length": summary.mean_length,
-                          "load_average": load_average()})
+        played = {}
+        for name, (pol, fn) in batched.items():
+            s, eps, toks = run_ours(env, pol, episodes, args.batch_size, args.max_turns, args.seed, fn)
+            runs[name].append(ours_record(s, eps, toks))
+            played[name] = transcripts(eps)
+        if "before" in played:
+            same_episodes.append(played["before"] == played["ours"])
         s, turns, toks, returns, lengths = run_naive(env, model, tokenizer, policy.eot, naive_eps, args.max_turns,
                                                      args.max_new_tokens, policy.max_prompt_tokens, args.seed)
-        naive_runs.append({"seconds": s, "episodes": len(naive_eps), "turns": turns, "new_tokens": toks,
-                           "episodes_per_s": len(naive_eps) / s, "turns_per_s": turns / s,
-                           "mean_return": sum(returns) / len(returns), "mean_length": sum(lengths) / len(lengths),
-                           "load_average": load_average()})
-        print(f"repeat {r}: ours {ours_runs[-1]['episodes_per_s']:.2f} ep/s ({ours_runs[-1]['turns_per_s']:.0f} turns/s), "
-              f"naive {naive_runs[-1]['episodes_per_s']:.3f} ep/s ({naive_runs[-1]['turns_per_s']:.1f} turns/s)")
+        runs["naive"].append(naive_record(len(naive_eps), s, turns, toks, returns, lengths))
+        print(f"repeat {r}: " + ", ".join(f"{name} {x[-1]['episodes_per_s']:.3f} ep/s ({x[-1]['turns_per_s']:.1f} turns/s)"
+                                          for name, x in runs.items()))
 
-    def med(runs, key):
-        return median([x[key] for x in runs])
+    comparison = {name: arm_summary(x) for name, x in runs.items()}
+    for name in batched:
+        paired = median([o["turns_per_s"] / n["turns_per_s"] for o, n in zip(runs[name], runs["naive"])])
+        comparison[name] |= {"ratio_episodes_per_s": comparison[name]["episodes_per_s"] / comparison["naive"]["episodes_per_s"],
+                             "ratio_turns_per_s": comparison[name]["turns_per_s"] / comparison["naive"]["turns_per_s"],
+                             "paired_ratio_turns_per_s_median": paired}
+    for key in ("ratio_episodes_per_s", "ratio_turns_per_s", "paired_ratio_turns_per_s_median"):
+        comparison[key] = comparison["ours"][key]
+    if "before" in batched:
+        comparison["ours_over_before_paired_median"] = median(
+            [o["episodes_per_s"] / b["episodes_per_s"] for o, b in zip(runs["ours"], runs["before"])])
+        comparison["same_episodes_as_before"] = all(same_episodes)
 
-    comparison = {}
-    for name, runs in (("ours", ours_runs), ("naive", naive_runs)):
-        comparison[name] = {
-            "episodes": runs[0]["episodes"],
-            "episodes_per_s": med(runs, "episodes_per_s"),
-            "turns_per_s": med(runs, "turns_per_s"),
-            "new_tokens_per_turn": sum(x["new_tokens"] for x in runs) / sum(x["turns"] for x in runs),
-            "mean_length": med(runs, "mean_length"),
-            "mean_return": med(runs, "mean_return"),
-            "seconds": med(runs, "seconds"),
-            "runs": runs,
-        }
-    comparison["ratio_episodes_per_s"] = comparison["ours"]["episodes_per_s"] / comparison["naive"]["episodes_per_s"]
-    comparison["ratio_turns_per_s"] = comparison["ours"]["turns_per_s"] / comparison["naive"]["turns_per_s"]
-    comparison["paired_ratio_turns_per_s_median"] = median(
-        [o["turns_per_s"] / n["turns_per_s"] for o, n in zip(ours_runs, naive_runs)])
+    sweep = run_sweep(args, task, env, batched)
+    return report(args, machine, model_info, comparison, sweep, wall0)
 
+
+def run_sweep(args, task, env, batched: dict) -> list[dict]:
+    """Every batched arm at each batch size of --sweep (one run each, arms interleaved)."""
     sweep = []
     for b in [int(x) for x in args.sweep.split(",") if x.strip()]:
         n = max(b, args.sweep_min_episodes)
         eps_b = eval_subset(task, args.variant, n)
-        run_ours(env, policy, eps_b[: min(b, 8)], b, 2, args.seed)  # warm-up at this shape
-        s, eps, toks = run_ours(env, policy, eps_b, b, args.max_turns, args.seed)
-        turns = sum(e.num_actions for e in eps)
-        sweep.append({"batch_size": b, "episodes": n, "seconds": s, "episodes_per_s": n / s, "turns_per_s": turns / s,
-                      "new_tokens_per_s": toks / s, "mean_length": turns / n, "load_average": load_average()})
-        print(f"sweep batch {b}: {n} episodes in {s:.1f}s, {n / s:.2f} ep/s, {turns / s:.0f} turns/s")
+        for name, (pol, fn) in batched.items():
+            run_ours(env, pol, eps_b[: min(b, 8)], b, 2, args.seed, fn)  # warm-up at this shape
+            s, eps, toks = run_ours(env, pol, eps_b, b, args.max_turns, args.seed, fn)
+            turns = sum(e.num_actions for e in eps)
+            sweep.append({"arm": name, "batch_size": b, "episodes": n, "seconds": s, "episodes_per_s": n / s,
+                          "turns_per_s": turns / s, "new_tokens_per_s": toks / s, "mean_length": turns / n,
+                          "load_average": load_average()})
+            print(f"sweep {name} batch {b}: {n} episodes in {s:.1f}s, {n / s:.2f} ep/s, {turns / s:.0f} turns/s")
+    return sweep
 
-    # ---- report
-    o, nv = comparison["ours"], comparison["naive"]
-    rows = [
-        [f"ours: rollout + LMPolicy, batch {args.batch_size}", o["episodes"], f"{o['episodes_per_s']:.2f}",
-         f"{o['turns_per_s']:.1f}", f"{o['new_tokens_per_turn']:.2f}", f"{o['mean_length']:.1f}"],
-        ["naive: per-episode HF generate", nv["episodes"], f"{nv['episodes_per_s']:.3f}",
-         f"{nv['turns_per_s']:.1f}", f"{nv['new_tokens_per_turn']:.2f}", f"{nv['mean_length']:.1f}"],
-        ["ratio (ours / naive)", "", f"{comparison['ratio_episodes_per_s']:.1f}x",
-         f"{comparison['ratio_turns_per_s']:.1f}x (paired median {comparison['paired_ratio_turns_per_s_median']:.1f}x)",
-         "", ""],
-    ]
+
+def report(args, machine: dict, model_info: dict, comparison: dict, sweep: list[dict], wall0: float) -> dict:
+    labels = {"ours": f"ours: rollout + LMPolicy, batch {args.batch_size}",
+              "before": f"before ({args.before_ref}): rollout + LMPolicy, batch {args.batch_size}"}
+    rows = []
+    for name in [n for n in ("ours", "before") if n in comparison]:
+        a = comparison[name]
+        rows.append([labels[name], a["episodes"], f"{a['episodes_per_s']:.2f}", f"{a['turns_per_s']:.1f}",
+                     f"{a['new_tokens_per_turn']:.2f}", f"{a['mean_length']:.1f}"])
+        rows.append([f"ratio ({name} / naive)", "", f"{a['ratio_episodes_per_s']:.1f}x",
+                     f"{a['ratio_turns_per_s']:.1f}x (paired median {a['paired_ratio_turns_per_s_median']:.1f}x)", "", ""])
+    nv = comparison["naive"]
+    rows.insert(0, ["naive: per-episode HF generate", nv["episodes"], f"{nv['episodes_per_s']:.3f}",
+                    f"{nv['turns_per_s']:.1f}", f"{nv['new_tokens_per_turn']:.2f}", f"{nv['mean_length']:.1f}"])
     table1 = markdown_table(["arm", "episodes", "episodes/s", "agent turns/s", "new tokens/turn", "mean turns/episode"], rows)
     table2 = markdown_table(
-        ["batch size", "episodes", "episodes/s", "agent turns/s", "new tokens/s"],
-        [[s["batch_size"], s["episodes"], f"{s['episodes_per_s']:.2f}", f"{s['turns_per_s']:.1f}",
+        ["arm", "batch size", "episodes", "episodes/s", "agent turns/s", "new tokens/s"],
+        [[s["arm"], s["batch_size"], s["episodes"], f"{s['episodes_per_s']:.2f}", f"{s['turns_per_s']:.1f}",
           f"{s['new_tokens_per_s']:.0f}"] for s in sweep],
     )
     print()
     print(f"maze {args.variant.upper()}, {args.preset} model ({'BC-trained %d steps' % args.train_steps if args.train_steps else 'random init'}), "
           f"temperature 1, max_new_tokens {args.max_new_tokens}, max_turns {args.max_turns}; medians of {args.repeats} interleaved repeats")
     print(table1)
+    if "ours_over_before_paired_median" in comparison:
+        print(f"ours / before: {comparison['ours_over_before_paired_median']:.2f}x (paired median); "
+              f"same episodes: {comparison['same_episodes_as_before']}")
     print()
-    print("ours, batch-size sweep (one run each)")
+    print("batch-size sweep (one run each)")
     print(table2)
-    target = 10.0
+    target = 30.0
     print(f"\nproject target: >= {target:.0f}x episodes/s at {args.episodes} episodes -> "
           f"{'MET' if comparison['ratio_episodes_per_s'] >= target else 'NOT MET'} ({comparison['ratio_episodes_per_s']:.1f}x)")
 

@@ -139,6 +139,28 @@ def test_row_uniform_depends_only_on_seed_step_and_column():
     assert len({tuple(r) for r in u.tolist()}) == len(seeds)
 
 
+def reference_row_uniform(seed: int, step: int, column: int) -> float:
+    """The noise's definition in plain Python integers: lowbias32 of the seed, the step and the column."""
+    def mix32(x: int) -> int:
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & 0xFFFFFFFF
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    base = mix32((seed & 0xFFFFFFFF) ^ mix32(step + 0x51ED27))
+    return (mix32(((base + column * 0x9E3779B9) & 0xFFFFFFFF) ^ (base >> 7)) + 0.5) / 2**32
+
+
+def test_row_uniform_values_are_fixed():
+    """The noise is part of every seeded result (evaluation scores, tests): the tensor implementation, however it is
+    sped up, gives exactly the numbers of its definition."""
+    seeds = [0, 12345, 2**31 - 1, 2**40 + 3]
+    for step in (0, 3, 15):
+        u = row_uniform(torch.tensor(seeds), step, 7)
+        assert u.tolist() == [[reference_row_uniform(s, step, j) for j in range(7)] for s in seeds]
+
+
 def test_row_uniform_is_uniform():
     u = row_uniform(torch.arange(2000), 0, 100).flatten()
     assert u.mean().item() == pytest.approx(0.5, abs=0.01)
@@ -260,6 +282,45 @@ def test_top_k_1_equals_greedy(taught_module):
     assert top_1.act(histories, seeds=seeds) == greedy
     # without top-k, the same seeds sample other turns on some rows
     assert taught_module.policy(Decoding("sample", temperature=1.0)).act(histories, seeds=seeds) != greedy
+
+
+def test_rows_that_end_their_turn_leave_the_batch(taught_module, monkeypatch):
+    """Once a row has produced its newline, later decoding steps run without it: each forward pass after the prompt's
+    has exactly the rows whose turn is longer than the tokens fed so far, and every row's turn is still the one it
+    samples alone."""
+    tok = taught_module.tokenizer
+    policy = LMPolicy(taught_module.model, tok, temperature=2.0, max_new_tokens=16)
+    histories, seeds = HISTORIES * 2, list(range(40, 52))
+    batch_rows = []
+    next_token_logits = policy.next_token_logits
+
+    def recording(ids, mask, positions, state):
+        batch_rows.append(ids.shape[0])
+        return next_token_logits(ids, mask, positions, state)
+
+    monkeypatch.setattr(policy, "next_token_logits", recording)
+    turns = policy.generate([prompt_ids(tok, h, 16) for h in histories], seeds)
+    monkeypatch.undo()
+    assert len({len(t) for t in turns}) > 1, "the rows' turns should differ in length"
+    assert batch_rows[1:] == [sum(len(t) > fed for t in turns) for fed in range(1, len(batch_rows))]
+    for history, seed, turn in zip(histories, seeds, policy.act(histories, seeds=seeds)):
+        assert policy.act([history], seeds=[seed]) == [turn]
+
+
+def test_action_texts_are_decoded_once_and_stay_exact(random_module, monkeypatch):
+    """Repeated turns are decoded from the policy's cache, cut at the first newline (or given one), and the cache is
+    emptied when full rather than growing without bound."""
+    tok = random_module.tokenizer
+    policy = LMPolicy(random_module.model, tok)
+    eot = end_of_turn_id(tok)
+    word = tok.encode("move left", add_special_tokens=False)
+    turns = [word + [eot], word, word + [eot], [eot], word + [tok.pad_token_id]]
+    assert [policy.action_text(ids) for ids in turns] == ["move left\n", "move left\n", "move left\n", "\n", "move left\n"]
+    assert len(policy._action_texts) == 4
+    monkeypatch.setattr("lmrl_lightning.policies.sampling.ACTION_TEXT_CACHE_SIZE", 2)
+    small_cache = LMPolicy(random_module.model, tok)
+    assert [small_cache.action_text(ids) for ids in turns] == [policy.action_text(ids) for ids in turns]
+    assert len(small_cache._action_texts) <= 2
 
 
 @pytest.mark.parametrize("model, decoding", SAMPLED_POLICIES)

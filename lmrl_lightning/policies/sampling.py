@@ -5,8 +5,9 @@ same tokens whether it shares its batch with 1 or 500 others, on any DDP rank.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -16,23 +17,34 @@ from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id
 
 _M32 = 0xFFFFFFFF
+# Distinct generated turns whose action text an `LMPolicy` keeps (a few MB at most).
+ACTION_TEXT_CACHE_SIZE = 65_536
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """An integer hash (lowbias32) on int64 tensors holding 32-bit values; overflow wraps, low bits stay exact."""
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash (lowbias32) of int64 tensors holding 32-bit values, in place (the decoder hashes a
+    [rows, vocabulary] block every step: no temporaries beyond the shifts); overflow wraps, low bits stay exact."""
+    x ^= x >> 16
+    x.mul_(0x7FEB352D).bitwise_and_(_M32)
+    x ^= x >> 15
+    x.mul_(0x846CA68B).bitwise_and_(_M32)
+    x ^= x >> 16
+    return x
+
+
+@functools.lru_cache(maxsize=8)
+def _column_offsets(n: int) -> torch.Tensor:
+    """Each vocabulary column's offset in the hash (the same every step, so built once per width)."""
+    return torch.arange(n, dtype=torch.long) * 0x9E3779B9
 
 
 def row_uniform(seeds: torch.Tensor, step: int, n: int) -> torch.Tensor:
     """Uniform numbers in (0, 1), shape [len(seeds), n], a pure function of (seed, step, column)."""
-    base = _mix32((seeds.long() & _M32) ^ _mix32(torch.tensor(step + 0x51ED27, dtype=torch.long)))
-    cols = torch.arange(n, dtype=torch.long, device=seeds.device) * 0x9E3779B9
-    x = _mix32(((base[:, None] + cols[None, :]) & _M32) ^ (base[:, None] >> 7))
-    return (x.double() + 0.5) / 2**32
+    step_hash = _mix32_(torch.tensor(step + 0x51ED27, dtype=torch.long))
+    base = _mix32_((seeds.long() & _M32) ^ step_hash)[:, None]
+    x = _column_offsets(n).to(seeds.device) + base
+    x.bitwise_and_(_M32).bitwise_xor_(base >> 7)
+    return _mix32_(x).double().add_(0.5).div_(2**32)
 
 
 def sample_from_logits(
@@ -45,7 +57,7 @@ def sample_from_logits(
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    gumbel = -torch.log(-torch.log(row_uniform(seeds.cpu(), step, logits.shape[-1]))).to(logits.device)
+    gumbel = row_uniform(seeds.cpu(), step, logits.shape[-1]).log_().neg_().log_().neg_().to(logits.device)
     return (logits / temperature + gumbel.float()).argmax(dim=-1)
 
 
@@ -99,6 +111,48 @@ def live_indices(histories: Sequence[Optional[TextHistory]], done: Optional[Sequ
     return [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
 
 
+class _LiveRows:
+    """The rows of a `generate` call still writing their turn, in the order of the decoding state's batch.
+
+    The attention mask is allocated once for the prompt and every token a turn may add (ones), and `mask` is a view
+    of its first columns: no mask is rebuilt per generated token.
+    """
+
+    def __init__(
+        self, rows: torch.Tensor, seeds: torch.Tensor, full_mask: torch.Tensor, width: int, positions: torch.Tensor
+    ):
+        self.rows = rows  # each live row's index among the call's prompts
+        self.seeds = seeds
+        self.full_mask = full_mask
+        self.width = width  # columns of `full_mask` in use: the prompt and the tokens fed so far
+        self.positions = positions  # [rows, 1]: position of the last token fed
+
+    @classmethod
+    def start(
+        cls, prompt_mask: torch.Tensor, last_position: torch.Tensor, seeds: torch.Tensor, max_new_tokens: int
+    ) -> "_LiveRows":
+        """Every row of a call, after its (left-padded) prompt."""
+        n, width = prompt_mask.shape
+        full_mask = torch.ones((n, width + max_new_tokens), dtype=prompt_mask.dtype, device=prompt_mask.device)
+        full_mask[:, :width] = prompt_mask
+        return cls(torch.arange(n, device=prompt_mask.device), seeds, full_mask, width, last_position)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The attention mask of every token fed so far."""
+        return self.full_mask[:, : self.width]
+
+    def feed_one(self) -> None:
+        """One more token per row goes into the cache."""
+        self.width += 1
+        self.positions = self.positions + 1
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the rows at `keep` (indices into the current live rows)."""
+        self.rows, self.full_mask, self.positions = self.rows[keep], self.full_mask[keep], self.positions[keep]
+        self.seeds = self.seeds[keep.cpu()]
+
+
 class LMPolicy(BatchedTextPolicy):
     """Samples one turn per history from a causal LM: prompt = the history, stop at the newline token.
 
@@ -126,6 +180,7 @@ class LMPolicy(BatchedTextPolicy):
         self.logit_bias = torch.zeros(vocab)
         self.logit_bias[sorted(banned)] = float("-inf")
         self.logit_bias[len(tokenizer):] = float("-inf")
+        self._action_texts: dict[tuple[int, ...], str] = {}
 
     def modules(self) -> list:
         """The networks this policy runs (put in eval mode while it decodes)."""
@@ -156,29 +211,39 @@ class LMPolicy(BatchedTextPolicy):
 
     def _generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         device = next(self.model.parameters()).device
+        logits, state, live = self._prefill(prompts, seeds, device)
+        tokens = torch.full((len(prompts), self.max_new_tokens), self.tokenizer.pad_token_id, device=device)
+        bias = self.logit_bias.to(device)
+        for step in range(self.max_new_tokens):
+            token = sample_from_logits(logits.float() + bias, live.seeds, step, self.temperature, self.top_k)
+            tokens[live.rows, step] = token
+            writing = token != self.eot
+            if step == self.max_new_tokens - 1 or not bool(writing.any()):
+                break
+            if not bool(writing.all()):
+                # Rows that ended their turn leave the batch: the forward passes and the noise of the remaining
+                # steps are computed for the rows still writing only (most turns are short, a few run long).
+                keep = writing.nonzero().squeeze(1)
+                state, token = self.reorder(state, keep), token[keep]
+                live.select(keep)
+            live.feed_one()
+            logits, state = self.next_token_logits(token[:, None], live.mask, live.positions, state)
+        return tokens.tolist()
+
+    def _prefill(
+        self, prompts: Sequence[list[int]], seeds: Sequence[int], device: torch.device
+    ) -> tuple[torch.Tensor, Any, _LiveRows]:
+        """Next-token logits after each prompt, the decoding state and the rows' bookkeeping."""
         # Episodes often share a context (every maze episode at the same cell, every Wordle opening): run each
         # distinct prompt once, then give every row its own copy of the cache to sample from.
-        unique, rows = unique_rows(prompts)
+        unique, inverse = unique_rows(prompts)
         ids, mask, positions = left_pad(unique, self.tokenizer.pad_token_id, device)
-        seed_t = torch.tensor(list(seeds), dtype=torch.long)
-        bias = self.logit_bias.to(device)
         logits, state = self.next_token_logits(ids, mask, positions, None)
-        rows_t = torch.tensor(rows, device=device)
-        state = self.reorder(state, rows_t)
-        logits, mask, positions = logits[rows_t], mask[rows_t], positions[rows_t]
-        finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-        generated = []
-        for step in range(self.max_new_tokens):
-            token = sample_from_logits(logits.float() + bias, seed_t, step, self.temperature, self.top_k)
-            token = torch.where(finished, torch.full_like(token, self.tokenizer.pad_token_id), token)
-            generated.append(token)
-            finished |= token == self.eot
-            if bool(finished.all()) or step == self.max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            logits, state = self.next_token_logits(token[:, None], mask, positions, state)
-        return torch.stack(generated, dim=1).tolist()
+        if len(unique) < len(prompts):
+            rows = torch.tensor(inverse, device=device)
+            state, logits, mask, positions = self.reorder(state, rows), logits[rows], mask[rows], positions[rows]
+        seed_t = torch.tensor(list(seeds), dtype=torch.long)
+        return logits, state, _LiveRows.start(mask, positions[:, -1:], seed_t, self.max_new_tokens)
 
     def act(self, histories, done=None, seeds=None):
         live = live_indices(histories, done)
@@ -188,7 +253,19 @@ class LMPolicy(BatchedTextPolicy):
         seeds = list(seeds) if seeds is not None else list(range(len(histories)))
         prompts = encode_histories([histories[i] for i in live], self.tokenize, self.max_prompt_tokens)
         for i, ids in zip(live, self.generate(prompts, [seeds[i] for i in live])):
+            results[i] = histories[i] + (Text(self.action_text(ids), True),)
+        return results
+
+    def action_text(self, ids: list[int]) -> str:
+        """The action a generated turn stands for: its text up to the first newline, which a turn cut at
+        `max_new_tokens` gets appended."""
+        # Policies repeat their turns ("move left\n" thousands of times a rollout): decode each distinct one once.
+        key = tuple(ids)
+        action = self._action_texts.get(key)
+        if action is None:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             action = text if text.endswith(END_OF_TURN) else text.split(END_OF_TURN, 1)[0] + END_OF_TURN
-            results[i] = histories[i] + (Text(action, True),)
-        return results
+            if len(self._action_texts) >= ACTION_TEXT_CACHE_SIZE:  # a random model's turns rarely repeat
+                self._action_texts.clear()
+            self._action_texts[key] = action
+        return action
