@@ -6,6 +6,7 @@ written and dropped before the next is played, and statistics are accumulated on
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Union
@@ -25,6 +26,31 @@ class EpisodeStatistics(Protocol):
     def add(self, episode: Episode) -> None: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+
+class RunningTable1Stats:
+    """Table 1's statistics (episodes, length, success, return) accumulated one episode at a time, each beside the
+    paper's value in `paper` (population std, as `evaluation.summarise`): an `EpisodeStatistics`."""
+
+    def __init__(self, paper: dict[str, float]) -> None:
+        self.paper = paper
+        self.n = 0
+        self.sums = {"length": 0.0, "length_sq": 0.0, "return": 0.0, "return_sq": 0.0, "success": 0.0}
+
+    def add(self, episode: Episode) -> None:
+        self.n += 1
+        for key, value in (("length", float(episode.num_actions)), ("return", episode.total_reward)):
+            self.sums[key] += value
+            self.sums[key + "_sq"] += value * value
+        self.sums["success"] += float(episode.success)
+
+    def summary(self) -> dict[str, Any]:
+        n = self.n
+        mean = {k: self.sums[k] / n for k in ("length", "return", "success")}
+        std = {k: math.sqrt(max(0.0, self.sums[k + "_sq"] / n - mean[k] ** 2)) for k in ("length", "return")}
+        ours = {"n_episodes": n, "mean_length": mean["length"], "std_length": std["length"],
+                "success_rate": mean["success"], "mean_return": mean["return"], "std_return": std["return"]}
+        return {k: {"ours": v, "paper": self.paper[k]} for k, v in ours.items()}
 
 
 def write_generated_dataset(

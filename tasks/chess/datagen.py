@@ -17,14 +17,13 @@ any size (the paper: 625k chess games, ~98k endgames). Defaults are sized to gen
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from typing import Any, Iterator, Optional, Union
 
 import chess
 
-from lmrl_lightning.data.generation import write_generated_dataset
+from lmrl_lightning.data.generation import RunningTable1Stats, write_generated_dataset
 from lmrl_lightning.env import Episode
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout, turn_seed
@@ -120,7 +119,7 @@ def generate_dataset(
     config = {"task": task, "n_episodes": n, "seed": seed}
     try:
         return write_generated_dataset(
-            out_dir, n, lambda indices: play_games(env, policy, options, indices, seed), RunningStats(task), config,
+            out_dir, n, lambda indices: play_games(env, policy, options, indices, seed), RunningTable1Stats(PAPER_TABLE1[task]), config,
             f"{task} dataset", unit="game", progress=progress,
         )
     finally:
@@ -135,30 +134,6 @@ def play_games(env: ChessEnv, policy, options, indices: range, seed: int) -> Ite
             episode.meta.update(episode.meta.pop("options"))
             episode.meta["opponent_moves"] = opponent_moves(episode)
             yield episode
-
-
-class RunningStats:
-    """Table 1's statistics accumulated one game at a time (population std, as `evaluation.summarise`)."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.n = 0
-        self.sums = {"length": 0.0, "length_sq": 0.0, "return": 0.0, "return_sq": 0.0, "success": 0.0}
-
-    def add(self, episode: Episode) -> None:
-        self.n += 1
-        for key, value in (("length", float(episode.num_actions)), ("return", episode.total_reward)):
-            self.sums[key] += value
-            self.sums[key + "_sq"] += value * value
-        self.sums["success"] += float(episode.success)
-
-    def summary(self) -> dict[str, Any]:
-        n = self.n
-        mean = {k: self.sums[k] / n for k in ("length", "return", "success")}
-        std = {k: math.sqrt(max(0.0, self.sums[k + "_sq"] / n - mean[k] ** 2)) for k in ("length", "return")}
-        ours = {"n_episodes": n, "mean_length": mean["length"], "std_length": std["length"],
-                "success_rate": mean["success"], "mean_return": mean["return"], "std_return": std["return"]}
-        return {k: {"ours": v, "paper": PAPER_TABLE1[self.task][k]} for k, v in ours.items()}
 
 
 def format_stats_table(stats: dict[str, Any]) -> str:

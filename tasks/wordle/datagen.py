@@ -16,12 +16,11 @@ Games are generated and written in blocks, so memory stays flat however many are
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from typing import Any, Iterator, Union
 
-from lmrl_lightning.data.generation import write_generated_dataset
+from lmrl_lightning.data.generation import RunningTable1Stats, write_generated_dataset
 from lmrl_lightning.env import Episode, PerEpisodePolicy
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout, turn_seed
@@ -78,7 +77,7 @@ def generate_dataset(
     env, policy = WordleEnv(), PerEpisodePolicy(MixtureWordlePolicy(prob_consistent))
     config = {"n_episodes": n_episodes, "seed": seed, "prob_consistent": prob_consistent}
     return write_generated_dataset(
-        out_dir, n_episodes, lambda indices: play_games(env, policy, indices, seed), _RunningStats(), config,
+        out_dir, n_episodes, lambda indices: play_games(env, policy, indices, seed), RunningTable1Stats(PAPER_TABLE1), config,
         "wordle dataset", unit="game", progress=progress,
     )
 
@@ -90,33 +89,3 @@ def play_games(env: WordleEnv, policy: PerEpisodePolicy, indices: range, seed: i
     for episode in rollout(env, policy, specs, batch_size=len(specs), policy_seed=seed):
         episode.meta["answer"] = episode.meta.pop("options")["answer"]
         yield episode
-
-
-class _RunningStats:
-    """Table 1's statistics accumulated one game at a time (population std, as `evaluation.summarise`)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.sums = {"length": 0.0, "length_sq": 0.0, "return": 0.0, "return_sq": 0.0, "success": 0.0}
-
-    def add(self, episode: Episode) -> None:
-        length, ret = float(episode.num_actions), episode.total_reward
-        self.n += 1
-        for key, value in (("length", length), ("return", ret)):
-            self.sums[key] += value
-            self.sums[key + "_sq"] += value * value
-        self.sums["success"] += float(episode.success)
-
-    def summary(self) -> dict[str, Any]:
-        n = self.n
-        mean = {k: self.sums[k] / n for k in ("length", "return", "success")}
-        std = {k: math.sqrt(max(0.0, self.sums[k + "_sq"] / n - mean[k] ** 2)) for k in ("length", "return")}
-        ours = {
-            "n_episodes": n,
-            "mean_length": mean["length"],
-            "std_length": std["length"],
-            "success_rate": mean["success"],
-            "mean_return": mean["return"],
-            "std_return": std["return"],
-        }
-        return {k: {"ours": v, "paper": PAPER_TABLE1[k]} for k, v in ours.items()}
