@@ -58,10 +58,20 @@ def _data(args: argparse.Namespace) -> None:
     from lmrl_lightning.data.prepare import prepare_task_data
     from lmrl_lightning.registry import get_task
 
-    stats = prepare_task_data(args.task, args.variant, args.out, args.episodes, args.seed, args.vocab_size,
-                              overwrite=args.overwrite)
-    format_stats = get_task(args.task).format_stats
-    print(format_stats(stats) if format_stats else json.dumps(stats, indent=2))
+    if args.from_original:
+        from lmrl_lightning.data.prepare import import_original_data
+        from lmrl_lightning.scoring import format_dataset_stats
+
+        if args.episodes is not None:
+            raise LMRLError("--episodes and --from-original exclude each other: the file decides the episodes")
+        stats = import_original_data(args.task, args.variant, args.from_original, args.out, args.vocab_size,
+                                     overwrite=args.overwrite)
+        print(format_dataset_stats(stats))
+    else:
+        stats = prepare_task_data(args.task, args.variant, args.out, args.episodes, args.seed, args.vocab_size,
+                                  overwrite=args.overwrite)
+        format_stats = get_task(args.task).format_stats
+        print(format_stats(stats) if format_stats else json.dumps(stats, indent=2))
     print(f"wrote {args.out}/: train.jsonl, tokenizer/, stats.json, manifest.json")
 
 
@@ -293,6 +303,9 @@ def _add_data_command(sub) -> None:
                    help="number of episodes, 1 to 100,000,000 (default: the paper's); episodes are streamed to "
                         "disk, so the bound is time: about 1k maze or 2k Wordle episodes a second")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-original", default=None, metavar="FILE",
+                   help="convert a data file of the original LMRL-Gym project (JSON lines; a .json file: one JSON array) instead "
+                        "of generating episodes; validated like any dataset")
     p.add_argument("--vocab-size", type=int, default=512,
                    help="BPE vocabulary of the task tokenizer, at least 258 (256 bytes and 2 special tokens)")
 

@@ -6,7 +6,7 @@ import functools
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from lmrl_lightning.env import TextEnv, TextHistory
 from lmrl_lightning.errors import LMRLError
@@ -35,7 +35,10 @@ class TaskSpec:
     when set, gives the candidate actions of the state a history ends in (chess: the legal moves) and takes
     precedence for re-ranking (see `rerank_candidates`); history_window[variant]
     is how many recent texts the environment shows the agent (None: all);
-    default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`).
+    default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`); read_original, when
+    set, converts one record of the original LMRL-Gym project's data files into episodes (`lmrl data TASK
+    --from-original FILE`, see `data.original`); table1 is the paper's Table 1 row of the task's dataset
+    (n_episodes, mean_length, std_length, success_rate, mean_return, std_return), printed beside ours.
     """
 
     name: str
@@ -50,6 +53,8 @@ class TaskSpec:
     default_decoding: str = "sample"
     generate_dataset: Optional[Callable[..., Any]] = None
     format_stats: Optional[Callable[[dict[str, Any]], str]] = None
+    read_original: Optional[Callable[[Any, str], Iterable[Any]]] = None
+    table1: Optional[dict[str, float]] = None
     description: str = ""
 
     def rerank_candidates(self) -> Optional[Union[tuple[str, ...], Callable[[TextHistory], tuple[str, ...]]]]:

@@ -31,5 +31,6 @@ def format_dataset_stats(stats: dict[str, Any], turn_unit: str = "turns") -> str
     ]
     lines = [f"{'':<24}{'ours':>10}{'paper':>10}"]
     for label, key, fmt in rows:
-        lines.append(f"{label:<24}{fmt.format(stats[key]['ours']):>10}{fmt.format(stats[key]['paper']):>10}")
+        paper = stats[key]["paper"]
+        lines.append(f"{label:<24}{fmt.format(stats[key]['ours']):>10}{'—' if paper is None else fmt.format(paper):>10}")
     return "\n".join(lines)

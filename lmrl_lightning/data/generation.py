@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Union
 
 from tqdm.auto import tqdm
 
@@ -30,10 +30,11 @@ class EpisodeStatistics(Protocol):
 
 class RunningTable1Stats:
     """Table 1's statistics (episodes, length, success, return) accumulated one episode at a time, each beside the
-    paper's value in `paper` (population std, as `evaluation.summarise`): an `EpisodeStatistics`."""
+    paper's value in `paper` (None where it has none; population std, as `evaluation.summarise`): an
+    `EpisodeStatistics`."""
 
-    def __init__(self, paper: dict[str, float]) -> None:
-        self.paper = paper
+    def __init__(self, paper: Optional[dict[str, float]] = None) -> None:
+        self.paper = paper or {}
         self.n = 0
         self.sums = {"length": 0.0, "length_sq": 0.0, "return": 0.0, "return_sq": 0.0, "success": 0.0}
 
@@ -50,7 +51,7 @@ class RunningTable1Stats:
         std = {k: math.sqrt(max(0.0, self.sums[k + "_sq"] / n - mean[k] ** 2)) for k in ("length", "return")}
         ours = {"n_episodes": n, "mean_length": mean["length"], "std_length": std["length"],
                 "success_rate": mean["success"], "mean_return": mean["return"], "std_return": std["return"]}
-        return {k: {"ours": v, "paper": self.paper[k]} for k, v in ours.items()}
+        return {k: {"ours": v, "paper": self.paper.get(k)} for k, v in ours.items()}
 
 
 def write_generated_dataset(
@@ -75,10 +76,11 @@ def write_generated_dataset(
         with tqdm(total=n_episodes, desc=desc, disable=not progress, unit=unit) as bar:
             for start in range(0, n_episodes, BLOCK):
                 block = range(start, min(n_episodes, start + BLOCK))
+                # The bar moves per episode: a block can be the whole dataset (chess: 2000 games, ~20 minutes).
                 for episode in play_block(block):
                     statistics.add(episode)
+                    bar.update(1)
                     yield episode
-                bar.update(len(block))
 
     out = Path(out_dir)
     write_episodes(out / TRAIN_FILE, episodes())

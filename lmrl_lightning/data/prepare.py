@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from lmrl_lightning.atomic import atomic_write_json, make_staging_directory, promoted_on_success
-from lmrl_lightning.data.generation import TRAIN_FILE
+from lmrl_lightning.data.generation import TRAIN_FILE, RunningTable1Stats
 from lmrl_lightning.data.jsonl import iter_episodes
+from lmrl_lightning.data.original import write_original_dataset
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.registry import get_task, task_origin
@@ -71,6 +72,35 @@ def prepare_task_data(
         config = {"task": spec.name, "task_origin": task_origin(spec.name), "variant": variant, "seed": seed,
                   "episodes": count, "vocab_size": vocab_size}
         write_manifest(tmp, config, stats)
+    return stats
+
+
+def import_original_data(
+    task: str,
+    variant: Optional[str],
+    source: PathLike,
+    out_dir: PathLike,
+    vocab_size: int = 512,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write the dataset directory `out_dir` from `source`, a data file of the original LMRL-Gym project, read by
+    the task's `read_original` (see `data.original`); returns the statistics beside the paper's Table 1."""
+    spec = get_task(task)
+    variant = spec.check_variant(variant or spec.variants[0])
+    if spec.read_original is None:
+        raise LMRLError(f"task {task!r} cannot read the original project's data files (it has no read_original)")
+    source = Path(source)
+    if not source.is_file():
+        raise LMRLError(f"--from-original: {source}: no such file")
+    check_vocab_size(vocab_size)
+    out = check_out_dir(out_dir, overwrite)
+    with promoted_on_success(make_temporary_sibling(out), out, replace=True) as tmp:
+        config = {"task": spec.name, "variant": variant, "source": str(source.resolve()),
+                  "source_sha256": sha256_file(source)}
+        stats = write_original_dataset(source, tmp, spec.read_original, RunningTable1Stats(spec.table1), config)
+        count = train_dataset_tokenizer(tmp, spec.candidate_actions, vocab_size)
+        write_manifest(tmp, {**config, "task_origin": task_origin(spec.name), "episodes": count,
+                             "vocab_size": vocab_size}, stats)
     return stats
 
 

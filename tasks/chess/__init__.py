@@ -20,7 +20,7 @@ from typing import Any
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation
-from lmrl_lightning.tasks.chess.datagen import format_stats_table, generate_dataset
+from lmrl_lightning.tasks.chess.datagen import PAPER_TABLE1, format_stats_table, generate_dataset
 from lmrl_lightning.tasks.chess.engine import EnginePlayer, close_engines, engine_move, stockfish_path
 from lmrl_lightning.tasks.chess.env import (
     MAX_MOVES,
@@ -32,6 +32,7 @@ from lmrl_lightning.tasks.chess.env import (
     legal_move_texts,
     spaced,
 )
+from lmrl_lightning.tasks.chess.original import read_original_chess
 from lmrl_lightning.tasks.chess.policies import (
     EpsilonGreedyStockfish,
     GreedyMaterialPlayer,
@@ -102,6 +103,7 @@ _COMMON: dict[str, Any] = dict(
     state_candidate_actions=legal_actions_for_history,
     default_decoding="sample",
     format_stats=format_stats_table,
+    read_original=read_original_chess,
 )
 
 CHESS: TaskSpec = register_task(
@@ -112,6 +114,7 @@ CHESS: TaskSpec = register_task(
         eval_episodes=chess_eval_episodes,
         default_eval_episodes=PAPER_EVAL_GAMES,
         generate_dataset=functools.partial(generate_dataset, task="chess"),
+        table1=PAPER_TABLE1["chess"],
         description="Chess as White against Stockfish (UCI_Elo 1350): type a move in SAN ('Nf3' or 'N f 3'); "
         "an illegal move costs -1 and you move again; a win +1, a loss -1.",
         **_COMMON,
@@ -126,6 +129,7 @@ ENDGAMES: TaskSpec = register_task(
         eval_episodes=endgame_eval_episodes,
         default_eval_episodes=N_EVAL_POSITIONS,
         generate_dataset=functools.partial(generate_dataset, task="endgames"),
+        table1=PAPER_TABLE1["endgames"],
         description="Chess endgame as White (king and queen/rooks against a lone king): mate Stockfish's king; "
         "type moves in SAN ('Qd7' or 'Q d 7'); an illegal move costs -1.",
         **_COMMON,

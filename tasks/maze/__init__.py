@@ -6,7 +6,9 @@ from typing import Any
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation
-from lmrl_lightning.tasks.maze.datagen import format_stats_table, generate_dataset
+from lmrl_lightning.data.original import read_text_history, transitions_reader
+from lmrl_lightning.env import END_OF_TURN
+from lmrl_lightning.tasks.maze.datagen import PAPER_TABLE1, format_stats_table, generate_dataset
 from lmrl_lightning.tasks.maze.env import DEFAULT_LAST_K, GOAL, MOVES, START_POSITIONS, MazeEnv
 from lmrl_lightning.tasks.maze.policies import (
     MixturePolicy,
@@ -49,6 +51,22 @@ def eval_episodes(variant: str, episodes: int) -> list[EvalEpisode]:
     ]
 
 
+def _with_end_of_turn(text: str) -> str:
+    return text if text.endswith(END_OF_TURN) else text + END_OF_TURN
+
+
+_READ_FO_GAME = transitions_reader(_with_end_of_turn, _with_end_of_turn)
+
+
+def read_original_maze(record: Any, where: str):
+    """One line of the original's maze files (spec §2.1): FO games are lists of `{"state", "action", "reward",
+    "done"}` (texts given the end-of-turn newline when they lack it), PO games `{"text_history", "rewards",
+    "dones"}`."""
+    if isinstance(record, list):
+        return _READ_FO_GAME(record, where)
+    return read_text_history(record, where)
+
+
 TASK: TaskSpec = register_task(
     TaskSpec(
         name="maze",
@@ -65,6 +83,8 @@ TASK: TaskSpec = register_task(
         default_decoding="rerank",
         generate_dataset=generate_dataset,
         format_stats=format_stats_table,
+        read_original=read_original_maze,
+        table1=PAPER_TABLE1,
         description="Double-T maze: reach the goal at (8, 6) with 'move left/right/up/down'; "
         "FO shows the position, PO only the adjacent walls.",
     )

@@ -5,7 +5,8 @@ from typing import Any
 
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation, format_dataset_stats
-from lmrl_lightning.tasks.wordle.datagen import PAPER_PROB_CONSISTENT, generate_dataset
+from lmrl_lightning.data.original import read_sequence
+from lmrl_lightning.tasks.wordle.datagen import PAPER_PROB_CONSISTENT, PAPER_TABLE1, generate_dataset
 from lmrl_lightning.tasks.wordle.env import (
     EVAL_BAD_WORD_REWARD,
     TRAIN_BAD_WORD_REWARD,
@@ -68,6 +69,8 @@ TASK: TaskSpec = register_task(
         default_decoding="sample",
         generate_dataset=generate_dataset,
         format_stats=format_stats_table,
+        read_original=read_sequence,  # the original's {"sequence", "reward", "done"} lines
+        table1=PAPER_TABLE1,
         description="Wordle: guess the hidden five-letter word in six tries; type a word ('crane' or 'c r a n e'); "
         "feedback g = right place, y = elsewhere in the word, b = not in it.",
     )
