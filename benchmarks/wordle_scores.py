@@ -26,16 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, write_json  # noqa: E402
+from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation  # noqa: E402
-from lmrl_lightning.cli import _fit  # noqa: E402
+from _scores import add_row, final_episodes, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 # name -> (config, paper Table 2 normalised, paper Table 4 raw return)
 ALGORITHMS = {
     "BC": ("wordle_bc", 79.9, -2.81),
@@ -49,48 +47,25 @@ ALGORITHMS = {
 
 def benchmark_config(name: str, out: Path, args) -> Path:
     """The example config with this benchmark's paths and lengths."""
-    text = (CONFIGS / f"{ALGORITHMS[name][0]}.yaml").read_text()
-    text = text.replace("runs/wordle_", f"{out}/wordle_").replace("save_dir: runs", f"save_dir: {out}")
-    text = text.replace("data/wordle", str(args.data or out / "data"))
-    text = text.replace("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every")
-    text = text.replace("max_steps: 8000", f"max_steps: {args.steps}").replace("max_steps: 2000", f"max_steps: {args.value_steps}")
-    text = text.replace("max_epochs: 20 ", f"max_epochs: {args.rounds} ")
-    path = out / "configs" / f"{ALGORITHMS[name][0]}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    replacements = [("runs/wordle_", f"{out}/wordle_"), ("save_dir: runs", f"save_dir: {out}"),
+                    ("data/wordle", str(args.data or out / "data"))]
+    if name in ("PPO", "online %BC"):
+        replacements.append(("max_epochs: 20 ", f"max_epochs: {args.rounds} "))
+    else:
+        steps = ("max_steps: 8000", f"max_steps: {args.steps}") if name == "BC" else \
+            ("max_steps: 2000", f"max_steps: {args.value_steps}")
+        replacements += [steps, ("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every")]
+    return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
 def run_row(name: str, config: Path) -> dict:
     """Fit one algorithm from its config; its evaluation summary, guess quality and (MC, ILQL) beta sweep."""
-    start = time.time()
-    cli = _fit(["-c", str(config)])
-    seconds = time.time() - start
-    callbacks = cli.trainer.callbacks
-    evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
-    summary = evaluation.results[-1][1]
-    sweep = next((c for c in callbacks if isinstance(c, BetaSweep)), None)
+    cli, row = fit_row(name, config)
     _, paper_score, paper_return = ALGORITHMS[name]
-    row = {"algorithm": name, "config": str(config), "command": command_line(), "seed": 0,
-           "optimizer_steps": cli.trainer.global_step, "seconds": round(seconds, 1), **vars(summary),
-           **guess_quality(evaluation.last_episodes), "paper_normalised": paper_score, "paper_return": paper_return}
-    if sweep is not None:
-        row["beta"] = sweep.chosen
-        row["beta_sweep"] = {f"{b:g}": round(s.normalised_score, 2) for b, s in sweep.results}
-    if hasattr(cli.model, "round_history"):
-        # Training rollouts' returns, on the training env's scale (-10 per invalid word).
-        row["round_mean_returns"] = [round(r["mean_return"], 3) for r in cli.model.round_history]
-    print(f"{name}: score {summary.normalised_score:.1f} (paper {paper_score}), return {summary.mean_return:.3f} "
-          f"(paper {paper_return}), success {summary.success_rate:.3f}, {seconds:.0f} s", flush=True)
+    row.update(**guess_quality(final_episodes(cli)), paper_normalised=paper_score, paper_return=paper_return)
+    print(f"{name}: score {row['normalised_score']:.1f} (paper {paper_score}), return {row['mean_return']:.3f} "
+          f"(paper {paper_return}), success {row['success_rate']:.3f}, {row['seconds']:.0f} s", flush=True)
     return row
-
-
-def add_row(results: Path, row: dict, payload: dict) -> None:
-    """Write `payload` with `row` replacing the same algorithm's row in the file (other processes' rows kept)."""
-    rows = json.loads(results.read_text())["rows"] if results.is_file() else []
-    rows = [r for r in rows if r["algorithm"] != row["algorithm"]] + [row]
-    rows.sort(key=lambda r: list(ALGORITHMS).index(r["algorithm"]))
-    write_json(results, {**payload, "rows": rows})
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -134,7 +109,7 @@ def main(argv=None) -> None:
     for name in args.algorithms.split(","):
         row = run_row(name, benchmark_config(name, out, args))
         payload = {"benchmark": "wordle_scores", "machine": machine_info(), "config": vars(args)}
-        add_row(Path(args.results), row, payload)
+        add_row(Path(args.results), row, payload, order={"algorithm": list(ALGORITHMS)})
     print(f"results: {args.results}")
 
 

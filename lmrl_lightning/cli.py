@@ -211,8 +211,9 @@ def _play(args: argparse.Namespace) -> None:
     actions = task.candidate_actions or ()
     hint = f" (one of: {', '.join(a.strip() for a in actions)})" if 0 < len(actions) <= 8 else ""
     print(f"{task.description}\n{task.name} ({variant}): type your action{hint}; an empty line or Ctrl-D quits.")
+    show = task.show_observation or (lambda text: text)
     while not done:
-        print(history[-1].text, end="")
+        print(show(history[-1].text), end="")
         try:
             line = input("> ")
         except EOFError:
@@ -223,7 +224,7 @@ def _play(args: argparse.Namespace) -> None:
         history, reward, done = env.step(history + (Text(line.strip() + "\n", True),))
         total += reward
         print(f"  reward {reward:g}, return so far {total:g}")
-    print(history[-1].text, end="")
+    print(show(history[-1].text), end="")
     end_message = env.end_message()
     if end_message:
         print(end_message)

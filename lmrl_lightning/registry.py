@@ -38,7 +38,8 @@ class TaskSpec:
     default_decoding is how evaluation decodes unless told otherwise (see `LMRLModule.policy`); read_original, when
     set, converts one record of the original LMRL-Gym project's data files into episodes (`lmrl data TASK
     --from-original FILE`, see `data.original`); table1 is the paper's Table 1 row of the task's dataset
-    (n_episodes, mean_length, std_length, success_rate, mean_return, std_return), printed beside ours.
+    (n_episodes, mean_length, std_length, success_rate, mean_return, std_return), printed beside ours;
+    show_observation, when set, is how `lmrl play` shows an observation text to a person (chess: a board diagram).
     """
 
     name: str
@@ -55,6 +56,7 @@ class TaskSpec:
     format_stats: Optional[Callable[[dict[str, Any]], str]] = None
     read_original: Optional[Callable[[Any, str], Iterable[Any]]] = None
     table1: Optional[dict[str, float]] = None
+    show_observation: Optional[Callable[[str], str]] = None
     description: str = ""
 
     def rerank_candidates(self) -> Optional[Union[tuple[str, ...], Callable[[TextHistory], tuple[str, ...]]]]:

@@ -337,3 +337,21 @@ def test_ppo_refuses_per_state_candidates_with_one_line(endgames_data):
     backbone = BackboneConfig("tiny", tokenizer=str(endgames_data / "tokenizer"), max_positions=256)
     with pytest.raises(LMRLError, match="PPO's candidate-normalised update .* per-state candidates"):
         PPO(backbone=backbone, rollouts={"task": "endgames", "decoding": {"kind": "rerank"}})
+
+
+def test_play_shows_the_board_each_move(capsys, monkeypatch):
+    """`lmrl play chess` draws the board (rank 8 on top, White upper case) before each move, then the agent's text;
+    an illegal move costs -1 and leaves the same board."""
+    import io
+    import sys
+
+    from lmrl_lightning.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("e4\nKe3\n\n"))
+    assert main(["play", "chess"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  a b c d e f g h") == 3
+    assert "8 r n b q k b n r\n7 p p p p p p p p\n" in out and "\n1 R N B Q K B N R\n" in out
+    assert "4 . . . . P . . ." in out  # e4 was played
+    assert "reward -1, return so far -1" in out  # Ke3 is illegal after 1. e4
+    assert "White to move; the agent reads:\nr n b q k b n r / p p p p p p p p / 8" in out

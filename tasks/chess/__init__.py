@@ -27,6 +27,7 @@ from lmrl_lightning.tasks.chess.env import (
     OPPONENT,
     ChessEnv,
     EndgameEnv,
+    board_diagram,
     episode_metrics,
     legal_actions_for_history,
     legal_move_texts,
@@ -104,6 +105,7 @@ _COMMON: dict[str, Any] = dict(
     default_decoding="sample",
     format_stats=format_stats_table,
     read_original=read_original_chess,
+    show_observation=board_diagram,
 )
 
 CHESS: TaskSpec = register_task(
@@ -140,7 +142,7 @@ TASKS = (CHESS, ENDGAMES)
 
 __all__ = [
     "CHESS", "ENDGAMES", "MAX_MOVES", "NORMALISATION", "OPPONENT", "SETUPS", "TASKS", "ChessEnv", "EndgameEnv",
-    "EnginePlayer", "EpsilonGreedyStockfish", "GreedyMaterialPlayer", "RandomMover", "StockfishPlayer",
+    "EnginePlayer", "EpsilonGreedyStockfish", "board_diagram", "GreedyMaterialPlayer", "RandomMover", "StockfishPlayer",
     "chess_eval_episodes", "close_engines", "endgame_eval_episodes", "engine_move", "episode_metrics",
     "eval_positions", "format_stats_table", "generate_dataset", "legal_actions_for_history", "legal_move_texts",
     "make_chess_env", "make_endgame_env", "spaced", "stockfish_path", "training_position",

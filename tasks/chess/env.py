@@ -63,6 +63,18 @@ def board_from_observation(text: str) -> chess.Board:
     return chess.Board(unspaced(text))
 
 
+def board_diagram(text: str) -> str:
+    """An observation as `lmrl play` shows it: the board (White's pieces upper case, rank 8 at the top, files and
+    ranks labelled), whose move it is, then the text the agent reads; text holding no FEN is shown as it is."""
+    try:
+        board = board_from_observation(text)
+    except ValueError:
+        return text
+    rows = [f"{8 - i} {row}" for i, row in enumerate(str(board).splitlines())]
+    side = "White" if board.turn == chess.WHITE else "Black"
+    return "\n".join([*rows, "  a b c d e f g h", f"{side} to move; the agent reads:", text.rstrip("\n")]) + "\n"
+
+
 def legal_move_texts(board: chess.Board) -> tuple[str, ...]:
     """Every legal move of `board` as an action text (`"N f 3\\n"`), in python-chess's move order."""
     return tuple(spaced(board.san(move)) for move in board.legal_moves)

@@ -1,0 +1,64 @@
+"""Shared steps of the per-task score benchmarks (wordle_scores.py, chess_scores.py): run an example config through
+the same LightningCLI as `lmrl fit` with this benchmark's paths, read its evaluation, and merge its row into a
+results file that several processes may write in turn."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from _common import command_line, write_json
+
+from lmrl_lightning.callbacks import BetaSweep, RolloutEvaluation
+from lmrl_lightning.cli import _fit
+
+CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
+
+
+def rewritten_config(name: str, out: Path, replacements: Sequence[tuple[str, str]]) -> Path:
+    """`examples/configs/<name>.yaml` with each (old, new) replaced, written under `out/configs/`. An `old` the
+    config does not hold is an error: the benchmark would otherwise silently run the example's settings."""
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    for old, new in replacements:
+        if old not in text:
+            raise ValueError(f"{name}.yaml has no {old!r} to replace: update the benchmark with the config")
+        text = text.replace(old, new)
+    path = out / "configs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def fit_row(name: str, config: Path, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Fit `config`; the CLI (trainer, model, callbacks) and the row's common fields: the final evaluation's
+    summary, the beta sweep (MC, ILQL) and the online rounds' mean returns."""
+    start = time.time()
+    cli = _fit(["-c", str(config)])
+    seconds = time.time() - start
+    callbacks = cli.trainer.callbacks
+    evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
+    summary = evaluation.results[-1][1]
+    row: dict[str, Any] = {"algorithm": name, "config": str(config), "command": command_line(), "seed": seed,
+                           "optimizer_steps": cli.trainer.global_step, "seconds": round(seconds, 1), **vars(summary)}
+    sweep = next((c for c in callbacks if isinstance(c, BetaSweep)), None)
+    if sweep is not None:
+        row["beta"] = sweep.chosen
+        row["beta_sweep"] = {f"{b:g}": round(s.normalised_score, 2) for b, s in sweep.results}
+    if hasattr(cli.model, "round_history"):
+        row["round_mean_returns"] = [round(r["mean_return"], 3) for r in cli.model.round_history]
+    return cli, row
+
+
+def final_episodes(cli) -> list:
+    """The episodes of the config's final evaluation."""
+    return next(c for c in cli.trainer.callbacks if type(c) is RolloutEvaluation).last_episodes
+
+
+def add_row(results: Path, row: dict, payload: dict, order: dict[str, Sequence[Any]]) -> None:
+    """Write `payload` with `row` replacing the row that has the same values of `order`'s fields (other processes'
+    rows kept); rows are sorted by each field's value's place in `order[field]`, e.g. {"algorithm": ["BC", ...]}."""
+    rows = json.loads(results.read_text())["rows"] if results.is_file() else []
+    rows = [r for r in rows if any(r.get(k) != row.get(k) for k in order)] + [row]
+    rows.sort(key=lambda r: [list(values).index(r[k]) for k, values in order.items()])
+    write_json(results, {**payload, "rows": rows})
