@@ -1,21 +1,25 @@
 """How strong the chess opponent is: scripted White players against `env.OPPONENT` (UCI_Elo 1350, 400 nodes).
 
-    python -m lmrl_lightning.tasks.chess.measure_opponent [--games 100]
+    python -m lmrl_lightning.tasks.chess.measure_opponent [--games 100] [--out results.json]
 
-Prints, per White player (uniformly random legal moves; 1-ply greedy material), White's wins, draws and losses
+Prints (and with --out writes as JSON, with the command and engine settings), per White player (uniformly random legal moves; 1-ply greedy material), White's wins, draws and losses
 from the initial position, the mean game length in White moves, and games per second. Each player's game i uses
 policy seed i; the opponent's handicap is clock-seeded inside Stockfish 15.1, so figures vary a little between runs.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
 
+from lmrl_lightning.atomic import atomic_write_json
 from lmrl_lightning.env import PerEpisodePolicy
 from lmrl_lightning.evaluation import summarise
 from lmrl_lightning.registry import get_task
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.chess.engine import close_engines
+from lmrl_lightning.tasks.chess.env import OPPONENT
 from lmrl_lightning.tasks.chess.policies import GreedyMaterialPlayer, RandomMover
 
 
@@ -35,12 +39,19 @@ def measure(player, games: int) -> dict[str, float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", type=int, default=100)
+    parser.add_argument("--out", default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
+    results = {}
     try:
         for name, player in (("random mover", RandomMover()), ("greedy material", GreedyMaterialPlayer())):
-            print(name, {k: round(v, 2) for k, v in measure(player, args.games).items()})
+            results[name] = {k: round(v, 2) for k, v in measure(player, args.games).items()}
+            print(name, results[name], flush=True)
     finally:
         close_engines()
+    if args.out:
+        atomic_write_json(args.out, {"command": " ".join(["python -m lmrl_lightning.tasks.chess.measure_opponent",
+                                                          *sys.argv[1:]]),
+                                     "opponent": dataclasses.asdict(OPPONENT), "results": results})
 
 
 if __name__ == "__main__":
