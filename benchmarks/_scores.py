@@ -3,6 +3,7 @@ the same LightningCLI as `lmrl fit` with this benchmark's paths, read its evalua
 results file that several processes may write in turn."""
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -58,7 +59,11 @@ def final_episodes(cli) -> list:
 def add_row(results: Path, row: dict, payload: dict, order: dict[str, Sequence[Any]]) -> None:
     """Write `payload` with `row` replacing the row that has the same values of `order`'s fields (other processes'
     rows kept); rows are sorted by each field's value's place in `order[field]`, e.g. {"algorithm": ["BC", ...]}."""
-    rows = json.loads(results.read_text())["rows"] if results.is_file() else []
-    rows = [r for r in rows if any(r.get(k) != row.get(k) for k in order)] + [row]
-    rows.sort(key=lambda r: [list(values).index(r[k]) for k, values in order.items()])
-    write_json(results, {**payload, "rows": rows})
+    results.parent.mkdir(parents=True, exist_ok=True)
+    # Processes finishing together take turns: each reads the rows the other just wrote.
+    with open(results.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(results.read_text())["rows"] if results.is_file() else []
+        rows = [r for r in rows if any(r.get(k) != row.get(k) for k in order)] + [row]
+        rows.sort(key=lambda r: [list(values).index(r[k]) for k, values in order.items()])
+        write_json(results, {**payload, "rows": rows})
