@@ -146,8 +146,9 @@ def main(argv=None) -> None:
         payload["dataset"] = {"seconds": round(seconds, 1), "games_per_second": round(
             stats["n_episodes"]["ours"] / seconds, 2), **{k: v for k, v in stats.items() if k != "config"}}
         print(f"dataset: {stats['n_episodes']['ours']} games in {seconds:.0f} s", flush=True)
-    elif results.is_file():
-        payload["dataset"] = json.loads(results.read_text()).get("dataset")
+    else:  # an existing dataset: its statistics (its generation time is not known here)
+        stats = json.loads((data / "stats.json").read_text())
+        payload["dataset"] = {"path": str(data), **{k: v for k, v in stats.items() if k != "config"}}
     try:
         for name in (args.algorithms or ",".join(ALGORITHMS[args.task])).split(","):
             for row in run_algorithm(args.task, name, benchmark_config(args.task, name, out, args),
