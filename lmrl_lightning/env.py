@@ -51,6 +51,16 @@ class TextEnv(ABC):
     @abstractmethod
     def step(self, history: TextHistory) -> tuple[TextHistory, float, bool]: ...
 
+    @classmethod
+    def step_many(
+        cls, envs: Sequence["TextEnv"], histories: Sequence[TextHistory]
+    ) -> list[tuple[TextHistory, float, bool]]:
+        """`step` for several environments of this class at once, each with its own history: what the rollout
+        engine calls each turn for all live episodes of its pool. The default steps them one by one; an env that
+        asks a model or a process for its reply (a language-model oracle, a game interpreter) overrides it to
+        answer them together. The results must equal stepping each env in turn."""
+        return [env.step(history) for env, history in zip(envs, histories)]
+
     def close(self) -> None:
         pass
 

@@ -48,12 +48,11 @@ class _Slot:
         history = env.reset(seed=spec.seed, options=spec.options)
         return cls(spec, env, history, [Turn(t.text, t.is_action) for t in history])
 
-    def step(self, post_action: TextHistory, max_turns: int) -> bool:
-        """Play the policy's action (the last text of `post_action`); True when the episode is over."""
+    def record(self, post_action: TextHistory, result: tuple[TextHistory, float, bool], max_turns: int) -> bool:
+        """Record the policy's action (the last text of `post_action`) and the env's `result` of it; True when the
+        episode is over."""
         action = post_action[-1]
-        if not action.is_action:
-            raise RuntimeError("a policy must return the history extended by one action Text")
-        new_history, reward, done = self.env.step(post_action)
+        new_history, reward, done = result
         self.n_actions += 1
         self.turns.append(Turn(action.text, True, float(reward)))
         if new_history:
@@ -101,8 +100,12 @@ def rollout(
         while any(s is not None for s in slots):
             live = [i for i, s in enumerate(slots) if s is not None]
             acted = _act(policy, [slots[i] for i in live], policy_seed)
-            for i, post_action in zip(live, acted):
-                if slots[i].step(post_action, max_turns):
+            if not all(post_action and post_action[-1].is_action for post_action in acted):
+                raise RuntimeError("a policy must return the history extended by one action Text")
+            # One call for every live episode: an env that asks a model for its replies answers them together.
+            results = type(envs[0]).step_many([slots[i].env for i in live], acted)
+            for i, post_action, result in zip(live, acted, results):
+                if slots[i].record(post_action, result, max_turns):
                     finished[slots[i].spec.index] = slots[i].episode()
                     bar.update(1)
                     slots[i] = _Slot.start(envs[i], pending.pop()) if pending else None

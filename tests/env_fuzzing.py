@@ -46,6 +46,7 @@ def _chess_rewards(env) -> set[float]:
 # The documented reward set of each task (see each env module's docstring), given the env instance.
 REWARDS: dict[str, Callable[[TextEnv], set[float]]] = {
     "maze": _maze_rewards, "wordle": _wordle_rewards, "chess": _chess_rewards, "endgames": _chess_rewards,
+    "twenty_questions": lambda env: {-1.0, 0.0},  # -1 a question, 0 for the right guess
 }
 # The most steps an episode may take (maze: max_steps moves, then the failure step; wordle: six guesses).
 MAX_EPISODE_STEPS: dict[str, Callable[[TextEnv], int]] = {
@@ -53,6 +54,8 @@ MAX_EPISODE_STEPS: dict[str, Callable[[TextEnv], int]] = {
     "wordle": lambda env: env.max_guesses,
     "chess": lambda env: env.max_moves + 1,  # illegal moves count towards the cap
     "endgames": lambda env: env.max_moves + 1,
+    "twenty_questions": lambda env: env.max_questions,
+    "car_dealer": lambda env: env.max_conversation_length,  # texts in all, so seller turns stay below it
 }
 # Extra env configurations worth fuzzing beside the registered variants: (label, make_env keyword arguments).
 ENV_OPTIONS: dict[str, list[tuple[str, dict]]] = {"wordle": [("train-bad-word-reward", {"bad_word_reward": -10.0})]}

@@ -107,6 +107,27 @@ def test_one_batched_policy_call_per_turn():
     assert policy.batch_sizes == [sum(n > t for n in lengths) for t in range(max(lengths))]
 
 
+class BatchSteppedMaze(MazeEnv):
+    """The maze with its envs stepped together, each batched step's size recorded (shared by every copy)."""
+
+    step_batches: list[int] = []
+
+    @classmethod
+    def step_many(cls, envs, histories):
+        cls.step_batches.append(len(envs))
+        return super().step_many(envs, histories)
+
+
+def test_envs_are_stepped_together_once_per_turn():
+    """`TextEnv.step_many` gets every live episode of a turn in one call (an LM oracle answers them in one batch),
+    and the episodes are those of stepping each env on its own."""
+    BatchSteppedMaze.step_batches = []
+    policy = CountingPolicy(SeededMoves())
+    played = rollout(BatchSteppedMaze("fo", max_steps=30), policy, MAZE.eval_episodes("fo", 25), batch_size=8)
+    assert BatchSteppedMaze.step_batches == policy.batch_sizes and max(policy.batch_sizes) == 8
+    assert played == rollout(MazeEnv("fo", max_steps=30), SeededMoves(), MAZE.eval_episodes("fo", 25), batch_size=8)
+
+
 def test_finished_slots_are_refilled():
     """With 4 slots for 25 episodes every call holds 4 histories until the last episodes run out, and every
     action is played in exactly one call."""
