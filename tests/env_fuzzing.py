@@ -43,10 +43,17 @@ def _chess_rewards(env) -> set[float]:
     return set(chess_env.REWARDS)
 
 
+def _textnav_rewards(env: TextEnv) -> set[float]:
+    from lmrl_lightning.tasks.textnav import env as textnav_env
+
+    return set(textnav_env.REWARDS)
+
+
 # The documented reward set of each task (see each env module's docstring), given the env instance.
 REWARDS: dict[str, Callable[[TextEnv], set[float]]] = {
     "maze": _maze_rewards, "wordle": _wordle_rewards, "chess": _chess_rewards, "endgames": _chess_rewards,
     "twenty_questions": lambda env: {-1.0, 0.0},  # -1 a question, 0 for the right guess
+    "textnav": _textnav_rewards,
 }
 # The most steps an episode may take (maze: max_steps moves, then the failure step; wordle: six guesses).
 MAX_EPISODE_STEPS: dict[str, Callable[[TextEnv], int]] = {
@@ -56,7 +63,19 @@ MAX_EPISODE_STEPS: dict[str, Callable[[TextEnv], int]] = {
     "endgames": lambda env: env.max_moves + 1,
     "twenty_questions": lambda env: env.max_questions,
     "car_dealer": lambda env: env.max_conversation_length,  # texts in all, so seller turns stay below it
+    "textnav": lambda env: env.max_steps,
 }
+
+
+def _compile_textnav_games() -> None:
+    from lmrl_lightning.tasks.textnav import compile_all
+
+    compile_all()
+
+
+# Work a task does once per machine before its env is fast (Text-Nav compiles its 16 games into a cache, about a
+# minute), done before a time-limited fuzz run starts its clock.
+PREPARE: dict[str, Callable[[], None]] = {"textnav": _compile_textnav_games}
 # Extra env configurations worth fuzzing beside the registered variants: (label, make_env keyword arguments).
 ENV_OPTIONS: dict[str, list[tuple[str, dict]]] = {"wordle": [("train-bad-word-reward", {"bad_word_reward": -10.0})]}
 

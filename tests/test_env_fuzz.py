@@ -9,13 +9,14 @@ import pytest
 from lmrl_lightning.env import EpisodeOverError, Text
 from lmrl_lightning.registry import get_task
 
-from env_fuzzing import REWARDS, fuzz_env, targets
+from env_fuzzing import PREPARE, REWARDS, fuzz_env, targets
 
 TARGETS = targets()
 
 
 @pytest.mark.parametrize("task,variant,label,kwargs", TARGETS, ids=[f"{t[0]}-{t[2]}" for t in TARGETS])
 def test_fuzzed_actions_keep_the_env_contract(task, variant, label, kwargs):
+    PREPARE.get(task, lambda: None)()
     result = fuzz_env(task, variant, n_actions=1500, seed=12, env_kwargs=kwargs, label=label, time_limit=20)
     assert result.actions >= 200, f"only {result.actions} actions in the time limit"
     assert not result.undocumented_exceptions, (result.undocumented_exceptions, result.examples)

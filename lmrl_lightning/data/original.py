@@ -7,7 +7,7 @@ one record (a line of a JSON-lines file, or an element of the array a `.json` fi
 several tasks share are read here:
 
 - `read_text_history`: `{"text_history": [obs, act, obs, ...], "rewards": [...], "dones": [...]}` (PO maze,
-  Text-Nav), one reward and one done flag per text;
+  a one-reward-per-text layout), one reward and one done flag per text;
 - `read_sequence`: `{"sequence": [[text, is_action], ...], "reward": [...], "done": bool}` (Wordle);
 - `transitions_reader(...)`: `[{"state", "action", "reward", "done"}, ...]` (FO maze, chess RL chains), with the
   task's own text formatting of states and actions.
