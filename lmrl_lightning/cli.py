@@ -5,6 +5,7 @@
     lmrl eval CKPT [--task maze --variant fo]              roll a checkpoint out with the task's protocol
     lmrl play maze                                         play a task yourself in the terminal
     lmrl quickstart                                        data -> BC, filtered BC -> evaluation -> table
+    lmrl report RESULTS... --out DIR                       result files -> Table 2 layout beside the paper, plots
 
 Bad input (a malformed dataset, an unknown name, a missing file) ends with one line on stderr and exit code 2.
 """
@@ -144,7 +145,8 @@ def _eval(args: argparse.Namespace) -> None:
         raise LMRLError(
             f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
         )
-    protocol = EvaluationProtocol(task.name, variant, args.episodes, args.batch_size, args.seed, decoding)
+    protocol = EvaluationProtocol(task.name, variant, args.episodes, args.batch_size, args.seed, decoding,
+                                  _env_options(args.env_options))
     episodes = evaluate_module(module, protocol, progress=True)
     summary = summarise(episodes, task.normalisation[variant])
     print(format_transcript(episodes[0]))
@@ -154,6 +156,19 @@ def _eval(args: argparse.Namespace) -> None:
             "task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
             "returns": [e.total_reward for e in episodes],
         })
+
+
+def _env_options(text: Optional[str]) -> Optional[dict]:
+    """`--env-options`: a JSON object of the task env's keyword arguments."""
+    if text is None:
+        return None
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise LMRLError(f"--env-options must be a JSON object, e.g. '{{\"oracle_model\": \"DIR\"}}' ({e})") from None
+    if not isinstance(options, dict):
+        raise LMRLError(f"--env-options must be a JSON object of keyword arguments, got {text[:60]!r}")
+    return options
 
 
 def _recorded_task(checkpoint: str, meta: dict):
@@ -263,6 +278,12 @@ def _check_quickstart_flags(args: argparse.Namespace) -> None:
         )
 
 
+def _report(args: argparse.Namespace) -> None:
+    from lmrl_lightning.report import run_report
+
+    print(f"wrote {run_report(args.results, args.out)} and its plots")
+
+
 def _missing(what: str):
     raise LMRLError(f"missing {what}")
 
@@ -291,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_command(sub)
     _add_play_command(sub)
     _add_quickstart_command(sub)
+    _add_report_command(sub)
     return parser
 
 
@@ -324,6 +346,9 @@ def _add_eval_command(sub) -> None:
     p.add_argument("--beta", type=float, default=None, help="value-guidance weight of MC/ILQL (default: the trained one)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
+    p.add_argument("--env-options", default=None, metavar="JSON",
+                   help="the task env's keyword arguments, e.g. '{\"oracle_model\": \"models/oracle\"}' (a "
+                        "language-model oracle or buyer); options that change rewards break the normalised score")
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")
     _add_trust_flags(p)
 
@@ -355,8 +380,16 @@ def _add_quickstart_command(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_report_command(sub) -> None:
+    p = sub.add_parser("report", help="result files -> the paper's Table 2 layout beside its numbers, with plots")
+    p.add_argument("results", nargs="+", help="result JSON files (benchmarks/table2.py cells and plan, per-task "
+                   "benchmark files) or directories of table2 results; later files replace earlier ones' cells")
+    p.add_argument("--out", required=True, help="directory for report.md and the PNG plots")
+
+
 # `lmrl fit` is not here: LightningCLI parses its own arguments (see `main`).
-_COMMANDS = {"data": _data, "eval": _eval, "export": _export, "play": _play, "quickstart": _quickstart}
+_COMMANDS = {"data": _data, "eval": _eval, "export": _export, "play": _play, "quickstart": _quickstart,
+             "report": _report}
 
 
 @quiet_library_noise()

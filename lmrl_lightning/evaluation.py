@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Optional, Sequence, Union
 
 from lmrl_lightning.distributed import all_gather_objects
@@ -80,6 +81,9 @@ class EvaluationProtocol:
         policy_seed: seed of the policy's sampling (fixed, so that evaluations are comparable).
         decoding: how the policy acts (kind, temperature, beta, max_new_tokens; see `Decoding`); default: the task's
             default decoding kind at temperature 1.
+        env_options: keyword arguments of the task's environment (as `rollouts.env_options`), e.g. a language-model
+            oracle or buyer (`oracle_model`, `buyer_model`). The score is normalised with the task's constants, so
+            options that change the rewards (Wordle's `bad_word_reward`) make it meaningless.
     """
 
     task: str
@@ -88,9 +92,12 @@ class EvaluationProtocol:
     batch_size: int = 256
     policy_seed: int = 0
     decoding: Optional[Decoding] = None
+    env_options: Optional[dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         check_play_settings(self, "protocol", counts=("episodes", "batch_size"), seed="policy_seed")
+        if self.env_options is not None and not isinstance(self.env_options, Mapping):
+            raise LMRLError(f"protocol.env_options must be a mapping of keyword arguments, got {self.env_options!r}")
 
     @property
     def spec(self) -> TaskSpec:
@@ -120,7 +127,8 @@ def evaluate_task(
     task, variant = protocol.spec, protocol.variant
     episodes = task.eval_episodes(variant, protocol.episodes)
     return rollout(
-        task.make_env(variant), policy, episodes[rank::world_size], protocol.batch_size, protocol.policy_seed,
+        task.make_env(variant, **(protocol.env_options or {})), policy, episodes[rank::world_size], protocol.batch_size,
+        protocol.policy_seed,
         progress=progress, desc=f"eval {task.name}-{variant}",
     )
 

@@ -186,3 +186,17 @@ def test_eval_beta_on_a_bc_checkpoint_is_one_line(capsys, checkpoint):
     assert one_line_error(capsys, ["eval", str(checkpoint), "--beta", "4"]) == (
         f"lmrl: error: --beta applies to value-guided decoding (MC, ILQL); {checkpoint} holds BC"
     )
+
+
+def test_eval_env_options_reach_the_env(capsys, checkpoint, tmp_path):
+    """`--env-options` is a JSON object of the env's keyword arguments: a maze capped at 3 moves plays at most 3
+    per episode; text that is not a JSON object, or an option the env does not take, is one line."""
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(checkpoint), "--episodes", "25", "--env-options", '{"max_steps": 3}',
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["mean_length"] <= 4  # 3 moves, then the failure step
+    capsys.readouterr()
+    assert one_line_error(capsys, ["eval", str(checkpoint), "--env-options", "[1]"]).startswith(
+        "lmrl: error: --env-options must be a JSON object of keyword arguments")
+    assert one_line_error(capsys, ["eval", str(checkpoint), "--env-options", "{max"]).startswith(
+        "lmrl: error: --env-options must be a JSON object, e.g.")
