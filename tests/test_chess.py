@@ -12,12 +12,14 @@ from pathlib import Path
 
 import chess
 import pytest
+import torch
 
 from lmrl_lightning.cli import main
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.env import Episode, Text, Turn
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.registry import get_task
+from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.chess import engine as engine_module
 from lmrl_lightning.tasks.chess import positions
 from lmrl_lightning.tasks.chess.engine import EnginePlayer, close_engines, engine_move, engine_pid
@@ -330,13 +332,38 @@ def test_reranking_plays_only_legal_moves(endgames_data, monkeypatch):
     assert episode_metrics(episodes)["illegal_move_rate"] == 0.0
 
 
-def test_ppo_refuses_per_state_candidates_with_one_line(endgames_data):
+def test_ppo_scores_each_decision_over_its_own_legal_moves(endgames_data, monkeypatch):
+    """PPO rolling out with re-ranking over the legal moves: the update's distribution at each decision is the
+    re-ranker's over that position's legal moves (recomputed from the chunk's text), and a round trains."""
+    import lightning as L
+
     from lmrl_lightning.algorithms import PPO
     from lmrl_lightning.models.backbone import BackboneConfig
+    from lmrl_lightning.policies import Decoding
 
+    task = get_task("endgames")
+    monkeypatch.setattr(task, "make_env", lambda variant, **kw: EndgameEnv(max_moves=2))
     backbone = BackboneConfig("tiny", tokenizer=str(endgames_data / "tokenizer"), max_positions=256)
-    with pytest.raises(LMRLError, match="PPO's candidate-normalised update .* per-state candidates"):
-        PPO(backbone=backbone, rollouts={"task": "endgames", "decoding": {"kind": "rerank"}})
+    ppo = PPO(backbone=backbone, rollouts={"task": "endgames", "decoding": {"kind": "rerank"}, "episodes_per_round": 4,
+                                           "batch_size": 4}, updates={"batch_size": 4})
+    policy = ppo.policy(Decoding("rerank"), task.rerank_candidates())
+    episodes = rollout(task.make_env("default"), policy, task.eval_episodes("default", 3), batch_size=3)
+    chunks = [c for cs in ppo.to_chunks(episodes) for c in cs]
+    batch = ppo.collate(chunks)
+    with torch.no_grad():
+        log_dist = ppo.candidate_log_dist(ppo.model, batch)
+    histories = [tuple(Text(t.text, t.is_action) for t in e.turns[k - 1:k]) for e in episodes
+                 for k, t in enumerate(e.turns) if t.is_action]
+    texts, scores = policy.state_scores(histories)
+    assert log_dist.shape[0] == len(histories) and len(histories) > 3
+    for row, (moves, score) in enumerate(zip(texts, scores)):
+        expected = torch.log_softmax(score[:len(moves)], -1)
+        assert torch.allclose(log_dist[row, :len(moves)], expected, atol=1e-5)
+        assert (log_dist[row, len(moves):] == -1e9).all()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(ppo)
+    assert trainer.global_step >= 1 and ppo.round_history[0]["episodes"] == 4
 
 
 def test_play_shows_the_board_each_move(capsys, monkeypatch):

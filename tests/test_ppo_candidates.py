@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from lmrl_lightning.algorithms import PPO, Optimisation, PPOSettings, Rollouts, Updates
-from lmrl_lightning.algorithms.ppo import action_choices, action_spans, decision_prompts, disable_dropout, spread
+from lmrl_lightning.algorithms.ppo import (
+    action_choices, action_spans, candidate_sets, choice_batch, chunk_turns, decision_prompts, disable_dropout, spread,
+)
+from lmrl_lightning.data.tokenize import TokenChunk
 from lmrl_lightning.env import Episode, Turn
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
@@ -46,11 +49,12 @@ def test_action_choices_mark_each_candidate_action_at_its_decision_step():
     # tokens: obs 1 2 | action 7 9 | obs 3 | action 8 ; steps t predict token t + 1
     ids, is_action = [1, 2, 7, 9, 3, 8], [False, False, True, True, False, True]
     assert action_spans(is_action) == [(2, 4), (5, 6)]
-    assert action_choices(ids, is_action, candidates) == [-1, 0, -1, -1, 1]
+    fixed = lambda start: candidates  # noqa: E731
+    assert action_choices(ids, is_action, fixed) == ([-1, 0, -1, -1, 1], [candidates, candidates])
     # an action at the chunk's first token (cut by truncation) is no decision
-    assert action_choices([9, 3, 8], [True, False, True], candidates) == [-1, 1]
-    with pytest.raises(LMRLError, match=r"action tokens \[7, 7\] are none of the task's candidates"):
-        action_choices([1, 7, 7], [False, True, True], candidates)
+    assert action_choices([9, 3, 8], [True, False, True], fixed) == ([-1, 1], [candidates])
+    with pytest.raises(LMRLError, match=r"action tokens \[7, 7\] are none of the candidates of its state"):
+        action_choices([1, 7, 7], [False, True, True], fixed)
     choice = torch.tensor([[-1, 0, -1, -1, 1]])
     assert decision_prompts(torch.tensor([ids]), choice, 10) == [[1, 2], [1, 2, 7, 9, 3]]
     assert decision_prompts(torch.tensor([ids]), choice, 2) == [[1, 2], [9, 3]]  # left-truncated
@@ -139,3 +143,23 @@ def test_candidate_ppo_learns_with_a_small_kl(bc_ckpt):
     kls = [r["kl"] for r in module.round_history]
     assert sum(returns[-3:]) / 3 >= 0.9, returns
     assert max(kls) < 1.0 and kls[-1] > 0, kls
+
+
+def test_per_state_candidates_travel_with_the_batch():
+    """Each decision's own candidates (asked with the chunk's turns before it) are flattened into the batch and read
+    back in decision order, the choice indexing into its own set."""
+    ids, is_action = [1, 2, 7, 9, 3, 8], [False, False, True, True, False, True]
+    assert chunk_turns(ids, is_action, 5) == [([1, 2], False), ([7, 9], True), ([3], False)]
+    own = {2: [[5], [7, 9]], 5: [[8], [6, 6, 6]]}  # candidates by the action's start token
+    chunk = TokenChunk(ids, is_action, [0.0] * 6, True, None)
+    asked = []
+
+    def candidates_at(c, start):
+        asked.append(chunk_turns(c.input_ids, c.is_action, start))
+        return own[start]
+
+    batch = choice_batch([chunk, chunk], candidates_at, per_state=True)
+    assert batch["choice"].tolist() == [[-1, 1, -1, -1, 0]] * 2
+    assert candidate_sets(batch) == [own[2], own[5]] * 2
+    assert asked[0] == [([1, 2], False)] and asked[1][-1] == ([3], False)
+    assert set(choice_batch([chunk], candidates_at, per_state=False)) == {"choice"}

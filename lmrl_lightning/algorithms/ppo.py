@@ -14,8 +14,10 @@ Each round (one training epoch, see `online.py`):
      BC loss on offline data), one optimiser step each, by manual optimisation.
 The KL coefficient is fixed, or adapted once per round towards `kl_target` (Ziegler et al.).
 
-Rollouts that re-rank the task's candidate actions (decoding ``rerank``/``rerank_greedy``) act with the re-ranker's
-distribution over the candidates, softmax(sum of the action's token log-probs / temperature), not token by token:
+Rollouts that re-rank the task's candidate actions (decoding ``rerank``/``rerank_greedy``; a fixed set such as the
+maze's moves, or each state's own such as a chess position's legal moves, which the update recomputes from the
+chunk's texts) act with the re-ranker's distribution over the candidates, softmax(sum of the action's token
+log-probs / temperature), not token by token:
 then the ratio, the KL penalty and the entropy use that candidate-normalised log-probability of each action, placed
 on the action's first token (its decision step; 0 on its other tokens), while GAE and the value loss stay per token.
 Dropout is off in the policy (as TRL does): the ratio compares two passes that must be the same function.
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, TypedDict, TypeVar
+from typing import Callable, Optional, Sequence, TypedDict, TypeVar
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
@@ -36,14 +39,19 @@ from lmrl_lightning.data.collate import collate_chunks
 from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.data.tokenize import TokenChunk, TurnTokenizer
 from lmrl_lightning.distributed import all_reduce
-from lmrl_lightning.env import Episode
+from lmrl_lightning.env import Episode, Text
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
-from lmrl_lightning.policies.rerank import candidate_token_logprobs, prompt_budget, rerank_log_probs
+from lmrl_lightning.policies.rerank import (
+    candidate_token_logprobs, lm_features, prompt_budget, rerank_log_probs, state_candidate_scores, token_logprobs,
+)
 from lmrl_lightning.policies.sampling import eval_mode
 
 T = TypeVar("T")
+# The log-probability given to the padding after a decision's own candidates (per-state candidates): a probability
+# of 0 whose product with it in the entropy is 0, not NaN as with -inf.
+PADDED = -1e9
 
 
 # ---- pure functions -------------------------------------------------------------------------------------------
@@ -192,34 +200,70 @@ def action_spans(is_action: Sequence[bool]) -> list[tuple[int, int]]:
 
 
 def action_choices(
-    ids: Sequence[int], is_action: Sequence[bool], candidate_ids: Sequence[Sequence[int]]
-) -> list[int]:
+    ids: Sequence[int], is_action: Sequence[bool], candidates_at: Callable[[int], list[list[int]]]
+) -> tuple[list[int], list[list[list[int]]]]:
     """Per step t of a chunk (t predicts token t + 1, as the action mask): the index of the candidate action that
-    starts at token t + 1, else -1. An action at the chunk's first token (cut by truncation, or without context) is
-    no decision; any other action must be one of the candidates."""
-    choices = [-1] * (len(ids) - 1)
-    candidates = [list(c) for c in candidate_ids]
+    starts at token t + 1 among `candidates_at(t + 1)` (the candidates of the state it was chosen in), else -1; and
+    the candidate set of each decision, in order. An action at the chunk's first token (cut by truncation, or
+    without context) is no decision; any other action must be one of its candidates."""
+    choices, sets = [-1] * (len(ids) - 1), []
     for start, end in action_spans(is_action):
         if start == 0:
             continue
-        tokens = list(ids[start:end])
+        tokens, candidates = list(ids[start:end]), candidates_at(start)
         if tokens not in candidates:
             raise LMRLError(
-                f"PPO with candidate-action decoding: action tokens {tokens} are none of the task's candidates "
-                f"{candidates}; roll out with decoding 'sample' to train on free text"
+                f"PPO with candidate-action decoding: action tokens {tokens} are none of the candidates of its "
+                f"state {candidates}; roll out with decoding 'sample' to train on free text"
             )
         choices[start - 1] = candidates.index(tokens)
-    return choices
+        sets.append(candidates)
+    return choices, sets
 
 
-def choice_matrix(chunks: Sequence[TokenChunk], candidate_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    """`action_choices` of each chunk, right-padded with -1 into a [B, T-1] tensor (the collated batch's shape)."""
+def chunk_turns(ids: Sequence[int], is_action: Sequence[bool], stop: int) -> list[tuple[list[int], bool]]:
+    """The turns of a chunk before token `stop`: (tokens, is_action) of each run of one kind."""
+    turns: list[tuple[list[int], bool]] = []
+    for token, flag in zip(ids[:stop], is_action[:stop]):
+        if turns and turns[-1][1] == flag:
+            turns[-1][0].append(token)
+        else:
+            turns.append(([token], flag))
+    return turns
+
+
+def choice_batch(
+    chunks: Sequence[TokenChunk], candidates_at: Callable[[TokenChunk, int], list[list[int]]], per_state: bool
+) -> dict[str, torch.Tensor]:
+    """`action_choices` of each chunk right-padded with -1 into "choice" [B, T-1] (the collated batch's shape); with
+    per-state candidates also every decision's candidate set, flattened into tensors (see `candidate_sets`)."""
     width = max(len(c.input_ids) for c in chunks) - 1
-    out = torch.full((len(chunks), width), -1, dtype=torch.long)
+    choice = torch.full((len(chunks), width), -1, dtype=torch.long)
+    sets: list[list[list[int]]] = []
     for row, chunk in enumerate(chunks):
-        choices = action_choices(chunk.input_ids, chunk.is_action, candidate_ids)
-        out[row, :len(choices)] = torch.tensor(choices, dtype=torch.long)
-    return out
+        choices, chunk_sets = action_choices(chunk.input_ids, chunk.is_action, lambda start: candidates_at(chunk, start))
+        choice[row, :len(choices)] = torch.tensor(choices, dtype=torch.long)
+        sets += chunk_sets
+    if not per_state:
+        return {"choice": choice}
+    flat = [c for candidates in sets for c in candidates]
+    tokens = torch.zeros((len(flat), max((len(c) for c in flat), default=1)), dtype=torch.long)
+    for i, c in enumerate(flat):
+        tokens[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+    return {"choice": choice, "candidate_tokens": tokens,
+            "candidate_lengths": torch.tensor([len(c) for c in flat], dtype=torch.long),
+            "candidate_counts": torch.tensor([len(c) for c in sets], dtype=torch.long)}
+
+
+def candidate_sets(batch: dict[str, torch.Tensor]) -> list[list[list[int]]]:
+    """The per-decision candidate sets that `choice_batch` flattened into the batch, in decision order."""
+    tokens, lengths = batch["candidate_tokens"].tolist(), batch["candidate_lengths"].tolist()
+    flat = [row[:n] for row, n in zip(tokens, lengths)]
+    sets, start = [], 0
+    for count in batch["candidate_counts"].tolist():
+        sets.append(flat[start:start + count])
+        start += count
+    return sets
 
 
 def decision_prompts(input_ids: torch.Tensor, choice: torch.Tensor, max_tokens: int) -> list[list[int]]:
@@ -318,17 +362,13 @@ class PPO(OnlineModule):
         # Part of the state dict, so that a resumed run continues with the adapted coefficient.
         self.register_buffer("kl_coef", torch.tensor(float(ppo.kl_coef), dtype=torch.float64))
         self._bc_chunks: Optional[list[TokenChunk]] = None
-        # Candidate-action rollouts: the candidates' tokens as the re-ranker scores them (None: free text).
-        if self.rollout_decoding.reranks and self.task_spec.state_candidate_actions is not None:
-            # The update normalises over one candidate set shared by every decision; per-state sets would need the
-            # candidates of each recorded state, which the rollout chunks do not carry yet.
-            raise LMRLError(
-                f"model.rollouts.decoding {self.rollout_decoding.kind!r}: PPO's candidate-normalised update needs a "
-                f"fixed candidate set, and task {self.task_spec.name!r} has per-state candidates, which it cannot "
-                "handle yet; roll out with decoding 'sample'"
-            )
-        candidates = self.task_spec.candidate_actions if self.rollout_decoding.reranks else None
-        self.candidate_ids = [TurnTokenizer(self.tokenizer)(c) for c in candidates] if candidates else None
+        # Candidate-action rollouts: the decision's candidates as the re-ranker scored them, one fixed set (the maze's
+        # moves, tokenised once) or each state's own (chess's legal moves, recomputed from the chunk's texts).
+        self.reranked = self.rollout_decoding.reranks
+        self.per_state = self.reranked and self.task_spec.state_candidate_actions is not None
+        self.turn_tokens = TurnTokenizer(self.tokenizer)
+        fixed = self.task_spec.candidate_actions if self.reranked and not self.per_state else None
+        self.candidate_ids = [self.turn_tokens(c) for c in fixed] if fixed else None
 
     # ---- log-probabilities of the actions ---------------------------------------------------------------------
     @staticmethod
@@ -344,23 +384,39 @@ class PPO(OnlineModule):
 
     def policy_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B, T-1]: where the policy chose, every action token, or each candidate action's decision step."""
-        return batch["action_mask"] if self.candidate_ids is None else batch["choice"] >= 0
+        return batch["choice"] >= 0 if self.reranked else batch["action_mask"]
+
+    def state_candidate_ids(self, chunk: TokenChunk, start: int) -> list[list[int]]:
+        """The tokens of the candidate actions of the state in which the chunk's action at token `start` was chosen:
+        the task's per-state candidates of the chunk's texts before it (decoded back from their tokens)."""
+        history = tuple(
+            Text(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False), flag)
+            for ids, flag in chunk_turns(chunk.input_ids, chunk.is_action, start)
+        )
+        return [self.turn_tokens(c) for c in self.task_spec.state_candidate_actions(history)]
 
     def candidate_log_dist(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """`model`'s re-ranker log-distribution over the candidates at each decision of the batch, [D, C], at the
-        rollouts' temperature (the greedy kinds: their unused temperature field, 1 by default)."""
-        device = batch["input_ids"].device
-        budget = prompt_budget(self.model, self.candidate_ids)
+        rollouts' temperature (the greedy kinds: their unused temperature field, 1 by default); with per-state
+        candidates, row i holds decision i's own candidates and `PADDED` after them."""
+        device, pad, temperature = batch["input_ids"].device, self.tokenizer.pad_token_id, self.rollout_decoding.temperature
+        sets = candidate_sets(batch) if self.per_state else None
+        budget = prompt_budget(self.model, self.candidate_ids or [c for cs in sets for c in cs] or [[pad]])
         prompts = decision_prompts(batch["input_ids"], batch["choice"], budget)
         if not prompts:
-            return torch.zeros((0, len(self.candidate_ids)), device=device)
-        scores = candidate_token_logprobs(model, self.tokenizer.pad_token_id, prompts, self.candidate_ids, device)
-        return rerank_log_probs(scores, self.rollout_decoding.temperature)
+            return torch.zeros((0, len(self.candidate_ids or [])), device=device)
+        if not self.per_state:
+            scores = candidate_token_logprobs(model, pad, prompts, self.candidate_ids, device)
+            return rerank_log_probs(scores, temperature)
+        scores = state_candidate_scores(lambda *args: lm_features(model, *args),
+                                        lambda features, tokens: token_logprobs(features[0], tokens),
+                                        pad, prompts, sets, device)
+        return pad_sequence([rerank_log_probs(s, temperature) for s in scores], batch_first=True, padding_value=PADDED)
 
     def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy's log-prob of each taken action at the policy positions [M], the logits of the distribution
         it was drawn from [M, K] (vocabulary or candidates), and V at every position [B, T]."""
-        if self.candidate_ids is None:
+        if not self.reranked:
             hidden, logits, logp = self.action_logprobs(self.model, batch)
         else:
             hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -373,7 +429,7 @@ class PPO(OnlineModule):
 
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The frozen reference's log-prob of each taken action at the policy positions [M]."""
-        if self.candidate_ids is None:
+        if not self.reranked:
             return self.action_logprobs(self.reference, batch)[2]
         choice = batch["choice"]
         return self.candidate_log_dist(self.reference, batch).gather(-1, choice[choice >= 0][:, None]).squeeze(-1)
@@ -381,9 +437,14 @@ class PPO(OnlineModule):
     def collate(self, chunks: Sequence[TokenChunk]) -> dict[str, torch.Tensor]:
         """`collate_chunks`, plus under candidate decoding each decision step's candidate index ("choice")."""
         batch = collate_chunks(chunks, self.tokenizer.pad_token_id)
-        if self.candidate_ids is not None:
-            batch["choice"] = choice_matrix(chunks, self.candidate_ids)
+        if self.reranked:
+            batch.update(self.choices(chunks))
         return batch
+
+    def choices(self, chunks: Sequence[TokenChunk]) -> dict[str, torch.Tensor]:
+        """`choice_batch` of `chunks` with this module's candidates (fixed, or each state's)."""
+        candidates_at = self.state_candidate_ids if self.per_state else lambda chunk, start: self.candidate_ids
+        return choice_batch(chunks, candidates_at, self.per_state)
 
     @torch.no_grad()
     def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[ChunkScores]:
@@ -458,9 +519,9 @@ class PPO(OnlineModule):
         plan = minibatch_plan(len(chunks), size, n_batches, self.updates.epochs, generator)
         pad = self.tokenizer.pad_token_id
         batches = [pack_minibatch(chunks, per_token, rows, pad) for rows in plan]
-        if self.candidate_ids is not None:
+        if self.reranked:
             for batch, rows in zip(batches, plan):
-                batch["choice"] = choice_matrix([chunks[i] for i in rows], self.candidate_ids)
+                batch.update(self.choices([chunks[i] for i in rows]))
         bc_chunks = self.offline_chunks()
         if bc_chunks:  # drawn after the plan, batch by batch: the generator's order of use is part of a replay
             for batch in batches:
