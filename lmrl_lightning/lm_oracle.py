@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,6 +26,8 @@ __all__ = ["LanguageModelOracle"]
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 class LanguageModelOracle:
     """Greedy, batched text completion by a local Hugging Face model directory (seq2seq or causal LM).
@@ -70,9 +73,12 @@ class LanguageModelOracle:
     def complete(self, prompts: Sequence[str]) -> list[str]:
         """One greedy completion per prompt, in order: the generated text only (never the prompt), special tokens
         dropped and surrounding whitespace stripped. `batch_size` prompts go to each `generate` call."""
+        # Tokenizers refuse text that is not valid Unicode (a lone surrogate in an agent's question): such characters
+        # become U+FFFD, so any text an agent writes gets an answer.
+        prompts = [_LONE_SURROGATE.sub("\ufffd", p) for p in prompts]
         completions: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            completions.extend(self._complete_batch(list(prompts[start:start + self.batch_size])))
+            completions.extend(self._complete_batch(prompts[start:start + self.batch_size]))
         return completions
 
     @torch.inference_mode()

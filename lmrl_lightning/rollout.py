@@ -95,8 +95,18 @@ def rollout(
     pending = list(reversed(episodes))
     finished: dict[int, Episode] = {}
     envs = [env.copy() for _ in range(min(batch_size, len(episodes)))]
+    try:
+        _play(envs, policy, pending, finished, policy_seed, max_turns, progress, desc, len(episodes))
+    finally:  # the copies' resources (a game interpreter) go back, whatever happened
+        for copy in envs:
+            copy.close()
+    return [finished[e.index] for e in episodes]
+
+
+def _play(envs, policy, pending: list[EvalEpisode], finished: dict[int, Episode], policy_seed: int, max_turns: int,
+          progress: bool, desc: str, total: int) -> None:
     slots: list[Optional[_Slot]] = [_Slot.start(e, pending.pop()) for e in envs]
-    with tqdm(total=len(episodes), desc=desc, disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc=desc, disable=not progress, leave=False) as bar:
         while any(s is not None for s in slots):
             live = [i for i, s in enumerate(slots) if s is not None]
             acted = _act(policy, [slots[i] for i in live], policy_seed)
@@ -109,7 +119,6 @@ def rollout(
                     finished[slots[i].spec.index] = slots[i].episode()
                     bar.update(1)
                     slots[i] = _Slot.start(envs[i], pending.pop()) if pending else None
-    return [finished[e.index] for e in episodes]
 
 
 def format_transcript(episode: Episode) -> str:

@@ -40,6 +40,7 @@ from lmrl_lightning.tasks.car_dealer import (
     PAPER_TABLE1,
     conversation_to_episode,
     parse_seller,
+    SELLERS,
 )
 from lmrl_lightning.tasks.car_dealer.buyer import PHRASES, RuleBuyer
 from lmrl_lightning.tasks.car_dealer.profiles import (
@@ -458,3 +459,15 @@ def test_a_small_dataset_matches_the_recorded_average_and_table_1(tmp_path):
         expected = compute_reward(info.budget, Decision(output["car_bought"], output["msrp"], output["buy_price"]))
         assert episode.total_reward == pytest.approx(expected)
         assert all("Output:" not in t.text for t in episode.turns)
+
+
+@pytest.mark.parametrize("seller", ["concise", "discount", "feature"])
+def test_every_scripted_opening_asks_what_the_buyer_needs_before_naming_the_car(seller):
+    """A seller's first line must ask about needs (the buyer then says what it wants): quoting the hidden
+    profile's car without asking would teach the dataset's policy facts it was never told."""
+    seller_class = SELLERS[seller]
+    profile = draw_profile(random.Random(0))
+    for seed in range(20):
+        rng = random.Random(seed)
+        opening = seller_class().say(0, profile, seller_class().settings(profile, rng), rng)
+        assert parse_seller(opening).ask_needs, opening

@@ -143,3 +143,9 @@ def test_never_runs_a_directorys_own_code(model_dirs, tmp_path):
     (custom / "configuration_evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(LMRLError, match="cannot load"):
         LanguageModelOracle(custom)
+
+
+def test_text_that_is_not_valid_unicode_still_gets_an_answer(model_dirs):
+    """A lone surrogate (an agent can write one) would make the tokenizer raise; it is answered as U+FFFD."""
+    oracle = LanguageModelOracle(model_dirs["gpt2"], max_new_tokens=NEW_TOKENS)
+    assert oracle.complete(["Is it alive\ud800?"]) == oracle.complete(["Is it alive\ufffd?"])

@@ -239,3 +239,29 @@ def test_sharded_evaluation_splits_the_protocol_without_changing_episodes():
         for e in shard:
             assert e == by_index[e.meta["index"]]
     assert len({e.total_reward for e in whole}) > 10
+
+
+class ClosingMaze(MazeEnv):
+    """The maze counting the copies closed (shared by every copy)."""
+
+    closed: list[int] = []
+
+    def close(self):
+        ClosingMaze.closed.append(id(self))
+
+
+class FailingPolicy(BatchedTextPolicy):
+    def act(self, histories, done=None, seeds=None):
+        raise KeyboardInterrupt
+
+
+def test_rollout_closes_its_env_copies_even_when_interrupted():
+    """Each env copy's resources (a game interpreter) go back when the rollout ends, and also when it is
+    interrupted; the env passed in stays the caller's."""
+    ClosingMaze.closed = []
+    rollout(ClosingMaze("fo", max_steps=5), SeededMoves(), MAZE.eval_episodes("fo", 25), batch_size=4)
+    assert len(set(ClosingMaze.closed)) == 4
+    ClosingMaze.closed = []
+    with pytest.raises(KeyboardInterrupt):
+        rollout(ClosingMaze("fo", max_steps=5), FailingPolicy(), MAZE.eval_episodes("fo", 25), batch_size=3)
+    assert len(set(ClosingMaze.closed)) == 3

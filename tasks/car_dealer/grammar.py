@@ -63,7 +63,8 @@ _GREET = re.compile(r"^\s*(hi|hello|hey|howdy|welcome|greetings|good (morning|af
 _ASK_NEEDS = re.compile(
     r"what (kind|type|sort|model|make) of|what are you (looking|shopping)|what (brings|can i (do|get))|"
     r"how (can|may) i help|looking for\s*\?|any (particular|preferences|specific)|what features|"
-    r"what do you (want|need|have in mind)|what are your (needs|preferences|requirements)|(must-haves|wish list)",
+    r"what do you (want|need|have in mind)|what are your (needs|preferences|requirements)|(must-haves|wish list)|"
+    r"what (car|cars|vehicle|model) (do|would|are|were) you",
     _I)
 _ASK_BUDGET = re.compile(r"budget|price range|spend|afford|how much (are|can|would|do|were|will) you", _I)
 _MONEY = re.compile(
