@@ -287,6 +287,7 @@ def test_one_reward_per_text_layout_reads_the_same():
     ({"text_history": ["a", "b", "c"], "rewards": [0], "dones": [True], "extra": 1}, "unknown field"),
     ({"text_history": ["a", "b", "c", "d", "e"], "rewards": [0, 0], "dones": [True, True]}, "dones[0]"),
     ({"text_history": ["a", "b", "c"], "rewards": [1, 0, 0], "dones": [False] * 3}, "rewards[0]"),
+    ({"text_history": ["a", "b", "c"], "rewards": [-1], "dones": [True]}, "rewards[0] is -1; Text-Nav rewards are 0 or 1"),
 ])
 def test_bad_original_records_are_refused_with_file_line_and_field(tmp_path, record, field):
     path = tmp_path / "bad.jsonl"

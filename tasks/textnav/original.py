@@ -68,6 +68,8 @@ def read_original_textnav(record: Any, where: str) -> Iterator[Episode]:
     for k, reward in enumerate(rewards):
         if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
             raise DatasetError(f"{where}: rewards[{k}] must be a finite number, got {reward!r}")
+        if reward not in (0, 1):  # TextWorld's score: a file of another task is refused here
+            raise DatasetError(f"{where}: rewards[{k}] is {reward}; Text-Nav rewards are 0 or 1")
         if per_text and k % 2 == 0 and reward != 0:
             raise DatasetError(f"{where}: rewards[{k}] is {reward} on an observation; rewards belong to commands")
     turns = []
