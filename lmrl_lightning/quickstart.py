@@ -47,9 +47,11 @@ VALUE_POLYAK = 0.01
 DEFAULT_BETA = 8.0  # maze scripts
 
 
-def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], beta: Optional[float] = None):
+def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], beta: Optional[float] = None,
+                polyak: float = VALUE_POLYAK):
     """The module of one quickstart row: BC/%BC from scratch, MC/ILQL from the BC checkpoint (maze script
-    settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0)."""
+    settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0; ILQL's targets move
+    `polyak` of the way each step)."""
     beta = DEFAULT_BETA if beta is None else beta
     if algorithm in ("BC", "%BC"):
         optim = Optimisation(LEARNING_RATE, warmup_steps=50)
@@ -60,7 +62,7 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
     if algorithm == "MC":
         return MCReturns(init_from=str(init_from), optim=value_optim, beta=beta)
     if algorithm == "ILQL":
-        value = ILQLValueLearning(tau=0.95, polyak=VALUE_POLYAK)
+        value = ILQLValueLearning(tau=0.95, polyak=polyak)
         return ILQL(init_from=str(init_from), optim=value_optim, value=value, beta=beta)
     raise ValueError(f"unknown quickstart algorithm {algorithm!r}")
 
@@ -68,14 +70,14 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
 def train_and_evaluate(
     name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, episodes: int, seed: int,
     init_from: Optional[Path] = None, beta: Optional[float] = None, beta_sweep: Sequence[float] = (),
-    accelerator: str = "cpu",
+    accelerator: str = "cpu", polyak: float = VALUE_POLYAK,
 ) -> dict:
     """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict.
     For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a sweep of 100 episodes (4 per start) on
     policy seed `seed + 1`."""
     L.seed_everything(seed, verbose=False)
     slug = name.replace("%", "filtered_").lower()
-    module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta)
+    module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta, polyak)
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant=variant, filter=filter, batch_size=64)
     protocol = EvaluationProtocol("maze", variant, episodes, batch_size=1024)
     evaluation = RolloutEvaluation(protocol, every_n_epochs=0)
