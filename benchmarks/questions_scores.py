@@ -37,7 +37,7 @@ from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
 from lmrl_lightning.tasks import questions  # noqa: E402
 from lmrl_lightning.tasks.questions.askers import AnswerTable  # noqa: E402
-from lmrl_lightning.tasks.questions.game import QuestionsEnv, step_many  # noqa: E402
+from lmrl_lightning.tasks.questions.game import step_many  # noqa: E402
 
 # name -> (config suffix, {task: (paper Table 2 normalised, paper Table 4 raw return)})
 ALGORITHMS = {
@@ -149,7 +149,11 @@ def generation_rate(task: str, episodes: int) -> dict:
 
 def throughput(args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    report = {"benchmark": "questions_throughput", "machine": machine_info(), "config": vars(args), "tasks": {}}
+    path = Path(args.throughput_results)
+    # One task's run keeps the other task's rows of an earlier run.
+    earlier = json.loads(path.read_text())["tasks"] if path.is_file() else {}
+    report = {"benchmark": "questions_throughput", "machine": machine_info(), "config": vars(args),
+              "tasks": {t: row for t, row in earlier.items() if t not in args.tasks}}
     for task in args.tasks:
         row = {"knowledge_base": knowledge_base_rate(task), "language_model": language_model_rate(task, device),
                "generation": generation_rate(task, args.generation_episodes)}
@@ -157,7 +161,7 @@ def throughput(args) -> None:
         print(f"{task}: knowledge base {row['knowledge_base']['answers_per_s']} answers/s; " + "; ".join(
             f"{name} {r['answers_per_s']} answers/s" for name, r in row["language_model"].items())
             + f"; generation {row['generation']['episodes_per_s']} conversations/s", flush=True)
-    write_json(Path(args.throughput_results), report)
+    write_json(path, report)
     print(f"results: {args.throughput_results}")
 
 

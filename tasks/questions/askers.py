@@ -9,8 +9,9 @@ knowledge base would have given each answer the oracle gave (with the default or
   one candidate is left. Deterministic: its first phrasing, ties to the first question.
 * `MixtureAsker` (the datasets): each turn, with probability `skill` (the episode's `skill` reset option) the
   expert's question, in a random phrasing; otherwise noise: a random question of the grammar (60%), a repeat of an
-  earlier question (20%) or a premature guess of a random thing (20%). The 20th question is always a guess of a
-  random candidate, as the original's GPT-3.5 asker was told to make a final guess.
+  earlier question (20%) or a premature guess of a random thing (20%). The 20th question is always a guess, as the
+  original's GPT-3.5 asker was told to make a final guess: of a random candidate, or, with probability
+  1 - `final_skill` (reset option, default 1), of a random thing (an asker that lost track of the answers).
 """
 from __future__ import annotations
 
@@ -152,6 +153,9 @@ class MixtureAsker(PrivilegedPolicy):
         table = self.table
         candidates = self.tracker.candidates(env)
         if len(env.asked) == env.max_questions - 1:  # the final question: a guess
+            final_skill = env.options.get("final_skill", 1.0)
+            if final_skill < 1.0 and rng.random() >= final_skill:
+                return self._guess(rng.randrange(table.n), rng)
             return self._guess(int(rng.choice(candidates)), rng)
         if rng.random() < env.options.get("skill", self.skill):
             kind, which = table.best(candidates)

@@ -3,7 +3,8 @@
 The paper's conversations came from GPT-3.5 and then FLAN-T5-XL self-play; here `askers.MixtureAsker` asks and the
 knowledge base answers. Each episode hides thing `index % n` (every thing equally often, the paper's "roughly equal
 conversations per object") and draws its asker: with probability `good_share` a good asker (the expert's question
-with probability `good_skill` each turn), otherwise a weak one (`weak_skill`); every asker's 20th question is a guess.
+with probability `good_skill` each turn), otherwise a weak one (`weak_skill`); every asker's 20th question is a guess,
+of a thing that fits the answers with probability `final_skill`, else of a random thing.
 The two shares are set so that success rate and mean return match Table 1. Table 1's three dialogue numbers cannot
 all hold (a return is minus the number of questions plus one for a success: 20Q's 14.9 questions and 0.31 success
 give -14.6, not -17.3), so success and return are matched and the length follows (with failures at 20 questions,
@@ -32,11 +33,13 @@ BATCH = 1024  # episodes stepped together in one rollout
 
 @dataclass(frozen=True)
 class AskerMixture:
-    """Who asks in a dataset: `good_share` of the episodes at `good_skill`, the rest at `weak_skill`."""
+    """Who asks in a dataset: `good_share` of the episodes at `good_skill`, the rest at `weak_skill`; the final
+    guess fits the answers with probability `final_skill`."""
 
     good_share: float
     good_skill: float
     weak_skill: float
+    final_skill: float = 1.0
 
     def skill(self, episode_seed: int) -> float:
         good = random.Random(episode_seed).random() < self.good_share
@@ -59,7 +62,7 @@ def generate_questions_dataset(
     env, table = QuestionsEnv(game), AnswerTable(game)
     asker = MixtureAsker(table)
     config = {"n_episodes": n_episodes, "seed": seed, "good_share": mixture.good_share,
-              "good_skill": mixture.good_skill, "weak_skill": mixture.weak_skill}
+              "good_skill": mixture.good_skill, "weak_skill": mixture.weak_skill, "final_skill": mixture.final_skill}
     return write_generated_dataset(
         out_dir, n_episodes, lambda indices: play_block(env, asker, game, mixture, name_field, indices, seed),
         RunningTable1Stats(paper_table1), config, f"{name_field} dataset", unit="conversation", progress=progress,
@@ -76,7 +79,8 @@ def play_block(
         specs = []
         for i in range(start, min(indices.stop, start + BATCH)):
             episode_seed = turn_seed(seed, i, -1)
-            specs.append(EvalEpisode(i, episode_seed, {"index": i % n, "skill": mixture.skill(episode_seed)}))
+            options = {"index": i % n, "skill": mixture.skill(episode_seed), "final_skill": mixture.final_skill}
+            specs.append(EvalEpisode(i, episode_seed, options))
         for episode in rollout(env, asker, specs, batch_size=len(specs), policy_seed=seed):
             options = episode.meta.pop("options")
             episode.meta.update(skill=options["skill"], **{name_field: game.names[options["index"]]})

@@ -5,17 +5,23 @@ A question is reduced to a key of words before it is looked up, so that these di
   hyphens and apostrophes separate words (`man-made` = `man made`);
 * the subject right after the first word: `it`, `this`, `that`, `they`, `the object`, `this object`, `the thing`,
   ... (a task names its own aliases: Guess My City accepts `your city`, `the city you are from`, ...);
-* the articles `a`, `an` and `the`, dropped everywhere: `Is it an animal?` = `Is it animal?`.
+* the articles `a`, `an` and `the`, dropped everywhere: `Is it an animal?` = `Is it animal?`;
+* accents: `São Paulo` = `Sao Paulo`, `İzmir` = `Izmir`;
+* a task's trailing place phrases, dropped at the end (Guess My City: `What is the weather like in your city?` =
+  `What is the weather like?`).
 Everything else must match one of the task's listed phrasings word for word; a misspelt word, an extra word, a
 question of more than `MAX_WORDS` words or an empty text matches nothing, and the oracle gives its fallback answer.
 
-A guess names one hidden thing: `<is|are> <subject> [some] <name>`, where `<name>` is one of the thing's variants
-or aliases, singular or plural (`Is it a cat?`, `Are they cats?`, `Is the object a pair of shoes?`). A guess must be
-exactly that: `Is it a cat or a dog?` or `Is it a kind of cat?` are not guesses.
+A guess names one hidden thing: one of the task's guess prefixes, then `<name>`, one of the thing's variants or
+aliases. Twenty Questions' prefixes are `<is|are> <subject> [some]` and a name may be singular or plural (`Is it a
+cat?`, `Are they cats?`, `Is the object a pair of shoes?`); Guess My City's are `Is it`, `Are you from`, `Do you live
+in`, ... with names as written (`Is the city you are from Seoul?`). A guess must be exactly that: `Is it a cat or a
+dog?` or `Is it a kind of cat?` are not guesses.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -26,14 +32,23 @@ MAX_WORDS = 40
 MAX_CHARS = 400
 ARTICLES = frozenset({"a", "an", "the"})
 WORD = re.compile(r"[a-z0-9]+")
-GUESS_VERBS = ("is", "are")
+# Twenty Questions' guesses: `Is it a cat?`, `Are they cats?`, `Is it some peas?` (any subject in place of it/they).
+DEFAULT_GUESS_PREFIXES = ("Is it", "Are they", "Is it some", "Are they some")
 
 Key = tuple[str, ...]
 
 
+def fold(text: str) -> str:
+    """`text` lower-cased without accents (`São Paulo` -> `sao paulo`, `İzmir` -> `izmir`)."""
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return text.lower()
+
+
 def words(text: str) -> list[str]:
-    """Lower-case words of `text`, hyphens and apostrophes splitting them (`man-made` -> `man`, `made`)."""
-    return WORD.findall(text.lower().replace("\u2019", "'"))
+    """Lower-case, accent-free words of `text`, hyphens and apostrophes splitting them (`man-made` -> `man`,
+    `made`)."""
+    return WORD.findall(fold(text))
 
 
 def plural_forms(word: str) -> set[str]:
@@ -54,12 +69,14 @@ def plural_forms(word: str) -> set[str]:
     return forms
 
 
-def name_forms(name: str) -> set[Key]:
-    """The word keys of a thing's name, its last word singular or plural, articles dropped (`Pair of shoes` ->
-    `pair of shoes`; `Soccer ball` -> `soccer ball`, `soccer balls`)."""
+def name_forms(name: str, plurals: bool = True) -> set[Key]:
+    """The word keys of a thing's name, articles dropped, with `plurals` its last word singular or plural (`Pair of
+    shoes` -> `pair of shoes`; `Soccer ball` -> `soccer ball`, `soccer balls`)."""
     tokens = [w for w in words(name) if w not in ARTICLES]
     if not tokens:
         return set()
+    if not plurals:
+        return {tuple(tokens)}
     return {tuple(tokens[:-1]) + (last,) for last in plural_forms(tokens[-1])}
 
 
@@ -88,6 +105,9 @@ class QuestionGrammar:
             phrasing written with the subject "it" (or another of `subjects`).
         names: per hidden thing, its names (variants, aliases) that a guess may use.
         subjects: the subject phrases accepted right after a question's first word; the first is canonical.
+        guess_prefixes: what a guess says before the name, written with any subject (`Is it`, `Are you from`).
+        trailing: place phrases dropped at the end of a question (`in your city`, `there`).
+        plural_names: whether a guess may name a thing in the plural (`Are they cats?`).
     """
 
     def __init__(
@@ -95,6 +115,10 @@ class QuestionGrammar:
         phrasings: Mapping[str, Mapping[str, Sequence[str]]],
         names: Sequence[Sequence[str]],
         subjects: Sequence[str],
+        *,
+        guess_prefixes: Sequence[str] = DEFAULT_GUESS_PREFIXES,
+        trailing: Sequence[str] = (),
+        plural_names: bool = True,
     ) -> None:
         # Subjects by length, longest first, so that "the object" wins over a shorter alias that starts it.
         self.canonical_subject = tuple(words(subjects[0]))
@@ -102,6 +126,15 @@ class QuestionGrammar:
         for subject in subjects:
             by_length.setdefault(len(words(subject)), set()).add(tuple(words(subject)))
         self.subjects = sorted(by_length.items(), reverse=True)
+        # Trailing phrases longest first, so that "in your city" goes whole before a shorter one could match.
+        phrases = {tuple(w for w in words(t) if w not in ARTICLES) for t in trailing}
+        self.trailing = sorted(phrases, key=len, reverse=True)
+        self.guess_prefixes: list[Key] = []
+        for prefix in guess_prefixes:
+            key = self.key(prefix)
+            if key is None:
+                raise ValueError(f"guess prefix {prefix!r} is empty")
+            self.guess_prefixes.append(key)
         self.attributes: dict[Key, Parsed] = {}
         for attribute, forms in phrasings.items():
             for polarity, texts in forms.items():
@@ -112,7 +145,7 @@ class QuestionGrammar:
         self.guesses: dict[Key, int] = {}
         for index, thing_names in enumerate(names):
             for name in thing_names:
-                for form in name_forms(name):
+                for form in name_forms(name, plural_names):
                     if self.guesses.setdefault(form, index) != index:
                         raise ValueError(f"name {name!r} ({' '.join(form)}) names two things")
         for key in self.attributes:
@@ -139,6 +172,10 @@ class QuestionGrammar:
                 rest = [*self.canonical_subject, *rest[length:]]
                 break
         key = tuple(w for w in [tokens[0], *rest] if w not in ARTICLES)
+        for phrase in self.trailing:
+            if len(key) > len(phrase) + 1 and key[-len(phrase):] == phrase:
+                key = key[:-len(phrase)]
+                break
         return key or None
 
     def parse(self, question: str) -> Parsed:
@@ -152,8 +189,7 @@ class QuestionGrammar:
         return NOT_UNDERSTOOD if guessed is None else Parsed(guess=guessed)
 
     def _guessed(self, key: Key) -> Optional[int]:
-        subject = len(self.canonical_subject)
-        if key[0] not in GUESS_VERBS or key[1: 1 + subject] != self.canonical_subject:
-            return None
-        named = key[1 + subject:]
-        return self.guesses.get(named[1:] if named[:1] == ("some",) else named)
+        for prefix in self.guess_prefixes:
+            if key[:len(prefix)] == prefix and key[len(prefix):] in self.guesses:
+                return self.guesses[key[len(prefix):]]
+        return None
