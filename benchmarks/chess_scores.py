@@ -8,8 +8,8 @@
   state_candidate_actions`): illegal-move rate 0, which shows what the algorithms do with legal play.
 
 Beside each row: the paper's Table 2 score and Table 7 return (Endgames), win rate, illegal-move rate and game length
-(Tables 6-7's metrics), wall time and evaluation games/s. MC, ILQL, PPO and online %BC start from the BC row's
-checkpoint, %BC trains from scratch on the won games. Rows can run in separate processes on the same `--out`
+(Tables 6-7's metrics), wall time and evaluation games/s. %BC, MC, ILQL, PPO and online %BC start from the BC row's
+checkpoint (%BC fine-tunes it on the won games, as the config says). Rows can run in separate processes on the same `--out`
 (`--threads 1` each): each merges its rows into the results file.
 
 Run:  python benchmarks/chess_scores.py --task endgames --algorithms BC              (data first if missing)
@@ -115,7 +115,7 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="endgames", choices=sorted(ALGORITHMS))
-    p.add_argument("--algorithms", default=None, help="comma-separated, in order; all but BC and %%BC need BC")
+    p.add_argument("--algorithms", default=None, help="comma-separated, in order; all but BC start from BC")
     p.add_argument("--episodes", type=int, default=None, help="dataset games (default: lmrl data's)")
     p.add_argument("--data", default=None, help="an existing `lmrl data` directory (default: OUT/data)")
     p.add_argument("--steps", type=int, default=None, help="BC steps (default: the config's)")
