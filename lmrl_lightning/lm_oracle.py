@@ -12,15 +12,15 @@ right after its prompt. Models load only from a local directory and never run th
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.models.backbone import quiet_weight_loading
 
 __all__ = ["LanguageModelOracle"]
 
@@ -114,7 +114,7 @@ def _load(directory: Path, device: torch.device, dtype: torch.dtype):
 
     source = str(directory)
     try:
-        with _quiet_transformers():
+        with quiet_weight_loading():
             config = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=False)
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
             model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
@@ -131,17 +131,3 @@ def _load(directory: Path, device: torch.device, dtype: torch.dtype):
     # Causal completions must start right after the prompt, so padding goes on the left; an encoder ignores it.
     tokenizer.padding_side = "right" if config.is_encoder_decoder else "left"
     return tokenizer, model.to(device).eval()
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    # transformers draws a "Loading weights" progress bar on stderr; an oracle loads silently.
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()

@@ -245,7 +245,7 @@ def _load_local_model(config: BackboneConfig, dtype: torch.dtype) -> PreTrainedM
         raise BackboneError(f"model directory {config.name_or_path!r} does not exist")
     try:
         extra = _quantized_loading_arguments(config, dtype) if config.quantization else {}
-        with _no_progress_bar():
+        with quiet_weight_loading():
             return AutoModelForCausalLM.from_pretrained(
                 config.name_or_path,
                 local_files_only=True,
@@ -279,7 +279,7 @@ def _refuse_remote_code(source: str, error: Exception) -> None:
 
 
 @contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
+def quiet_weight_loading() -> Iterator[None]:
     # transformers draws a "Loading weights" bar on stderr, which would come before `lmrl`'s one-line errors.
     from transformers.utils import logging as hf_logging
 

@@ -71,6 +71,16 @@ class QuestionGame(ABC):
     def guessed(self, index: int, parsed: Parsed, answer: str) -> bool:
         """Whether the question `parsed`, answered `answer`, correctly guesses thing `index` (ends the episode)."""
 
+    def askable(self) -> list[tuple[Parsed, tuple[str, ...]]]:
+        """Every question of the grammar but the guesses (and each yes/no question's opposite, where the grammar has
+        one) with its phrasings: `phrasings` maps an attribute to its phrasings per polarity."""
+        return [(Parsed(a, polarity == "yes"), tuple(texts))
+                for a, forms in self.phrasings.items() for polarity, texts in forms.items()]
+
+    def guess_texts(self, index: int) -> tuple[str, ...]:
+        """The question texts that guess thing `index`, the task's preferred wording first (`_guess_texts`)."""
+        return self._guess_texts[index]
+
     def index_of(self, name: str) -> int:
         """The index of the thing called `name` (any case); a one-line error lists none but says how to find them."""
         lowered = name.strip().lower()

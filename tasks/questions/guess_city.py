@@ -507,15 +507,6 @@ class GuessCityGame(QuestionGame):
     def guessed(self, index: int, parsed: Parsed, answer: str) -> bool:
         return parsed.guess == index
 
-    def askable(self) -> list[tuple[Parsed, tuple[str, ...]]]:
-        """Every question of the grammar but the guesses (and each yes/no question's opposite) with its phrasings."""
-        return [(Parsed(a, polarity == "yes"), tuple(texts))
-                for a, forms in self.phrasings.items() for polarity, texts in forms.items()]
-
-    def guess_texts(self, index: int) -> tuple[str, ...]:
-        """Guesses of city `index`: "Is the city you are from <name>?" (the original's final question) first."""
-        return self._guess_texts[index]
-
 
 @functools.cache
 def guess_city_game() -> GuessCityGame:

@@ -158,15 +158,6 @@ class TwentyQuestionsGame(QuestionGame):
     def guessed(self, index: int, parsed: Parsed, answer: str) -> bool:
         return parsed.guess == index and answer == YES
 
-    def askable(self) -> list[tuple[Parsed, tuple[str, ...]]]:
-        """Every attribute question (and its opposite, where the grammar has one) with its phrasings."""
-        return [(Parsed(a, polarity == "yes"), tuple(texts))
-                for a, forms in self.phrasings.items() for polarity, texts in forms.items()]
-
-    def guess_texts(self, index: int) -> tuple[str, ...]:
-        """Guesses of object `index`: each variant as `Is it a ...?`, then as `Is the object a ...?`."""
-        return self._guess_texts[index]
-
 
 @functools.cache
 def twenty_questions_game() -> TwentyQuestionsGame:
