@@ -187,6 +187,9 @@ def test_reset_options_choose_the_object():
     unseeded = QuestionsEnv(GAME)
     unseeded.reset()  # no seed: a uniformly drawn object, still one of the game's
     assert unseeded.hidden in GAME.names
+    for bad in (158, -1, "3", True):  # no silent wrap-around to another object
+        with pytest.raises(LMRLError, match=r"reset option index must be an integer from 0 to 157"):
+            env.reset(options={"index": bad})
     drawn = set()
     for s in range(400):
         env.reset(seed=s)
@@ -208,6 +211,9 @@ def test_registered_task_protocol_and_candidates():
     with pytest.raises(LMRLError, match="unknown option"):
         task.make_env("default", max_question=3)
     assert task.make_env("default", max_questions=3).max_questions == 3
+    # checked before any model is looked for: a string from a YAML typo is one line, not a TypeError later
+    with pytest.raises(LMRLError, match=r"twenty_questions env_options.oracle_batch_size must be an integer >= 1"):
+        task.make_env("default", oracle_model="/nonexistent", oracle_batch_size="32")
 
 
 # ---- askers and data ---------------------------------------------------------------------------------------------

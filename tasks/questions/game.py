@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from lmrl_lightning.env import EpisodeOverError, Text, TextEnv, TextHistory
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.validation import check_int
 from lmrl_lightning.tasks.questions.grammar import Parsed, QuestionGrammar
 
 if TYPE_CHECKING:  # torch and transformers load only when a language-model oracle is asked for
@@ -185,7 +186,10 @@ class QuestionsEnv(TextEnv):
         if "name" in self.options:
             self.index = self.game.index_of(str(self.options["name"]))
         elif "index" in self.options:
-            self.index = int(self.options["index"]) % n
+            index = self.options["index"]
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                raise LMRLError(f"reset option index must be an integer from 0 to {n - 1}, got {index!r}")
+            self.index = index
         elif self.options.get("deterministic") and seed is not None:
             self.index = seed % n
         else:
@@ -269,6 +273,9 @@ def make_questions_env(game: QuestionGame, task: str, default_max_new_tokens: in
         raise LMRLError(f"{task} env_options: unknown option {unknown[0]!r}; valid: {', '.join(ENV_OPTIONS)}")
     oracle: Optional[QuestionOracle] = None
     if options.get("oracle_model") is not None:
+        for field in ("oracle_batch_size", "oracle_max_new_tokens"):
+            if field in options:
+                check_int(f"{task} env_options.{field}", options[field])
         oracle = language_model_oracle(
             game, options["oracle_model"], options.get("oracle_device", "cpu"), options.get("oracle_dtype", "float32"),
             options.get("oracle_batch_size", 32), options.get("oracle_max_new_tokens", default_max_new_tokens),
