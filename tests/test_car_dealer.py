@@ -297,6 +297,16 @@ def test_the_buyer_is_reprompted_for_a_decision_at_fifty_texts(decision, reward,
     assert reprompt.startswith("Start\n" + PROFILE.info_line() + "Line 0.\nHmm, tell me more.\nLine 1.\n")
 
 
+def test_the_limit_counts_the_conversation_not_the_history_passed_in():
+    """A caller that passes only the last texts (a cut history) still meets the buyer's decision at the limit."""
+    env = CarDealerEnv(max_conversation_length=4)
+    history = env.reset(seed=1, options={"profile": PROFILE.as_buyer_info()})
+    history, _, done = env.step(history + (Text("Hi!\n", True),))
+    assert not done
+    _, _, done = env.step(history[-1:] + (Text("What's your budget?\n", True),))  # 2 texts passed, 4 spoken
+    assert done and env.decision is not None
+
+
 def test_the_rule_buyer_decides_when_the_limit_is_reached():
     env = CarDealerEnv(max_conversation_length=4)
     _, rewards, done = negotiate(env, ["Hi!", "The price is $45,000."])  # within WTP, not yet accepted

@@ -119,6 +119,7 @@ class CarDealerEnv(TextEnv):
         self.rule_buyer = RuleBuyer(self.profile, seed if seed is not None else random.randrange(2**31)) \
             if self.buyer is None else None
         self.decision, self.done = None, False
+        self.n_texts = 1  # the conversation's texts so far, counted here: a caller may pass a cut history
         return (Text(START_TEXT, False),)
 
     def step(self, history: TextHistory) -> tuple[TextHistory, float, bool]:
@@ -142,9 +143,10 @@ class CarDealerEnv(TextEnv):
         for i, (env, history) in enumerate(zip(envs, histories)):
             decision, line = extract_decision(raw[i])
             shown[i] = history + (Text((line.strip() or NO_REPLY) + "\n", False),)
+            env.n_texts += 2  # the seller's line and the buyer's
             if decision is not None:
                 results[i] = env._finish(shown[i], decision)
-            elif len(shown[i]) - 1 >= env.max_conversation_length:
+            elif env.n_texts - 1 >= env.max_conversation_length:
                 if env.buyer is None:
                     results[i] = env._finish(shown[i], extract_decision(env.rule_buyer.forced_decision())[0])
                 else:
