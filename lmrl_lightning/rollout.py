@@ -96,7 +96,7 @@ def rollout(
     finished: dict[int, Episode] = {}
     envs = [env.copy() for _ in range(min(batch_size, len(episodes)))]
     try:
-        _play(envs, policy, pending, finished, policy_seed, max_turns, progress, desc, len(episodes))
+        _play(envs, policy, pending, finished, policy_seed, max_turns, progress, desc)
     finally:  # the copies' resources (a game interpreter) go back, whatever happened
         for copy in envs:
             copy.close()
@@ -104,7 +104,9 @@ def rollout(
 
 
 def _play(envs, policy, pending: list[EvalEpisode], finished: dict[int, Episode], policy_seed: int, max_turns: int,
-          progress: bool, desc: str, total: int) -> None:
+          progress: bool, desc: str) -> None:
+    """Play the `pending` episodes (popped from the end) on the `envs` slots into `finished`."""
+    total = len(pending)
     slots: list[Optional[_Slot]] = [_Slot.start(e, pending.pop()) for e in envs]
     with tqdm(total=total, desc=desc, disable=not progress, leave=False) as bar:
         while any(s is not None for s in slots):
