@@ -14,7 +14,7 @@ run: $(STAMP)
 	$(BIN)/lmrl quickstart $(ARGS)
 
 test: $(STAMP) $(STOCKFISH)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile $(ARGS)
 
 install: $(STAMP)
 
