@@ -17,6 +17,7 @@ from lmrl_lightning.registry import get_task
 from lmrl_lightning.tasks.questions import (
     TWENTY_QUESTIONS_EXPERT_RETURN,
     AnswerTable,
+    InfoGainAsker,
     LanguageModelQuestionOracle,
     QuestionsEnv,
     expert_returns,
@@ -226,6 +227,22 @@ def test_information_gain_expert_finds_every_object_within_twenty():
     assert sum(returns) / len(returns) == pytest.approx(TWENTY_QUESTIONS_EXPERT_RETURN)
 
 
+def test_the_experts_cache_never_carries_answers_into_another_episode():
+    """The expert caches each conversation's consistent objects between turns; a reset env whose new game reaches
+    the same length without the expert (here, questions asked by hand) must not reuse the old game's answers."""
+    table = AnswerTable(GAME)
+    expert = InfoGainAsker(table)
+    env = QuestionsEnv(GAME)
+    history = env.reset(options={"name": "Elephant"})
+    for _ in range(2):
+        history, _, _ = env.step(history + (Text(expert.action(env, history, 0), True),))
+    history = env.reset(options={"name": "Pen"})
+    for question in ("Is it an animal?", "Is it made of metal?"):
+        history, _, _ = ask(env, history, question)
+    assert list(expert.tracker.candidates(env)) == list(table.candidates(env.asked))
+    assert "Pen" in [GAME.names[i] for i in expert.tracker.candidates(env)]
+
+
 def test_candidates_follow_the_answers():
     table = AnswerTable(GAME)
     animal, fur = GAME.grammar.parse("Is it an animal?"), GAME.grammar.parse("Does it have fur?")
@@ -277,6 +294,7 @@ def test_reads_the_originals_conversations():
     ({"lines": ["no question here"], "correct": False, "word": "Pen"}, "lines\\[0\\]"),
     ({"lines": [], "correct": False, "word": "Pen"}, "empty"),
     ([1, 2], "expected an object"),
+    ({"lines": ["Is it a pen? No."], "correct": True, "word": "Pen"}, "'correct' is true but the last line"),
 ])
 def test_bad_original_records_are_one_line_errors(record, message):
     with pytest.raises(DatasetError, match=message):

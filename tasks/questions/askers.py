@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections.abc import Sequence
 from typing import Optional
 
@@ -107,18 +108,18 @@ def _indices(mask: np.ndarray) -> np.ndarray:
 
 class ConversationTracker:
     """The consistency mask of each environment's conversation, updated one question at a time (an asker is called
-    once per turn with the env's growing `asked` list; a reset env starts again from nothing)."""
+    once per turn with the env's growing `asked` list). A mask is reused only for the same env object and the same
+    episode: `reset` gives the env a new `asked` list, and a freed env's entry goes with it (weak keys), so a new env
+    can never inherit another's mask."""
 
     def __init__(self, table: AnswerTable) -> None:
         self.table = table
-        self._known: dict[int, tuple[int, np.ndarray]] = {}
+        self._known: "weakref.WeakKeyDictionary[QuestionsEnv, tuple[list, int, np.ndarray]]" = weakref.WeakKeyDictionary()
 
     def candidates(self, env: QuestionsEnv) -> np.ndarray:
-        known = self._known.get(id(env))
-        if known is not None and known[0] > len(env.asked):
-            known = None
-        mask = self.table.consistent(env.asked, known)
-        self._known[id(env)] = (len(env.asked), mask)
+        asked, count, mask = self._known.get(env, (None, 0, None))
+        mask = self.table.consistent(env.asked, (count, mask) if asked is env.asked else None)
+        self._known[env] = (env.asked, len(env.asked), mask)
         return _indices(mask)
 
 

@@ -66,6 +66,10 @@ def read_original_conversation(record: Any, where: str) -> Iterator[Episode]:
     word = record["word"] if isinstance(record["word"], list) else [record["word"]]
     if not word or not all(isinstance(w, str) and w for w in word):
         raise DatasetError(f"{where}: field 'word' must name the object (a non-empty string or list of strings)")
+    last = record["lines"][-1] if record["lines"] else None
+    if record["correct"] and isinstance(last, str) and not last.rstrip().endswith("? Yes."):
+        # The oracle ends a won game by answering the guess "Yes."; anything else contradicts `correct`.
+        raise DatasetError(f"{where}: field 'correct' is true but the last line is not answered 'Yes.' ({last!r:.80})")
     yield conversation_episode(record["lines"], record["correct"], {"word": word[0]}, where)
 
 
