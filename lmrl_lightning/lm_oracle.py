@@ -12,6 +12,7 @@ right after its prompt. Models load only from a local directory and never run th
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import quiet_weight_loading
 
-__all__ = ["LanguageModelOracle"]
+__all__ = ["LanguageModelOracle", "shared_oracle"]
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -105,6 +106,15 @@ class LanguageModelOracle:
             bos_token_id=saved.bos_token_id,
             decoder_start_token_id=saved.decoder_start_token_id,
         )
+
+
+@functools.lru_cache(maxsize=4)
+def shared_oracle(model_dir: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
+                  max_new_tokens: int = 32) -> LanguageModelOracle:
+    """The oracle of these settings, loaded once per process: every environment, online round and evaluation that
+    asks for the same model shares it (and its memory), and a task's batched step answers all of them in one call."""
+    return LanguageModelOracle(str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens)
 
 
 def _load(directory: Path, device: torch.device, dtype: torch.dtype):

@@ -17,7 +17,7 @@ from lmrl_lightning.data.prepare import import_original_data
 from lmrl_lightning.env import EpisodeOverError, Text
 from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_task, summarise
-from lmrl_lightning.lm_oracle import LanguageModelOracle
+from lmrl_lightning.lm_oracle import LanguageModelOracle, shared_oracle
 from lmrl_lightning.models.tokenizer import train_bpe_tokenizer
 from lmrl_lightning.registry import EvalEpisode, get_task
 from lmrl_lightning.rollout import rollout
@@ -352,6 +352,8 @@ def test_a_language_model_buyer_answers_a_batch_of_episodes_in_one_call(tiny_buy
     env = task.make_env("default", buyer_model=str(tiny_buyer_dir), buyer_max_new_tokens=4)
     assert env.buyer is task.make_env("default", buyer_model=str(tiny_buyer_dir), buyer_max_new_tokens=4).buyer
     assert env.copy().buyer is env.buyer
+    # The model itself is loaded once per process, shared with any task that asks for the same settings.
+    assert env.buyer.oracle is shared_oracle(str(tiny_buyer_dir), "cpu", batch_size=32, max_new_tokens=4)
     with pytest.raises(LMRLError, match="unknown option"):
         task.make_env("default", buyer="gpt2")
     with pytest.raises(LMRLError, match="buyer_batch_size must be an integer"):

@@ -22,6 +22,7 @@ import random
 from typing import Any, Optional
 
 from lmrl_lightning.errors import LMRLError
+from lmrl_lightning.lm_oracle import shared_oracle
 from lmrl_lightning.registry import EvalEpisode, TaskSpec, register_task
 from lmrl_lightning.scoring import Normalisation
 from lmrl_lightning.validation import check_int
@@ -81,8 +82,9 @@ def eval_episodes(variant: str, episodes: int) -> list[EvalEpisode]:
 
 @functools.lru_cache(maxsize=4)
 def _language_model_buyer(model_dir: str, device: str, batch_size: int, max_new_tokens: int) -> LanguageModelBuyer:
-    # One model per setting for the whole process: every online round and evaluation reuses it.
-    return LanguageModelBuyer(model_dir, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    # One buyer per setting for the whole process (every env, online round and evaluation: one batched call per
+    # turn), over the process-wide model that any task asking for the same directory shares.
+    return LanguageModelBuyer(oracle=shared_oracle(model_dir, device, batch_size=batch_size, max_new_tokens=max_new_tokens))
 
 
 def make_env(variant: str, **options: Any) -> CarDealerEnv:

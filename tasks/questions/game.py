@@ -21,6 +21,7 @@ and reads its greedy completion, answering a batch in one `generate` call per `b
 from __future__ import annotations
 
 import copy
+import functools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -131,23 +132,16 @@ class LanguageModelQuestionOracle:
         return [a if a is not None else "" for a in answers]
 
 
-_LOADED_ORACLES: dict[tuple, LanguageModelQuestionOracle] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def language_model_oracle(
     game: QuestionGame, model_dir: str, device: str, dtype: str, batch_size: int, max_new_tokens: int
 ) -> LanguageModelQuestionOracle:
-    """The language-model oracle of these settings, loaded once per process: every env of a game that `make_env`
-    builds with them shares it, so `step_many` answers all their questions in one batched call."""
-    from lmrl_lightning.lm_oracle import LanguageModelOracle
+    """The language-model oracle of these settings, one per process (over the process-wide model, `shared_oracle`):
+    every env of a game that `make_env` builds with them shares it, so `step_many` answers all their questions in
+    one batched call."""
+    from lmrl_lightning.lm_oracle import shared_oracle
 
-    settings = (id(game), str(model_dir), device, dtype, batch_size, max_new_tokens)
-    if settings not in _LOADED_ORACLES:
-        model = LanguageModelOracle(
-            model_dir, device=device, dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens
-        )
-        _LOADED_ORACLES[settings] = LanguageModelQuestionOracle(game, model)
-    return _LOADED_ORACLES[settings]
+    return LanguageModelQuestionOracle(game, shared_oracle(str(model_dir), device, dtype, batch_size, max_new_tokens))
 
 
 def one_line(text: str) -> str:
