@@ -7,7 +7,7 @@ import fcntl
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from _common import command_line, write_json
 
@@ -31,17 +31,20 @@ def rewritten_config(name: str, out: Path, replacements: Sequence[tuple[str, str
     return path
 
 
-def fit_row(name: str, config: Path, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Fit `config`; the CLI (trainer, model, callbacks) and the row's common fields: the final evaluation's
-    summary, the beta sweep (MC, ILQL) and the online rounds' mean returns."""
+def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] = None) -> tuple[Any, dict[str, Any]]:
+    """Fit `config` (continuing `resume_from`'s exact training state when given: `--ckpt_path`); the CLI (trainer,
+    model, callbacks) and the row's common fields: the final evaluation's summary, the beta sweep (MC, ILQL) and the
+    online rounds' mean returns. `seconds` is this process's time only."""
     start = time.time()
-    cli = _fit(["-c", str(config)])
+    cli = _fit(["-c", str(config)] + (["--ckpt_path", str(resume_from)] if resume_from else []))
     seconds = time.time() - start
     callbacks = cli.trainer.callbacks
     evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
     summary = evaluation.results[-1][1]
     row: dict[str, Any] = {"algorithm": name, "config": str(config), "command": command_line(), "seed": seed,
                            "optimizer_steps": cli.trainer.global_step, "seconds": round(seconds, 1), **vars(summary)}
+    if resume_from:
+        row["continued_from"] = str(resume_from)
     sweep = next((c for c in callbacks if isinstance(c, BetaSweep)), None)
     if sweep is not None:
         row["beta"] = sweep.chosen
@@ -49,6 +52,16 @@ def fit_row(name: str, config: Path, seed: int = 0) -> tuple[Any, dict[str, Any]
     if hasattr(cli.model, "round_history"):
         row["round_mean_returns"] = [round(r["mean_return"], 3) for r in cli.model.round_history]
     return cli, row
+
+
+def continued_bc(last: Path, continue_bc: bool, name: str) -> Optional[Path]:
+    """The BC checkpoint to continue (`--continue-bc`: BC resumes its exact training state up to the new step
+    count) or None; a missing checkpoint stops the benchmark before any work."""
+    if name != "BC" or not continue_bc:
+        return None
+    if not last.is_file():
+        raise SystemExit(f"--continue-bc: {last} does not exist; train BC first")
+    return last
 
 
 def final_episodes(cli) -> list:
@@ -63,7 +76,7 @@ def add_row(results: Path, row: dict, payload: dict, order: dict[str, Sequence[A
     # Processes finishing together take turns: each reads the rows the other just wrote.
     with open(results.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = json.loads(results.read_text())["rows"] if results.is_file() else []
+        rows = json.loads(results.read_text()).get("rows", []) if results.is_file() else []
         rows = [r for r in rows if any(r.get(k) != row.get(k) for k in order)] + [row]
         rows.sort(key=lambda r: [list(values).index(r[k]) for k, values in order.items()])
         write_json(results, {**payload, "rows": rows})

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -37,7 +38,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from _scores import add_row, final_episodes, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, continued_bc, final_episodes, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_task, summarise  # noqa: E402
@@ -159,8 +160,8 @@ def benchmark_config(name: str, out: Path, data: Path, args) -> Path:
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
-def run_row(name: str, config: Path) -> dict:
-    cli, row = fit_row(name, config)
+def run_row(name: str, config: Path, resume_from: Optional[Path] = None) -> dict:
+    cli, row = fit_row(name, config, resume_from=resume_from)
     row.update(outcome_metrics(final_episodes(cli)), paper_normalised=ALGORITHMS[name][1],
                data_average_return=DATASET_AVERAGE_RETURN, expert_return=EXPERT_RETURN)
     print(f"{name}: score {row['normalised_score']:.1f} (paper {row['paper_normalised']}), return "
@@ -200,6 +201,8 @@ def main(argv=None) -> None:
     p.add_argument("--episodes", type=int, default=19_000, help="dataset size (the paper's)")
     p.add_argument("--data", default=None, help="an existing `lmrl data car_dealer` directory (default: OUT/data)")
     p.add_argument("--steps", type=int, default=3000, help="BC steps")
+    p.add_argument("--continue-bc", action="store_true",
+                   help="BC continues its last checkpoint under OUT (exact training state) up to --steps")
     p.add_argument("--value-steps", type=int, default=2000, help="%%BC, MC and ILQL steps (from BC)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--round-episodes", type=int, default=64, help="negotiations per online round")
@@ -240,7 +243,8 @@ def main(argv=None) -> None:
         print(f"dataset: {args.episodes} conversations, success {stats['success_rate']['ours']:.3f}, "
               f"mean return {stats['mean_return']['ours']:.3f}", flush=True)
     for name in args.algorithms.split(","):
-        row = run_row(name, benchmark_config(name, out, data, args))
+        resume = continued_bc(out / "car_dealer_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
+        row = run_row(name, benchmark_config(name, out, data, args), resume)
         payload = {"benchmark": "car_dealer_scores", "machine": machine_info(), "config": vars(args)}
         if results.is_file():
             payload.update({k: v for k, v in json.loads(results.read_text()).items() if k in ("speed", "sellers")})

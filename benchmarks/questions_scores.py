@@ -11,6 +11,8 @@ with the paper's constants beside (`paper_constants_score`), so both readings ar
 Run:  python benchmarks/questions_scores.py --throughput            (about a minute: oracle and generation rates)
       python benchmarks/questions_scores.py --smoke                 (every algorithm a few steps, end to end)
       python benchmarks/questions_scores.py --task twenty_questions  (the full rows: hours on 2 cores; a GPU helps)
+      python benchmarks/questions_scores.py --task twenty_questions --algorithms BC --steps 3500 --continue-bc
+                                                                    (BC trained further from where it stopped)
 (writes benchmarks/results/questions_throughput.json / questions_scores.json; --table prints the scores file)
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries, write_json  # no
 
 quiet_libraries()
 
-from _scores import add_row, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
@@ -190,7 +192,8 @@ def scores(args) -> None:
                   f"mean return {stats['mean_return']['ours']:.2f}", flush=True)
         paper = questions.PAPER_NORMALISATION[task]
         for name in args.algorithms.split(","):
-            _, row = fit_row(name, benchmark_config(task, name, out, data, args))
+            resume = continued_bc(out / f"{task}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
+            _, row = fit_row(name, benchmark_config(task, name, out, data, args), resume_from=resume)
             paper_score, paper_return = ALGORITHMS[name][1][task]
             row.update(task=task, paper_normalised=paper_score, paper_return=paper_return,
                        paper_constants_score=round(paper(row["mean_return"]), 1))
@@ -219,6 +222,8 @@ def main(argv=None) -> None:
     p.add_argument("--episodes", type=int, default=100_000, help="dataset size (the paper: 100k)")
     p.add_argument("--data", default=None, help="an existing `lmrl data` directory of the task (default: OUT/TASK/data)")
     p.add_argument("--steps", type=int, default=3000, help="BC steps")
+    p.add_argument("--continue-bc", action="store_true",
+                   help="BC continues its last checkpoint under OUT (exact training state) up to --steps")
     p.add_argument("--value-steps", type=int, default=2000, help="%%BC, MC and ILQL steps (from BC)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation games (default: the task's protocol)")

@@ -1,0 +1,41 @@
+"""The score benchmarks' shared results file (`benchmarks/_scores.py`): rows from several processes merge under a
+lock, a rerun replaces its own row only, and a file written before any row (the Car Dealer's scripted sellers)
+takes its first row."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import _scores  # noqa: E402
+
+ORDER = {"task": ["a", "b"], "algorithm": ["BC", "MC"]}
+
+
+def test_rows_merge_replace_and_sort(tmp_path):
+    results = tmp_path / "scores.json"
+    for task, algorithm, score in [("b", "MC", 1), ("a", "MC", 2), ("a", "BC", 3), ("b", "MC", 4)]:
+        _scores.add_row(results, {"task": task, "algorithm": algorithm, "score": score}, {"benchmark": "x"}, ORDER)
+    rows = json.loads(results.read_text())["rows"]
+    assert [(r["task"], r["algorithm"], r["score"]) for r in rows] == [("a", "BC", 3), ("a", "MC", 2), ("b", "MC", 4)]
+
+
+def test_a_file_without_rows_takes_its_first(tmp_path):
+    results = tmp_path / "car_dealer_scores.json"
+    results.write_text(json.dumps({"benchmark": "car_dealer_scores", "sellers": [{"seller": "idle"}]}))
+    _scores.add_row(results, {"task": "a", "algorithm": "BC"}, {"benchmark": "car_dealer_scores",
+                                                                 "sellers": [{"seller": "idle"}]}, ORDER)
+    payload = json.loads(results.read_text())
+    assert payload["rows"] == [{"task": "a", "algorithm": "BC"}] and payload["sellers"] == [{"seller": "idle"}]
+
+
+def test_continuing_bc_needs_its_checkpoint(tmp_path):
+    last = tmp_path / "last.ckpt"
+    assert _scores.continued_bc(last, False, "BC") is None and _scores.continued_bc(last, True, "MC") is None
+    with pytest.raises(SystemExit, match="does not exist; train BC first"):
+        _scores.continued_bc(last, True, "BC")
+    last.write_bytes(b"")
+    assert _scores.continued_bc(last, True, "BC") == last
