@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's scoreboard (benchmarks/results/report/) from the per-task score benchmarks' committed results, until
+# the three-seed grid (benchmarks/table2.py) has run. Files are listed oldest first: a later file's row replaces an
+# earlier one's for the same task, algorithm and seed (the report lists each replacement).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=benchmarks/results
+exec "${LMRL:-lmrl}" report \
+  $R/maze_scores_fo.json $R/maze_scores_fo_ilql_8000_steps.json $R/maze_scores_fo_ilql_16000_steps.json \
+  $R/maze_scores_po_cpu_bc.json $R/maze_scores_po_cpu_ilql_4500_steps.json \
+  $R/maze_online_fo.json $R/maze_online_po_online_filtered_bc.json \
+  $R/wordle_scores.json $R/endgames_scores.json $R/questions_scores.json $R/car_dealer_scores.json \
+  --out $R/report "$@"
