@@ -40,6 +40,8 @@ def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] 
     seconds = time.time() - start
     callbacks = cli.trainer.callbacks
     evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
+    if not evaluation.results:  # Lightning skips training and its end hooks for a run already at max_steps
+        raise SystemExit(f"{config}: no step was trained, so nothing was evaluated; a continued run needs more steps")
     summary = evaluation.results[-1][1]
     row: dict[str, Any] = {"algorithm": name, "config": str(config), "command": command_line(), "seed": seed,
                            "optimizer_steps": cli.trainer.global_step, "seconds": round(seconds, 1), **vars(summary)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import re
@@ -54,16 +55,22 @@ def blocks(lines: list[str], where: str) -> list[Block]:
     return found
 
 
-def generated(block: Block) -> list[str]:
-    """What the block's command prints, run in this process (the benchmark's `main(argv)`)."""
-    path = BENCHMARKS.parent / block.script
+@functools.cache
+def _benchmark(script: str):
+    """The benchmark module of `script`, loaded once however many blocks use it."""
+    path = BENCHMARKS.parent / script
     spec = importlib.util.spec_from_file_location(f"_readme_table_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+def generated(block: Block) -> list[str]:
+    """What the block's command prints, run in this process (the benchmark's `main(argv)`)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        module.main(block.args)
+        _benchmark(block.script).main(block.args)
     return out.getvalue().rstrip("\n").splitlines()
 
 
