@@ -5,8 +5,10 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +17,29 @@ import torch
 from lmrl_lightning.atomic import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleType]:
+    """The package modules at `paths` as they are at git revision `ref` (read with `git show`; everything they
+    import is the package as it is now), by file stem, so that the code before a change runs beside it in one
+    process.
+
+    This runs code from git history, so `ref` must be a commit of this branch's own history (an ancestor of HEAD):
+    code this checkout already contains and runs, never a file or a fetched ref of unknown origin."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    if not commit or subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO).returncode:
+        raise SystemExit(f"--before-ref {ref!r}: not a commit in this branch's history (an ancestor of HEAD)")
+    loaded = {}
+    for name in paths:
+        source = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout
+        module = types.ModuleType(f"_at_{ref}_{Path(name).stem}".replace("~", "_").replace("^", "_"))
+        sys.modules[module.__name__] = module  # dataclasses look their module up
+        exec(compile(source, f"{ref}:{name}", "exec"), module.__dict__)
+        loaded[Path(name).stem] = module
+    return loaded
 
 
 def cpu_model() -> str:

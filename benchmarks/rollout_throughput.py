@@ -30,16 +30,13 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-REPO = Path(__file__).resolve().parent.parent
 
 from _common import (  # noqa: E402
     RESULTS_DIR,
@@ -49,6 +46,7 @@ from _common import (  # noqa: E402
     machine_info,
     markdown_table,
     median,
+    modules_at_revision,
     quiet_libraries,
     write_json,
 )
@@ -138,23 +136,8 @@ CountingLMPolicy = counting(LMPolicy)
 
 
 def load_revision(ref: str) -> tuple[type, Callable]:
-    """`LMPolicy` and `rollout` as they are at git revision `ref` (their two modules read with `git show`, the rest
-    of the package as it is now), so that the code before a change runs beside it in the same process.
-
-    This runs code from git history, so `ref` must be a commit of this branch's own history (an ancestor of HEAD):
-    code this checkout already contains and runs, never a file or a fetched ref of unknown origin."""
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    if not commit or subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO).returncode:
-        raise SystemExit(f"--before-ref {ref!r}: not a commit in this branch's history (an ancestor of HEAD)")
-    loaded = {}
-    for name in ("lmrl_lightning/policies/sampling.py", "lmrl_lightning/rollout.py"):
-        source = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout
-        module = types.ModuleType(f"_at_{ref}_{Path(name).stem}".replace("~", "_").replace("^", "_"))
-        sys.modules[module.__name__] = module  # dataclasses look their module up
-        exec(compile(source, f"{ref}:{name}", "exec"), module.__dict__)
-        loaded[Path(name).stem] = module
+    """`LMPolicy` and `rollout` as they are at git revision `ref` (see `modules_at_revision`)."""
+    loaded = modules_at_revision(ref, ["lmrl_lightning/policies/sampling.py", "lmrl_lightning/rollout.py"])
     return loaded["sampling"].LMPolicy, loaded["rollout"].rollout
 
 

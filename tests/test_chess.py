@@ -352,7 +352,7 @@ def test_ppo_scores_each_decision_over_its_own_legal_moves(endgames_data, monkey
     chunks = [c for cs in ppo.to_chunks(episodes) for c in cs]
     batch = ppo.collate(chunks)
     with torch.no_grad():
-        log_dist = ppo.candidate_log_dist(ppo.model, batch)
+        log_dist = ppo.candidate_pass(ppo.model, batch)[1]
     histories = [tuple(Text(t.text, t.is_action) for t in e.turns[k - 1:k]) for e in episodes
                  for k, t in enumerate(e.turns) if t.is_action]
     texts, scores = policy.state_scores(histories)

@@ -356,6 +356,42 @@ def test_candidate_logprobs_equal_unbatched_sums(taught_module):
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-4)
 
 
+def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, monkeypatch):
+    """PPO's scorer: one pass over right-padded chunks, then each decision's candidates on its KV cache (the chunk's
+    tokens after the decision masked out), in groups of cache rows. Each score equals the unbatched sum after the
+    decision's context, for several decisions in one row, per-decision candidate sets and the shorter rows' padding;
+    the hidden states are the chunks' own."""
+    model, tok = taught_module.model, taught_module.tokenizer
+    moves = [tok.encode(m) for m in MOVES]
+    rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:4]]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    choice = torch.full((len(rows), width - 1), -1)
+    decisions = [(0, 10), (1, 5), (1, len(rows[1]) - 2), (3, 30)]  # (row, step t): the context is tokens 0..t
+    sets = [moves, moves[:2], [tok.encode("There\n"), moves[3]], moves]
+    for row, step in decisions:
+        choice[row, step] = 0
+    monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", 3)
+    with torch.no_grad():
+        hidden, scores = rerank.chunk_candidate_logprobs(model, tok.pad_token_id, ids, mask, choice, sets)
+        expected_hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert rerank.fits_on_chunk_cache(model, choice, sets)
+    torch.testing.assert_close(hidden, expected_hidden)
+    pairs = [(rows[r][:t + 1], c) for (r, t), cands in zip(decisions, sets) for c in cands]
+    assert scores.shape == (len(pairs),)
+    with torch.no_grad():
+        for score, (prompt, candidate) in zip(scores.tolist(), pairs):
+            x = prompt + candidate
+            logp = torch.log_softmax(model(input_ids=torch.tensor([x])).logits[0].float(), -1)
+            assert score == pytest.approx(sum(logp[t, x[t + 1]].item() for t in range(len(prompt) - 1, len(x) - 1)),
+                                          abs=1e-4)
+    late = torch.full((1, N_POSITIONS - 1), -1)
+    late[0, N_POSITIONS - 3] = 0  # context of N - 2 tokens: a 2-token candidate fits the model's positions, 3 do not
+    assert rerank.fits_on_chunk_cache(model, late, [[[1, 2], [3]]])
+    assert not rerank.fits_on_chunk_cache(model, late, [[[1, 2, 3], [3]]])
+
+
 def test_rerank_greedy_picks_the_best_scoring_candidate(taught_module):
     """The policy's scores are the candidates' log-probabilities after each (left-truncated) history, and
     temperature 0 picks the best of them."""

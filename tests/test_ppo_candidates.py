@@ -106,6 +106,23 @@ def test_ratio_and_kl_use_the_candidate_normalised_action_log_prob(bc_ckpt):
     assert scores["decisions"] == 1
 
 
+def test_candidates_on_the_chunk_cache_equal_the_cut_context_path(bc_ckpt, monkeypatch):
+    """The update scores the candidates on the KV cache of its pass over the chunks; where a context and a candidate
+    would not fit the model's positions it scores them after each context cut to fit, as the re-ranker does. Where
+    both apply they give the same distribution and hidden states."""
+    from lmrl_lightning.algorithms import ppo as ppo_module
+
+    module = PPO(init_from=bc_ckpt, rollouts=rollouts("rerank", 2.0), updates=Updates(8, epochs=1))
+    batch = module.prepare_round(module.collect()[:8], torch.Generator().manual_seed(0))[0]
+    with torch.no_grad():
+        hidden, on_cache = module.candidate_pass(module.model, batch)
+        monkeypatch.setattr(ppo_module, "fits_on_chunk_cache", lambda *args: False)
+        cut_hidden, cut = module.candidate_pass(module.model, batch)
+    assert on_cache.shape == (int((batch["choice"] >= 0).sum()), 2)
+    torch.testing.assert_close(on_cache, cut, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hidden, cut_hidden, atol=1e-5, rtol=0)
+
+
 # ---- dropout ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["rerank", "sample"])
 def test_dropout_does_not_bias_the_first_ratio(bc_ckpt, kind):

@@ -44,7 +44,8 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.heads import frozen_copy, make_v_head
 from lmrl_lightning.models.lora import AdapterView
 from lmrl_lightning.policies.rerank import (
-    candidate_token_logprobs, lm_features, prompt_budget, rerank_log_probs, state_candidate_scores, token_logprobs,
+    chunk_candidate_logprobs, fits_on_chunk_cache, lm_features, prompt_budget, rerank_log_probs, state_candidate_scores,
+    token_logprobs,
 )
 from lmrl_lightning.policies.sampling import eval_mode
 
@@ -395,23 +396,35 @@ class PPO(OnlineModule):
         )
         return [self.turn_tokens(c) for c in self.task_spec.state_candidate_actions(history)]
 
-    def candidate_log_dist(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """`model`'s re-ranker log-distribution over the candidates at each decision of the batch, [D, C], at the
-        rollouts' temperature (the greedy kinds: their unused temperature field, 1 by default); with per-state
-        candidates, row i holds decision i's own candidates and `PADDED` after them."""
-        device, pad, temperature = batch["input_ids"].device, self.tokenizer.pad_token_id, self.rollout_decoding.temperature
-        sets = candidate_sets(batch) if self.per_state else None
-        budget = prompt_budget(self.model, self.candidate_ids or [c for cs in sets for c in cs] or [[pad]])
-        prompts = decision_prompts(batch["input_ids"], batch["choice"], budget)
-        if not prompts:
-            return torch.zeros((0, len(self.candidate_ids or [])), device=device)
+    def decision_sets(self, batch: dict[str, torch.Tensor]) -> list[list[list[int]]]:
+        """The candidates of each decision of the batch, in decision order: its state's own, or the task's set."""
+        if self.per_state:
+            return candidate_sets(batch)
+        return [self.candidate_ids] * int((batch["choice"] >= 0).sum())
+
+    def candidate_pass(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`model`'s last hidden states over the batch [B, T, d] and its re-ranker log-distribution over the
+        candidates at each decision [D, C], at the rollouts' temperature (the greedy kinds: their unused temperature
+        field, 1 by default); with per-state candidates, row i holds decision i's own candidates and `PADDED` after
+        them. The candidates are scored on the KV cache of the pass over the chunks; where a context and a candidate
+        would not fit the model's positions, after each context cut to fit, as the re-ranker cuts it."""
+        ids, attention, choice = batch["input_ids"], batch["attention_mask"], batch["choice"]
+        pad, temperature, sets = self.tokenizer.pad_token_id, self.rollout_decoding.temperature, self.decision_sets(batch)
+        if fits_on_chunk_cache(model, choice, sets):
+            hidden, flat = chunk_candidate_logprobs(model, pad, ids, attention, choice, sets)
+            scores = flat.split([len(c) for c in sets])
+        else:
+            hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+            prompts = decision_prompts(ids, choice, prompt_budget(model, [c for cs in sets for c in cs]))
+            scores = state_candidate_scores(lambda *args: lm_features(model, *args),
+                                            lambda features, tokens: token_logprobs(features[0], tokens),
+                                            pad, prompts, sets, ids.device)
+        if not scores:
+            return hidden, hidden.new_zeros((0, len(self.candidate_ids or [])))
         if not self.per_state:
-            scores = candidate_token_logprobs(model, pad, prompts, self.candidate_ids, device)
-            return rerank_log_probs(scores, temperature)
-        scores = state_candidate_scores(lambda *args: lm_features(model, *args),
-                                        lambda features, tokens: token_logprobs(features[0], tokens),
-                                        pad, prompts, sets, device)
-        return pad_sequence([rerank_log_probs(s, temperature) for s in scores], batch_first=True, padding_value=PADDED)
+            return hidden, rerank_log_probs(torch.stack(list(scores)), temperature)
+        return hidden, pad_sequence([rerank_log_probs(s, temperature) for s in scores], batch_first=True,
+                                    padding_value=PADDED)
 
     def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy's log-prob of each taken action at the policy positions [M], the logits of the distribution
@@ -419,11 +432,9 @@ class PPO(OnlineModule):
         if not self.reranked:
             hidden, logits, logp = self.action_logprobs(self.model, batch)
         else:
-            hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            hidden = hidden.last_hidden_state
             # Gradient checkpointing drops the KV cache in train mode; with dropout off eval mode is the same function.
             with eval_mode(self.model):
-                logits = self.candidate_log_dist(self.model, batch)
+                hidden, logits = self.candidate_pass(self.model, batch)
             logp = logits.gather(-1, batch["choice"][batch["choice"] >= 0][:, None]).squeeze(-1)
         return logp, logits, self.value_head(hidden).squeeze(-1).float()
 
@@ -432,7 +443,7 @@ class PPO(OnlineModule):
         if not self.reranked:
             return self.action_logprobs(self.reference, batch)[2]
         choice = batch["choice"]
-        return self.candidate_log_dist(self.reference, batch).gather(-1, choice[choice >= 0][:, None]).squeeze(-1)
+        return self.candidate_pass(self.reference, batch)[1].gather(-1, choice[choice >= 0][:, None]).squeeze(-1)
 
     def collate(self, chunks: Sequence[TokenChunk]) -> dict[str, torch.Tensor]:
         """`collate_chunks`, plus under candidate decoding each decision step's candidate index ("choice")."""
@@ -450,10 +461,14 @@ class PPO(OnlineModule):
     def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[ChunkScores]:
         """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights (candidate
         decoding: the action's log-probs on its first token, 0 on the others); and V at its last token."""
-        out = []
+        # Batches of chunks of similar lengths (less padding to run through the model), results in the given order.
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].input_ids))
+        out: list[Optional[ChunkScores]] = [None] * len(chunks)
         with eval_mode(self.model, self.reference, self.value_head):
-            for i in range(0, len(chunks), self.rollouts.batch_size):
-                out += self.score_batch(chunks[i:i + self.rollouts.batch_size])
+            for start in range(0, len(order), self.rollouts.batch_size):
+                part = order[start:start + self.rollouts.batch_size]
+                for i, scores in zip(part, self.score_batch([chunks[i] for i in part])):
+                    out[i] = scores
         return out
 
     def score_batch(self, part: Sequence[TokenChunk]) -> list[ChunkScores]:

@@ -70,11 +70,8 @@ def _pad_states(states: Sequence[Optional[Sequence[int]]], pad_id: int) -> tuple
 
 def _pad_right(rows: Sequence[Sequence], width: int, fill, dtype: torch.dtype) -> torch.Tensor:
     """The rows left-aligned in a [len(rows), width] tensor, `fill` after each row's end."""
-    out = torch.full((len(rows), width), fill, dtype=dtype)
-    for i, row in enumerate(rows):
-        if len(row):
-            out[i, : len(row)] = torch.tensor(row, dtype=dtype)
-    return out
+    # One tensor from nested lists: a tensor per row costs more than the rows' tokens here.
+    return torch.tensor([[*row, *[fill] * (width - len(row))] for row in rows], dtype=dtype).reshape(len(rows), width)
 
 
 def _length_mask(lengths: Sequence[int], width: int) -> torch.Tensor:

@@ -330,4 +330,5 @@ def forward_with_cache(model: torch.nn.Module, cache: Any, **inputs) -> tuple[An
     so the kit runs on the version a GPU image ships as well as on our pin.
     """
     out = model(**inputs, **{_cache_argument(): cache}, use_cache=True)
-    return out, out.get("cache", out.get("past_key_values"))
+    # Not out.get("cache", out.get(...)): reading the old key logs a deprecation warning on the new versions.
+    return out, out["cache"] if "cache" in out else out.get("past_key_values")

@@ -79,12 +79,9 @@ def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candi
 def right_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token rows and their mask."""
     length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
-    for j, r in enumerate(rows):
-        ids[j, : len(r)] = torch.tensor(r, device=device)
-        mask[j, : len(r)] = 1
-    return ids, mask
+    ids = torch.tensor([[*r, *[pad_id] * (length - len(r))] for r in rows], dtype=torch.long)
+    mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], dtype=torch.long)
+    return ids.to(device), mask.to(device)
 
 
 def _continuation_scores(features: FeatureFn, token_scores, last, caches, prompt_mask, last_position, cand, cand_mask):
@@ -141,6 +138,58 @@ def _paired_scores(features: FeatureFn, token_scores, pad_id: int, prompts, cand
     )
 
 
+def chunk_candidate_logprobs(
+    model, pad_id: int, input_ids: torch.Tensor, attention_mask: torch.Tensor, choice: torch.Tensor,
+    candidate_sets: Sequence[Sequence[list[int]]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of `model` over right-padded chunks, and each decision's candidates scored on its KV cache:
+    the last hidden states [B, T, d] and, per (decision, candidate) pair in order, the log-probability of the
+    candidate's tokens after the decision's context [sum of the set sizes].
+
+    A decision is a step t with `choice[b, t] >= 0`: its context is the row's tokens up to t (causal attention:
+    the chunk's hidden states and cache at those positions are the context's own), `candidate_sets[d]` its
+    candidates. Each pair gathers its row of the cache, masks the positions after t and runs the candidate's tokens
+    at positions t + 1, ...; the first token is scored by the chunk's own state at t. This replaces a second pass
+    over every context (what `candidate_scores` runs) with the one the values need anyway. Differentiable.
+    Every context plus its longest candidate must fit the model's positions (see `fits_on_chunk_cache`).
+    """
+    from transformers import DynamicCache
+
+    device, width = input_ids.device, input_ids.shape[1]
+    out, cache = forward_with_cache(model.base_model, None, input_ids=input_ids, attention_mask=attention_mask)
+    hidden = out.last_hidden_state
+    rows, steps = (choice >= 0).nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return hidden, hidden.new_zeros(0)
+    counts = torch.tensor([len(c) for c in candidate_sets], device=device)
+    pair = torch.repeat_interleave(torch.arange(len(rows), device=device), counts)
+    cand, cand_mask = right_pad([c for cs in candidate_sets for c in cs], pad_id, device)
+    first_logits = model.get_output_embeddings()(hidden[rows, steps])
+    first = token_logprobs(first_logits[pair], cand[:, 0])
+    context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    rest = []
+    for start in range(0, len(pair), MAX_CANDIDATE_ROWS):
+        part = slice(start, start + MAX_CANDIDATE_ROWS)
+        gather = rows[pair[part]]
+        group_cache = DynamicCache(ddp_cache_data=[(k[gather], v[gather]) for k, v in layers])
+        positions = steps[pair[part], None] + 1 + torch.arange(cand.shape[1], device=device)
+        after, _ = forward_with_cache(
+            model, group_cache, input_ids=cand[part], position_ids=positions,
+            attention_mask=torch.cat([context[pair[part]], cand_mask[part]], dim=1),
+        )
+        rest.append((token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1))
+    return hidden, first + torch.cat(rest)
+
+
+def fits_on_chunk_cache(model, choice: torch.Tensor, candidate_sets: Sequence[Sequence[list[int]]]) -> bool:
+    """Whether every decision's context plus its longest candidate fits the model's positions (else the candidates
+    must be scored after left-truncated contexts, as the re-ranker scores them)."""
+    steps = (choice >= 0).nonzero(as_tuple=True)[1].tolist()
+    positions = model_positions(model)
+    return all(t + 1 + max(len(c) for c in cs) <= positions for t, cs in zip(steps, candidate_sets))
+
+
 def candidate_token_logprobs(
     model, pad_id: int, prompts: Sequence[list[int]], candidates: Sequence[list[int]], device
 ) -> torch.Tensor:
@@ -164,10 +213,14 @@ def rerank_log_probs(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.log_softmax(scores.float() / temperature, -1)
 
 
+def model_positions(model) -> int:
+    """How many positions the model has."""
+    return getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+
+
 def prompt_budget(model, candidate_ids: Sequence[list[int]]) -> int:
     """Longest prompt (in tokens) after which every candidate still fits the model's positions."""
-    n_positions = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    return n_positions - max(len(c) for c in candidate_ids)
+    return model_positions(model) - max(len(c) for c in candidate_ids)
 
 
 # A task's candidate actions: one fixed set (the maze's moves), or a function giving those of the state a history
