@@ -171,12 +171,13 @@ def chunk_candidate_logprobs(
     rest = []
     for start in range(0, len(pair), MAX_CANDIDATE_ROWS):
         part = slice(start, start + MAX_CANDIDATE_ROWS)
-        gather = rows[pair[part]]
-        group_cache = DynamicCache(ddp_cache_data=[(k[gather], v[gather]) for k, v in layers])
-        positions = steps[pair[part], None] + 1 + torch.arange(cand.shape[1], device=device)
+        gather, group_steps = rows[pair[part]], steps[pair[part]]
+        kept = int(group_steps.max()) + 1  # the cache after the group's latest context is masked out: leave it
+        group_cache = DynamicCache(ddp_cache_data=[(k[gather, :, :kept], v[gather, :, :kept]) for k, v in layers])
+        positions = group_steps[:, None] + 1 + torch.arange(cand.shape[1], device=device)
         after, _ = forward_with_cache(
             model, group_cache, input_ids=cand[part], position_ids=positions,
-            attention_mask=torch.cat([context[pair[part]], cand_mask[part]], dim=1),
+            attention_mask=torch.cat([context[pair[part], :kept], cand_mask[part]], dim=1),
         )
         rest.append((token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1))
     return hidden, first + torch.cat(rest)
