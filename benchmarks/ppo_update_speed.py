@@ -9,11 +9,16 @@ Whether both compute the same update: on one round's first minibatch, the larges
 quantities and of the loss, and the largest relative difference of a parameter's gradient (after a whole round
 the weights also differ a little more: Adam turns rounding in near-zero gradients into steps of its learning rate).
 
+With `--profile FILE`, each arm's first repeat runs under cProfile and FILE gets its top functions by own time.
+
 Run:  python benchmarks/ppo_update_speed.py --before-ref HEAD --threads 1   (before/after of uncommitted changes)
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -93,6 +98,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/maze_scores", help="where the FO BC checkpoint is (trained if missing)")
     p.add_argument("--bc", default=None, help="an FO maze BC checkpoint to start from instead")
     p.add_argument("--results", default=str(RESULTS_DIR / "ppo_update_speed.json"))
+    p.add_argument("--profile", default=None, help="write each arm's first-repeat profile (top functions) here")
+    p.add_argument("--top", type=int, default=25, help="functions listed per arm in --profile")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,10 +113,19 @@ def main(argv=None) -> None:
     if args.before_ref:
         arms["before"] = modules_at_revision(args.before_ref, ["lmrl_lightning/algorithms/ppo.py"])["ppo"].PPO
     runs: dict[str, list[dict]] = {name: [] for name in arms}
-    weights = {}
+    weights, profiles = {}, []
     for repeat in range(args.repeats):
         for name, cls in arms.items():
+            profiler = cProfile.Profile() if args.profile and repeat == 0 else None
+            if profiler:
+                profiler.enable()
             module, history = train_rounds(cls, bc, args)
+            if profiler:
+                profiler.disable()
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(args.top)
+                profiles.append(f"## {name}: one round of {args.episodes_per_round} episodes, rollout and update, "
+                                f"under cProfile (slower than unprofiled)\n{text.getvalue()}")
             rollout_s = sum(r["rollout_seconds"] for r in history)
             update_s = sum(r["update_seconds"] for r in history)
             runs[name].append({"repeat": repeat, "rollout_seconds": rollout_s, "update_seconds": update_s,
@@ -129,6 +145,8 @@ def main(argv=None) -> None:
             (weights["now"][k].float() - weights["before"][k].float()).abs().max().item() for k in weights["now"]
         )
     print(summary)
+    if profiles:
+        Path(args.profile).write_text(f"# {command_line()}\n# machine: {machine_info()}\n\n" + "\n".join(profiles))
     write_json(Path(args.results), {"benchmark": "ppo_update_speed", "command": command_line(),
                                     "machine": machine_info(), "config": vars(args), "runs": runs,
                                     "summary": summary, "wall_seconds": round(time.time() - started, 1)})

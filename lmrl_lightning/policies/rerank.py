@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from transformers import DynamicCache
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
@@ -153,8 +154,6 @@ def chunk_candidate_logprobs(
     over every context (what `candidate_scores` runs) with the one the values need anyway. Differentiable.
     Every context plus its longest candidate must fit the model's positions (see `fits_on_chunk_cache`).
     """
-    from transformers import DynamicCache
-
     device, width = input_ids.device, input_ids.shape[1]
     out, cache = forward_with_cache(model.base_model, None, input_ids=input_ids, attention_mask=attention_mask)
     hidden = out.last_hidden_state
