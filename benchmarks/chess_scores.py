@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -65,6 +66,9 @@ def benchmark_config(task: str, name: str, out: Path, args) -> Path:
                     (f"data/{task}", str(args.data or out / "data"))]
     if name in ("PPO", "online %BC"):
         replacements.append(("max_epochs: 20 ", f"max_epochs: {args.rounds} "))
+        if args.rollout_decoding:
+            replacements.append(("      episodes_per_round: 64", f"      decoding: {{kind: {args.rollout_decoding}}}\n"
+                                                                   "      episodes_per_round: 64"))
     elif name == "BC":
         replacements.append((f"max_steps: {BC_STEPS[task]}", f"max_steps: {args.steps or BC_STEPS[task]}"))
     else:
@@ -80,10 +84,14 @@ def chess_row(row: dict, episodes: list, paper: tuple) -> dict:
     return {**row, **episode_metrics(episodes), "paper_normalised": paper_score, "paper_return": paper_return}
 
 
-def run_algorithm(task: str, name: str, config: Path, eval_episodes: int) -> list[dict]:
-    """Fit one algorithm; its rows: the config's evaluation (free sampling), then legal-move re-ranking."""
+def run_algorithm(task: str, name: str, config: Path, eval_episodes: int,
+                  rollout_decoding: Optional[str] = None) -> list[dict]:
+    """Fit one algorithm; its rows: the config's evaluation (free sampling), then legal-move re-ranking. Online
+    algorithms' rows say how their rollouts decoded (`rollout_decoding`, None: the config's)."""
     paper = ALGORITHMS[task][name]
     cli, row = fit_row(name, config)
+    if name in ("PPO", "online %BC"):
+        row["rollout_decoding"] = rollout_decoding or "sample"
     rows = [chess_row({**row, "decoding": "sample"}, final_episodes(cli), paper)]
     protocol = EvaluationProtocol(task, episodes=eval_episodes, decoding=Decoding(kind="rerank"))
     started = time.time()
@@ -105,6 +113,8 @@ def markdown_table(rows: list[dict]) -> str:
              "| paper return | steps | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["algorithm"] + (f" (beta {r['beta']:g})" if "beta" in r else "")
+        if r.get("rollout_decoding") == "rerank":
+            name += " (re-ranked rollouts)"
         lines.append(f"| {name} | {r['decoding']} | {r['normalised_score']:.1f} | {r['mean_return']:.3f} "
                      f"| {r['win_rate']:.3f} | {r['illegal_move_rate']:.3f} | {r['mean_length']:.1f} "
                      f"| {r['paper_normalised']} | {r['paper_return']} | {r['optimizer_steps']} "
@@ -121,6 +131,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="BC steps (default: the config's)")
     p.add_argument("--value-steps", type=int, default=None, help="%%BC, MC and ILQL steps (default: the configs')")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
+    p.add_argument("--rollout-decoding", default=None, choices=["sample", "rerank"],
+                   help="PPO and online %%BC rollouts: free sampling (the configs', the paper's) or re-ranking the "
+                        "legal moves; a later run of the same algorithm replaces the row")
     p.add_argument("--eval-episodes", type=int, default=None,
                    help="evaluation games (default: the paper's, Endgames' 645 positions or 1000 chess games)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -152,7 +165,7 @@ def main(argv=None) -> None:
     try:
         for name in (args.algorithms or ",".join(ALGORITHMS[args.task])).split(","):
             for row in run_algorithm(args.task, name, benchmark_config(args.task, name, out, args),
-                                     args.eval_episodes):
+                                     args.eval_episodes, args.rollout_decoding):
                 add_row(results, row, payload, order={"algorithm": list(ALGORITHMS[args.task]),
                                                            "decoding": DECODINGS})
     finally:
