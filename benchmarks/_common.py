@@ -27,6 +27,8 @@ def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleTyp
 
     This runs code from git history, so `ref` must be a commit of this branch's own history (an ancestor of HEAD):
     code this checkout already contains and runs, never a file or a fetched ref of unknown origin."""
+    if ref.startswith("-"):  # git would read it as an option
+        raise SystemExit(f"--before-ref {ref!r}: not a git revision")
     commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     if not commit or subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO).returncode:

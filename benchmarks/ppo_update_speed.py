@@ -58,7 +58,8 @@ def train_rounds(cls, bc: Path, args) -> tuple[PPO, list[dict]]:
 
 
 def first_minibatch(cls, bc: Path, args, episodes) -> tuple[dict, float, dict]:
-    """One arm's first minibatch of a round of `episodes` (scored quantities), its loss and its gradients."""
+    """One arm's first minibatch of a round of `episodes` (scored quantities), its loss and its gradients. The loss is
+    written out here, not taken from the module: an arm from an older revision has only its `forward_actions`."""
     L.seed_everything(args.seed, verbose=False)
     module = make_ppo(cls, bc, args)
     batch = module.prepare_round(episodes, torch.Generator().manual_seed(args.seed))[0]

@@ -163,8 +163,9 @@ def chunk_candidate_logprobs(
     counts = torch.tensor([len(c) for c in candidate_sets], device=device)
     pair = torch.repeat_interleave(torch.arange(len(rows), device=device), counts)
     cand, cand_mask = right_pad([c for cs in candidate_sets for c in cs], pad_id, device)
-    first_logits = model.get_output_embeddings()(hidden[rows, steps])
-    first = token_logprobs(first_logits[pair], cand[:, 0])
+    # Normalised once per decision, then read per pair: a [pairs, vocabulary] copy would be Wordle's 400 x its chunks.
+    first_logp = torch.log_softmax(model.get_output_embeddings()(hidden[rows, steps]).float(), -1)
+    first = first_logp[pair, cand[:, 0]]
     context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     rest = []
