@@ -2,6 +2,8 @@
 that does not depend on the batch, and re-ranking of fixed candidates against a direct computation."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -333,6 +335,70 @@ def test_done_and_none_rows_are_skipped(request, model, decoding):
     assert [out[0], out[3], out[4]] == policy.act([h0, h3, h1], seeds=[4, 7, 8])
     assert policy.act([h0, h1], done=[True, True]) == [None, None]
     assert policy.act([None, None]) == [None, None]
+
+
+# --- KV caches carried across turns ------------------------------------------------------------------------
+
+
+def play_turns(policy, turns: int, seeds: list[int]) -> list:
+    """Act `turns` times on growing histories (each turn's output plus the next observation; a new short history
+    joins at the second turn), returning every turn's output."""
+    histories = [HISTORIES[0], HISTORIES[2], HISTORIES[5], HISTORIES[1]]
+    outputs = []
+    for turn in range(turns):
+        out = policy.act(histories, seeds=[s + turn for s in seeds[: len(histories)]])
+        outputs.append(out)
+        histories = [h + (observation(START_POSITIONS[(3 * i + turn) % 25]),) for i, h in enumerate(out)]
+        if turn == 0:
+            histories.append(HISTORIES[2])
+    return outputs
+
+
+def tokens_run(policy, monkeypatch) -> list[int]:
+    """Records the number of token positions each of `policy`'s forward passes runs."""
+    counts = []
+    forward = policy.next_token_logits
+
+    def counting(ids, mask, positions, state):
+        counts.append(ids.numel())
+        return forward(ids, mask, positions, state)
+
+    monkeypatch.setattr(policy, "next_token_logits", counting)
+    return counts
+
+
+@pytest.mark.parametrize("model", ["taught", "random"])
+def test_histories_continue_from_the_last_turns_cache_and_act_the_same(request, model, monkeypatch):
+    """A history that extends what the previous call ran (its prompt and the turn it wrote) runs only its new
+    tokens, and every row's turn is the one decoded without the carried cache: over three turns in which the rows'
+    turns differ in length, a new history joins, and the longest histories outgrow the 112-token prompt window
+    (their first tokens dropped: nothing to continue, run whole)."""
+    module = request.getfixturevalue(f"{model}_module")
+    carried = LMPolicy(module.model, module.tokenizer, temperature=1.0)
+    fresh = LMPolicy(module.model, module.tokenizer, temperature=1.0, reuse_cache=False)
+    seeds = [7 * i + 3 for i in range(5)]
+    carried_tokens, fresh_tokens = tokens_run(carried, monkeypatch), tokens_run(fresh, monkeypatch)
+    assert play_turns(carried, 3, seeds) == play_turns(fresh, 3, seeds)
+    assert sum(carried_tokens) < sum(fresh_tokens)
+
+
+def test_the_carried_cache_is_dropped_when_the_weights_change(random_module):
+    """After an in-place change of the weights (an optimiser step), a history extending the last call's runs whole
+    and acts as under a policy that never cached."""
+    model = copy.deepcopy(random_module.model)
+    tok = random_module.tokenizer
+    policy = LMPolicy(model, tok, temperature=1.0, max_new_tokens=4)
+    seeds = [1, 2, 3]
+    out = policy.act([HISTORIES[0], HISTORIES[2], HISTORIES[5]], seeds=seeds)
+    extended = [h + (observation(START_POSITIONS[7]),) for h in out]
+    assert all(policy.turn_cache.longest_prefix(prompt_ids(tok, h, 4))[0] > 0 for h in extended)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    expected = LMPolicy(model, tok, temperature=1.0, max_new_tokens=4, reuse_cache=False).act(extended, seeds=seeds)
+    assert policy.act(extended, seeds=seeds) == expected
+    unchanged = LMPolicy(random_module.model, tok, temperature=1.0, max_new_tokens=4, reuse_cache=False)
+    assert expected != unchanged.act(extended, seeds=seeds)
 
 
 # --- re-ranking ----------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import count_parameters, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.policies import Decoding
+from lmrl_lightning.policies.value_guided import ValueGuidedPolicy
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
 from lmrl_lightning.tasks.maze import START_POSITIONS, MazeEnv, OptimalMazePolicy
@@ -696,6 +697,22 @@ def test_value_guided_greedy_decoding_matches_uncached_recomputation(assets):
         expected = text if text.endswith("\n") else text.split("\n", 1)[0] + "\n"
         assert history[-1] == Text(expected, True)
         assert history[:-1] == (Text(prompt, False),)
+
+
+def test_value_guided_sampling_continues_histories_from_the_last_turns_caches(assets):
+    """Value-guided sampling carries both networks' caches across turns (a tuple of caches) and acts as without."""
+    module = ILQL(init_from=assets["ckpt"], beta=2.0).eval()
+    perturb_(module.q1, module.q2, module.v, std=0.05, seed=5)
+    carried = module.policy(Decoding("sample", max_new_tokens=6))
+    fresh = ValueGuidedPolicy(
+        carried.model, carried.tokenizer, carried.temperature, 0, 6, reuse_cache=False, guidance=carried.guidance
+    )
+    histories = [(Text(DOOR_PROMPT, False),), (Text("a dark hall\n", False),)]
+    for turn in range(3):
+        out = carried.act(histories, seeds=[turn, turn + 10])
+        assert out == fresh.act(histories, seeds=[turn, turn + 10])
+        histories = [h + (Text("you see a door\n", False),) for h in out]
+    assert carried.turn_cache.longest_prefix([i for t in histories[0] for i in carried.tokenize(t.text)])[0] > 0
 
 
 def test_value_rerank_scores_match_direct_sum(assets):

@@ -10,11 +10,14 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id
+from lmrl_lightning.policies.turn_cache import TurnCache, weights_version
 
 _M32 = 0xFFFFFFFF
 # Distinct generated turns whose action text an `LMPolicy` keeps (a few MB at most).
@@ -162,10 +165,16 @@ class LMPolicy(BatchedTextPolicy):
         temperature: 0 for greedy decoding; 1 samples from the model (the paper's evaluation).
         top_k: keep the k most likely tokens before sampling (0: all).
         max_new_tokens: longest action; a turn cut here gets its newline appended.
+        reuse_cache: start each prompt from the KV cache of the longest sequence the previous call ran that it
+            extends (its last prompt and turn), running only the new tokens (see `turn_cache.py`).
     """
 
-    def __init__(self, model, tokenizer, temperature: float = 1.0, top_k: int = 0, max_new_tokens: int = 16):
+    def __init__(
+        self, model, tokenizer, temperature: float = 1.0, top_k: int = 0, max_new_tokens: int = 16,
+        reuse_cache: bool = True,
+    ):
         self.model = model
+        self.turn_cache = TurnCache() if reuse_cache else None
         self.tokenizer = tokenizer
         self.temperature = temperature
         self.top_k = top_k
@@ -198,6 +207,14 @@ class LMPolicy(BatchedTextPolicy):
         state.reorder_cache(rows)
         return state
 
+    def caches(self, state) -> tuple:
+        """The KV caches a decoding state is made of."""
+        return (state,)
+
+    def state_of(self, caches: Sequence) -> Any:
+        """The decoding state made of `caches` (as `caches` returns them)."""
+        return caches[0]
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         """Generated token ids per row, each ending with the end-of-turn token when it was produced."""
@@ -211,6 +228,8 @@ class LMPolicy(BatchedTextPolicy):
 
     def _generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         device = next(self.model.parameters()).device
+        if self.turn_cache is not None:
+            self.turn_cache.begin(weights_version(self.modules()))
         logits, state, live = self._prefill(prompts, seeds, device)
         tokens = torch.full((len(prompts), self.max_new_tokens), self.tokenizer.pad_token_id, device=device)
         bias = self.logit_bias.to(device)
@@ -219,16 +238,31 @@ class LMPolicy(BatchedTextPolicy):
             tokens[live.rows, step] = token
             writing = token != self.eot
             if step == self.max_new_tokens - 1 or not bool(writing.any()):
+                self._keep_rows(prompts, tokens, state, live, torch.arange(len(live.rows), device=device), step)
                 break
             if not bool(writing.all()):
                 # Rows that ended their turn leave the batch: the forward passes and the noise of the remaining
                 # steps are computed for the rows still writing only (most turns are short, a few run long).
+                self._keep_rows(prompts, tokens, state, live, (~writing).nonzero().squeeze(1), step)
                 keep = writing.nonzero().squeeze(1)
                 state, token = self.reorder(state, keep), token[keep]
                 live.select(keep)
             live.feed_one()
             logits, state = self.next_token_logits(token[:, None], live.mask, live.positions, state)
+        if self.turn_cache is not None:
+            self.turn_cache.end()
         return tokens.tolist()
+
+    def _keep_rows(self, prompts, tokens: torch.Tensor, state, live: _LiveRows, rows: torch.Tensor, step: int) -> None:
+        """Hand the decoding state's `rows` (their prompt and the `step` tokens fed after it) to the turn cache."""
+        if self.turn_cache is None or len(rows) == 0:
+            return
+        prompt_rows = live.rows[rows].tolist()
+        fed = tokens[live.rows[rows], :step].tolist()
+        sequences = [prompts[r] + f for r, f in zip(prompt_rows, fed)]
+        self.turn_cache.keep(
+            self.caches(state), rows, live.mask[rows].bool(), sequences, [len(prompts[r]) for r in prompt_rows]
+        )
 
     def _prefill(
         self, prompts: Sequence[list[int]], seeds: Sequence[int], device: torch.device
@@ -237,13 +271,52 @@ class LMPolicy(BatchedTextPolicy):
         # Episodes often share a context (every maze episode at the same cell, every Wordle opening): run each
         # distinct prompt once, then give every row its own copy of the cache to sample from.
         unique, inverse = unique_rows(prompts)
-        ids, mask, positions = left_pad(unique, self.tokenizer.pad_token_id, device)
-        logits, state = self.next_token_logits(ids, mask, positions, None)
-        if len(unique) < len(prompts):
-            rows = torch.tensor(inverse, device=device)
+        found = [self.turn_cache.longest_prefix(u) for u in unique] if self.turn_cache is not None else []
+        continued = [i for i, (n, _) in enumerate(found) if n > 0]
+        # Prompts that continue a cached sequence run their new tokens only; the others run whole, in a pass of
+        # their own (one pass for both would pad every row to the longest past plus the longest new part).
+        fresh = [i for i in range(len(unique)) if not found or found[i][0] == 0]
+        parts = []
+        if fresh:
+            ids, mask, positions = left_pad([unique[i] for i in fresh], self.tokenizer.pad_token_id, device)
+            parts.append((*self.next_token_logits(ids, mask, positions, None), mask, positions))
+        if continued:
+            cached = [found[i] for i in continued]
+            past = self.turn_cache.past(cached, device)
+            ids, mask, positions = left_pad(
+                [unique[i][n:] for i, (n, _) in zip(continued, cached)], self.tokenizer.pad_token_id, device
+            )
+            lengths = torch.tensor([n for n, _ in cached], device=device)[:, None]
+            width = int(lengths.max())  # the past is left-padded to the longest cached prefix
+            mask = torch.cat([(torch.arange(width, device=device) >= width - lengths).long(), mask], dim=1)
+            positions = positions + lengths  # the new tokens follow their prefix
+            parts.append((*self.next_token_logits(ids, mask, positions, self.state_of(past)), mask, positions))
+        logits, state, mask, positions = parts[0] if len(parts) == 1 else self._merge(parts)
+        order = fresh + continued
+        if len(unique) < len(prompts) or order != list(range(len(unique))):
+            where = {u: k for k, u in enumerate(order)}
+            rows = torch.tensor([where[u] for u in inverse], device=device)
             state, logits, mask, positions = self.reorder(state, rows), logits[rows], mask[rows], positions[rows]
         seed_t = torch.tensor(list(seeds), dtype=torch.long)
         return logits, state, _LiveRows.start(mask, positions[:, -1:], seed_t, self.max_new_tokens)
+
+    def _merge(self, parts) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """One batch of (logits, state, mask, positions) from several, rows in order, each part's cache and mask
+        left-padded to the widest."""
+        width = max(mask.shape[1] for _, _, mask, _ in parts)
+        logits = torch.cat([p[0] for p in parts])
+        mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in parts])
+        positions = torch.cat([p[3][:, -1:] for p in parts])
+        caches = []
+        for same_cache in zip(*[self.caches(state) for _, state, _, _ in parts]):
+            layers = []
+            for same_layer in zip(*[cache.layers for cache in same_cache]):
+                keys = torch.cat([F.pad(layer.keys, (0, 0, width - layer.keys.shape[2], 0)) for layer in same_layer])
+                values = torch.cat([F.pad(layer.values, (0, 0, width - layer.values.shape[2], 0))
+                                    for layer in same_layer])
+                layers.append((keys, values))
+            caches.append(DynamicCache(ddp_cache_data=layers))
+        return logits, self.state_of(caches), mask, positions
 
     def act(self, histories, done=None, seeds=None):
         live = live_indices(histories, done)

@@ -43,8 +43,11 @@ def trunk_forward(trunk, ids, mask, positions, cache):
 class ValueGuidedPolicy(LMPolicy):
     """Token-by-token sampling from logits_pi_beta + beta * values(h_trunk), with a KV cache on both networks."""
 
-    def __init__(self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, *, guidance: ValueGuidance):
-        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens)
+    def __init__(
+        self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, reuse_cache=True, *,
+        guidance: ValueGuidance,
+    ):
+        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens, reuse_cache)
         self.guidance = guidance
 
     def modules(self) -> list:
@@ -59,6 +62,12 @@ class ValueGuidedPolicy(LMPolicy):
 
     def reorder(self, state, rows):
         return tuple(super(ValueGuidedPolicy, self).reorder(s, rows) for s in state)
+
+    def caches(self, state) -> tuple:
+        return state
+
+    def state_of(self, caches):
+        return tuple(caches)
 
 
 class ValueRerankPolicy(RerankPolicy):

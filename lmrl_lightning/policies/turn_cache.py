@@ -1,0 +1,106 @@
+"""KV caches carried from one decoding call to the next, found again by their tokens.
+
+A multi-turn history mostly grows: this turn's prompt is the last prompt, the turn the policy wrote and the env's
+reply. Re-running the whole prompt every turn makes a rollout's cost grow with the square of its length (the
+prefill dominates a rollout's profile). `TurnCache` keeps, for every sequence a decoding call ran, the keys and
+values of its tokens, and the next call starts each prompt from the longest kept sequence that is a prefix of it,
+running only the rest. A history whose window has started to slide (its first tokens dropped) matches nothing and
+is run whole, as before.
+
+Kept rows are valid only for the weights that computed them: the cache is emptied whenever any parameter of the
+policy's networks is replaced or changed in place (an optimiser step, `load_state_dict`, a move to another device),
+which `weights_version` detects through the tensors' storage and version counters.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from transformers import DynamicCache
+
+# One row's keys and values: per cache of the state, per layer, (keys [heads, length, d], values [heads, length, d]).
+RowKV = list[list[tuple[torch.Tensor, torch.Tensor]]]
+# A kept sequence is indexed by its length and its last tokens, so that finding a prompt's prefix costs a few dict
+# lookups (one per distinct kept length) before the one full comparison.
+TAIL = 8
+
+
+def weights_version(modules: Sequence[torch.nn.Module]) -> tuple:
+    """Changes whenever a parameter of `modules` is replaced or modified in place."""
+    return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+
+
+def _key(ids: Sequence[int], length: int) -> tuple:
+    return length, tuple(ids[max(0, length - TAIL):length])
+
+
+class TurnCache:
+    """The rows of the last decoding call's KV caches, by token sequence (see the module's docstring).
+
+    A call `begin`s (dropping everything if the weights changed), looks up its prompts with `past`, `keep`s each
+    row it ran (prompt plus the tokens it fed), and `end`s: the rows it kept replace the previous call's, so the
+    memory held is at most one call's caches.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[tuple, list[tuple[tuple[int, ...], RowKV]]] = {}
+        self._lengths: list[int] = []
+        self._kept: dict[tuple[int, ...], tuple[int, RowKV]] = {}
+        self._version: Optional[tuple] = None
+
+    def begin(self, version: tuple) -> None:
+        if version != self._version:
+            self._index, self._lengths = {}, []
+        self._version, self._kept = version, {}
+
+    def longest_prefix(self, prompt: Sequence[int]) -> tuple[int, Optional[RowKV]]:
+        """The longest kept sequence that is a proper prefix of `prompt` (at least one token left to run): its
+        length and its rows, or (0, None)."""
+        for length in self._lengths:
+            if length >= len(prompt):
+                continue
+            for ids, kv in self._index.get(_key(prompt, length), ()):
+                if ids[:length] == tuple(prompt[:length]):
+                    return length, kv
+        return 0, None
+
+    def past(self, found: Sequence[tuple[int, RowKV]], device) -> list[DynamicCache]:
+        """Caches (one per cache of the decoding state) holding the keys and values of the `found` prefixes
+        (`longest_prefix`'s answers, none empty), left-padded to the longest: [rows, heads, longest, d] a layer."""
+        caches = []
+        for c, layers in enumerate(found[0][1]):
+            cache_layers = []
+            for layer in range(len(layers)):
+                keys = [kv[c][layer][0][:, :n].transpose(0, 1) for n, kv in found]
+                values = [kv[c][layer][1][:, :n].transpose(0, 1) for n, kv in found]
+                cache_layers.append(tuple(
+                    pad_sequence(x, batch_first=True, padding_side="left").transpose(1, 2).to(device)
+                    for x in (keys, values)
+                ))
+            caches.append(DynamicCache(ddp_cache_data=cache_layers))
+        return caches
+
+    def keep(self, caches: Sequence[DynamicCache], rows: torch.Tensor, columns: torch.Tensor,
+             sequences: Sequence[list[int]], prompt_lengths: Sequence[int]) -> None:
+        """Keep the rows `rows` of the decoding state's `caches`, whose real tokens are the True `columns`
+        ([len(rows), width]) and are `sequences` (prompt then fed tokens); each is found again by its whole length
+        and by its prompt's."""
+        layers = [[(layer.keys, layer.values) for layer in cache.layers] for cache in caches]
+        for i, (row, ids, prompt_length) in enumerate(zip(rows.tolist(), sequences, prompt_lengths)):
+            key = tuple(ids)
+            if key in self._kept:
+                continue
+            real = columns[i]
+            kv = [[(k[row][:, real], v[row][:, real]) for k, v in cache_layers] for cache_layers in layers]
+            self._kept[key] = (prompt_length, kv)
+
+    def end(self) -> None:
+        """This call's rows replace the previous call's."""
+        index: dict[tuple, list] = {}
+        for ids, (prompt_length, kv) in self._kept.items():
+            for length in {len(ids), prompt_length}:
+                if length > 0:
+                    index.setdefault(_key(ids, length), []).append((ids, kv))
+        self._index, self._kept = index, {}
+        self._lengths = sorted({length for length, _ in index}, reverse=True)
