@@ -375,7 +375,7 @@ def test_histories_continue_from_the_last_turns_cache_and_act_the_same(request, 
     (their first tokens dropped: nothing to continue, run whole)."""
     module = request.getfixturevalue(f"{model}_module")
     carried = LMPolicy(module.model, module.tokenizer, temperature=1.0)
-    fresh = LMPolicy(module.model, module.tokenizer, temperature=1.0, reuse_cache=False)
+    fresh = LMPolicy(module.model, module.tokenizer, temperature=1.0, carry_cache=False)
     seeds = [7 * i + 3 for i in range(5)]
     carried_tokens, fresh_tokens = tokens_run(carried, monkeypatch), tokens_run(fresh, monkeypatch)
     assert play_turns(carried, 3, seeds) == play_turns(fresh, 3, seeds)
@@ -395,9 +395,9 @@ def test_the_carried_cache_is_dropped_when_the_weights_change(random_module):
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.5)
-    expected = LMPolicy(model, tok, temperature=1.0, max_new_tokens=4, reuse_cache=False).act(extended, seeds=seeds)
+    expected = LMPolicy(model, tok, temperature=1.0, max_new_tokens=4, carry_cache=False).act(extended, seeds=seeds)
     assert policy.act(extended, seeds=seeds) == expected
-    unchanged = LMPolicy(random_module.model, tok, temperature=1.0, max_new_tokens=4, reuse_cache=False)
+    unchanged = LMPolicy(random_module.model, tok, temperature=1.0, max_new_tokens=4, carry_cache=False)
     assert expected != unchanged.act(extended, seeds=seeds)
 
 

@@ -152,6 +152,8 @@ def test_bad_settings_are_one_line(capsys, data_dir, tmp_path, extra, expected):
          "decoding.temperature must be a finite number > 0, got 0"),
         ("lmrl_lightning.algorithms.PPO", "rollouts", "{decoding: {kind: beam}}",
          "fit: model.rollouts.decoding.kind (lmrl_lightning.policies.Decoding): Expected a typing.Literal['sample', "),
+        ("lmrl_lightning.algorithms.PPO", "rollouts", "{decoding: {carry_cache: sometimes}}",
+         "fit: model.rollouts.decoding.carry_cache (lmrl_lightning.policies.Decoding): expected bool, got 'sometimes'"),
         ("lmrl_lightning.algorithms.OnlineFilteredBC", "rollouts", "{episodes_per_round: 0}",
          "model.rollouts.episodes_per_round must be an integer >= 1"),
         ("lmrl_lightning.algorithms.OnlineFilteredBC", "updates", "{max_length: 1}",

@@ -705,7 +705,7 @@ def test_value_guided_sampling_continues_histories_from_the_last_turns_caches(as
     perturb_(module.q1, module.q2, module.v, std=0.05, seed=5)
     carried = module.policy(Decoding("sample", max_new_tokens=6))
     fresh = ValueGuidedPolicy(
-        carried.model, carried.tokenizer, carried.temperature, 0, 6, reuse_cache=False, guidance=carried.guidance
+        carried.model, carried.tokenizer, carried.temperature, 0, 6, carry_cache=False, guidance=carried.guidance
     )
     histories = [(Text(DOOR_PROMPT, False),), (Text("a dark hall\n", False),)]
     for turn in range(3):

@@ -29,12 +29,16 @@ class Decoding:
             without value guidance is an error.
         max_new_tokens: longest generated action in tokens (``sample``/``greedy``); a turn cut there ends with a
             newline.
+        carry_cache: (``sample``/``greedy``) keep each call's KV caches for the next turn, so that a history that
+            only grew runs its new tokens only; false frees them after each call (the kept caches can double the
+            decoder's memory peak: one batch's caches, held between turns).
     """
 
     kind: DecodingKind = "sample"
     temperature: float = 1.0
     beta: Optional[float] = None
     max_new_tokens: int = 16
+    carry_cache: bool = True
 
     def __post_init__(self) -> None:
         check_choice("decoding.kind", self.kind, DECODING_KINDS)
@@ -42,6 +46,8 @@ class Decoding:
         if self.beta is not None:
             check_number("decoding.beta", self.beta, low=0)
         check_int("decoding.max_new_tokens", self.max_new_tokens)
+        if not isinstance(self.carry_cache, bool):
+            raise LMRLError(f"decoding.carry_cache: expected true or false, got {self.carry_cache!r}")
 
     @property
     def reranks(self) -> bool:
@@ -77,5 +83,7 @@ def build_policy(
             return ValueRerankPolicy(model, tokenizer, candidates, temperature, guidance=guidance)
         return RerankPolicy(model, tokenizer, candidates, temperature)
     if guidance is not None:
-        return ValueGuidedPolicy(model, tokenizer, temperature, 0, decoding.max_new_tokens, guidance=guidance)
-    return LMPolicy(model, tokenizer, temperature, 0, decoding.max_new_tokens)
+        return ValueGuidedPolicy(
+            model, tokenizer, temperature, 0, decoding.max_new_tokens, decoding.carry_cache, guidance=guidance
+        )
+    return LMPolicy(model, tokenizer, temperature, 0, decoding.max_new_tokens, decoding.carry_cache)

@@ -165,16 +165,16 @@ class LMPolicy(BatchedTextPolicy):
         temperature: 0 for greedy decoding; 1 samples from the model (the paper's evaluation).
         top_k: keep the k most likely tokens before sampling (0: all).
         max_new_tokens: longest action; a turn cut here gets its newline appended.
-        reuse_cache: start each prompt from the KV cache of the longest sequence the previous call ran that it
+        carry_cache: start each prompt from the KV cache of the longest sequence the previous call ran that it
             extends (its last prompt and turn), running only the new tokens (see `turn_cache.py`).
     """
 
     def __init__(
         self, model, tokenizer, temperature: float = 1.0, top_k: int = 0, max_new_tokens: int = 16,
-        reuse_cache: bool = True,
+        carry_cache: bool = True,
     ):
         self.model = model
-        self.turn_cache = TurnCache() if reuse_cache else None
+        self.turn_cache = TurnCache() if carry_cache else None
         self.tokenizer = tokenizer
         self.temperature = temperature
         self.top_k = top_k

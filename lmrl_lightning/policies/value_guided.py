@@ -44,10 +44,10 @@ class ValueGuidedPolicy(LMPolicy):
     """Token-by-token sampling from logits_pi_beta + beta * values(h_trunk), with a KV cache on both networks."""
 
     def __init__(
-        self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, reuse_cache=True, *,
+        self, model, tokenizer, temperature=1.0, top_k=0, max_new_tokens=16, carry_cache=True, *,
         guidance: ValueGuidance,
     ):
-        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens, reuse_cache)
+        super().__init__(model, tokenizer, temperature, top_k, max_new_tokens, carry_cache)
         self.guidance = guidance
 
     def modules(self) -> list:
