@@ -20,6 +20,19 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 
 
+def resolve_revision(ref: str) -> str:
+    """`ref` as the full id of a commit of this branch's own history (an ancestor of HEAD). Benchmarks resolve
+    `--before-ref` when they start and record the id: a relative ref such as HEAD~1 read later, after a commit,
+    would name another revision."""
+    if ref.startswith("-"):  # git would read it as an option
+        raise SystemExit(f"--before-ref {ref!r}: not a git revision")
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    if not commit or subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO).returncode:
+        raise SystemExit(f"--before-ref {ref!r}: not a commit in this branch's history (an ancestor of HEAD)")
+    return commit
+
+
 def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleType]:
     """The package modules at `paths` as they are at git revision `ref` (read with `git show`; everything they
     import is the package as it is now), by file stem, so that the code before a change runs beside it in one
@@ -27,19 +40,14 @@ def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleTyp
 
     This runs code from git history, so `ref` must be a commit of this branch's own history (an ancestor of HEAD):
     code this checkout already contains and runs, never a file or a fetched ref of unknown origin."""
-    if ref.startswith("-"):  # git would read it as an option
-        raise SystemExit(f"--before-ref {ref!r}: not a git revision")
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    if not commit or subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO).returncode:
-        raise SystemExit(f"--before-ref {ref!r}: not a commit in this branch's history (an ancestor of HEAD)")
+    commit = resolve_revision(ref)
     loaded = {}
     for name in paths:
         source = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout
-        module = types.ModuleType(f"_at_{ref}_{Path(name).stem}".replace("~", "_").replace("^", "_"))
+        module = types.ModuleType(f"_at_{commit}_{Path(name).stem}")
         sys.modules[module.__name__] = module  # dataclasses look their module up
-        exec(compile(source, f"{ref}:{name}", "exec"), module.__dict__)
+        exec(compile(source, f"{commit}:{name}", "exec"), module.__dict__)
         loaded[Path(name).stem] = module
     return loaded
 

@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS_DIR, command_line, machine_info, median, modules_at_revision, quiet_libraries, write_json,
+    RESULTS_DIR, command_line, machine_info, median, modules_at_revision, quiet_libraries, resolve_revision,
+    write_json,
 )
 
 quiet_libraries()
@@ -102,6 +103,8 @@ def main(argv=None) -> None:
     p.add_argument("--profile", default=None, help="write each arm's first-repeat profile (top functions) here")
     p.add_argument("--top", type=int, default=25, help="functions listed per arm in --profile")
     args = p.parse_args(argv)
+    if args.before_ref:
+        args.before_ref = resolve_revision(args.before_ref)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()

@@ -21,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, command_line, load_average, machine_info, quiet_libraries  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR, command_line, load_average, machine_info, quiet_libraries, resolve_revision,
+)
 
 quiet_libraries()
 
@@ -37,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=18, help="functions listed per ordering")
     p.add_argument("--out", default=str(RESULTS_DIR / "rollout_profile.txt"))
     known, rest = p.parse_known_args(argv)
+    if known.before_ref:
+        known.before_ref = resolve_revision(known.before_ref)
     known.bench = bench.parse_args(rest)  # model and episode settings: rollout_throughput.py's options
     return known
 

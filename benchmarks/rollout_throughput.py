@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     markdown_table,
     median,
     modules_at_revision,
+    resolve_revision,
     quiet_libraries,
     write_json,
 )
@@ -84,7 +85,10 @@ def parse_args(argv=None):
                         "before a change is committed), interleaved with the others, as the 'before' arm")
     p.add_argument("--workdir", default=None, help="where to write the generated data (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS_DIR / "rollout_throughput.json"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.before_ref:
+        args.before_ref = resolve_revision(args.before_ref)
+    return args
 
 
 def eval_subset(task, variant: str, n: int, n_starts: int = 25):
