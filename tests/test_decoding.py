@@ -14,7 +14,7 @@ from lmrl_lightning.models.backbone import BackboneConfig, forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, train_bpe_tokenizer
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.policies import rerank
-from lmrl_lightning.policies.rerank import candidate_logprobs
+from lmrl_lightning.policies.rerank import RerankPolicy, candidate_logprobs
 from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
 from lmrl_lightning.tasks.maze.env import describe_fo, optimal_moves
@@ -357,25 +357,37 @@ def play_turns(policy, turns: int, seeds: list[int]) -> list:
 def tokens_run(policy, monkeypatch) -> list[int]:
     """Records the number of token positions each of `policy`'s forward passes runs."""
     counts = []
-    forward = policy.next_token_logits
+    name = "features" if isinstance(policy, RerankPolicy) else "next_token_logits"
+    forward = getattr(policy, name)
 
-    def counting(ids, mask, positions, state):
+    def counting(ids, *args):
         counts.append(ids.numel())
-        return forward(ids, mask, positions, state)
+        return forward(ids, *args)
 
-    monkeypatch.setattr(policy, "next_token_logits", counting)
+    monkeypatch.setattr(policy, name, counting)
     return counts
 
 
-@pytest.mark.parametrize("model", ["taught", "random"])
-def test_histories_continue_from_the_last_turns_cache_and_act_the_same(request, model, monkeypatch):
-    """A history that extends what the previous call ran (its prompt and the turn it wrote) runs only its new
-    tokens, and every row's turn is the one decoded without the carried cache: over three turns in which the rows'
-    turns differ in length, a new history joins, and the longest histories outgrow the 112-token prompt window
-    (their first tokens dropped: nothing to continue, run whole)."""
+def per_state_moves(history) -> list[str]:
+    """Per-state candidates (as chess's legal moves): a number of moves that depends on the history."""
+    return list(MOVES[: 1 + len(history) % 4])
+
+
+@pytest.mark.parametrize(
+    "model, decoding",
+    [("taught", "sample"), ("random", "sample"), ("taught", "rerank"), ("random", "rerank"), ("taught", "per-state")],
+)
+def test_histories_continue_from_the_last_turns_cache_and_act_the_same(request, model, decoding, monkeypatch):
+    """A history that extends what the previous call ran (its prompt, and the turn it wrote when it wrote one) runs
+    only its new tokens, and every row acts as without the carried cache: over three turns in which the rows' turns
+    differ in length, a new history joins, and the longest histories outgrow the prompt window (their first
+    tokens dropped: nothing to continue, run whole). Sampled turns, re-ranked fixed and per-state candidates."""
     module = request.getfixturevalue(f"{model}_module")
-    carried = LMPolicy(module.model, module.tokenizer, temperature=1.0)
-    fresh = LMPolicy(module.model, module.tokenizer, temperature=1.0, carry_cache=False)
+    if decoding == "per-state":
+        carried, fresh = (RerankPolicy(module.model, module.tokenizer, per_state_moves, 1.0, carry)
+                          for carry in (True, False))
+    else:
+        carried, fresh = (module.policy(Decoding(decoding, carry_cache=carry), MOVES) for carry in (True, False))
     seeds = [7 * i + 3 for i in range(5)]
     carried_tokens, fresh_tokens = tokens_run(carried, monkeypatch), tokens_run(fresh, monkeypatch)
     assert play_turns(carried, 3, seeds) == play_turns(fresh, 3, seeds)

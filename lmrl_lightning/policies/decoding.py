@@ -29,9 +29,9 @@ class Decoding:
             without value guidance is an error.
         max_new_tokens: longest generated action in tokens (``sample``/``greedy``); a turn cut there ends with a
             newline.
-        carry_cache: (``sample``/``greedy``) keep each call's KV caches for the next turn, so that a history that
-            only grew runs its new tokens only; false frees them after each call (the kept caches can double the
-            decoder's memory peak: one batch's caches, held between turns).
+        carry_cache: keep each call's KV caches for the next turn, so that a history that only grew runs its new
+            tokens only; false frees them after each call (the kept caches can double the decoder's memory peak:
+            one batch's caches, held between turns).
     """
 
     kind: DecodingKind = "sample"
@@ -80,8 +80,8 @@ def build_policy(
         if not candidates:
             raise LMRLError(f"decoding {decoding.kind!r} needs the task's candidate actions; this task has none")
         if guidance is not None:
-            return ValueRerankPolicy(model, tokenizer, candidates, temperature, guidance=guidance)
-        return RerankPolicy(model, tokenizer, candidates, temperature)
+            return ValueRerankPolicy(model, tokenizer, candidates, temperature, decoding.carry_cache, guidance=guidance)
+        return RerankPolicy(model, tokenizer, candidates, temperature, decoding.carry_cache)
     if guidance is not None:
         return ValueGuidedPolicy(
             model, tokenizer, temperature, 0, decoding.max_new_tokens, decoding.carry_cache, guidance=guidance

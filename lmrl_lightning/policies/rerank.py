@@ -2,7 +2,8 @@
 candidates of each state (a chess position's legal moves)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from transformers import DynamicCache
@@ -11,8 +12,9 @@ from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.policies.sampling import (
-    encode_histories, eval_mode, left_pad, live_indices, row_uniform, unique_rows,
+    encode_histories, eval_mode, live_indices, prefill, row_uniform, unique_rows,
 )
+from lmrl_lightning.policies.turn_cache import TurnCache, weights_version
 
 
 Features = tuple[torch.Tensor, ...]
@@ -44,6 +46,7 @@ def candidate_scores(
     prompts: Sequence[list[int]],
     candidates: Sequence[list[int]],
     device,
+    turn_cache: Optional[TurnCache] = None,
 ) -> torch.Tensor:
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
@@ -52,19 +55,32 @@ def candidate_scores(
     most MAX_CANDIDATE_ROWS rows (Wordle: 400 words). Differentiable (PPO's update scores candidates with it);
     decoding callers run it under `torch.inference_mode`. `features(ids, mask, positions, caches, last_only)` gives
     per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
-    `token_scores(features, tokens)` scores the token that follows each position: [B, T].
+    `token_scores(features, tokens)` scores the token that follows each position: [B, T]. With a `turn_cache`
+    (decoding only), a prompt continues from the longest prefix of it the cache holds, and the prompts' own caches
+    are kept in it (see `turn_cache.py`).
     """
     group = max(1, MAX_CANDIDATE_ROWS // len(candidates))
     return torch.cat([
-        _group_scores(features, token_scores, pad_id, prompts[i:i + group], candidates, device)
+        _group_scores(features, token_scores, pad_id, prompts[i:i + group], candidates, device, turn_cache)
         for i in range(0, len(prompts), group)
     ])
 
 
-def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device) -> torch.Tensor:
+def _prompt_pass(features: FeatureFn, pad_id: int, prompts, device, turn_cache: Optional[TurnCache]):
+    """The prompts' last-position features, caches, mask and last positions (`prefill`), the caches also kept in
+    `turn_cache` before the candidates extend them."""
+    last, caches, mask, last_position = prefill(
+        lambda ids, m, positions, past: features(ids, m, positions, past, True), turn_cache, prompts, pad_id, device
+    )
+    if turn_cache is not None:
+        rows = torch.arange(len(prompts), device=device)
+        turn_cache.keep(caches, rows, mask.bool(), prompts, [len(p) for p in prompts])
+    return last, caches, mask, last_position
+
+
+def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device, turn_cache=None):
     n_prompts, n_candidates = len(prompts), len(candidates)
-    ids, mask, positions = left_pad(prompts, pad_id, device)
-    last, caches = features(ids, mask, positions, None, True)
+    last, caches, mask, last_position = _prompt_pass(features, pad_id, prompts, device, turn_cache)
     for cache in caches:
         cache.batch_repeat_interleave(n_candidates)
     cand, cand_mask = right_pad(candidates, pad_id, device)
@@ -72,7 +88,7 @@ def _group_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candi
     last = tuple(f[:, -1:].repeat_interleave(n_candidates, 0) for f in last)
     scores = _continuation_scores(
         features, token_scores, last, caches, mask.repeat_interleave(n_candidates, 0),
-        positions[:, -1:].repeat_interleave(n_candidates, 0), cand, cand_mask,
+        last_position.repeat_interleave(n_candidates, 0), cand, cand_mask,
     )
     return scores.view(n_prompts, n_candidates)
 
@@ -104,12 +120,14 @@ def state_candidate_scores(
     prompts: Sequence[list[int]],
     candidates: Sequence[Sequence[list[int]]],
     device,
+    turn_cache: Optional[TurnCache] = None,
 ) -> list[torch.Tensor]:
     """`candidate_scores` when each prompt has its own candidates (`candidates[i]` for prompt i, e.g. a chess
     position's legal moves): per prompt, the scores of its candidates [len(candidates[i])].
 
     Each prompt runs once; its KV cache row is gathered once per (prompt, candidate) pair and the candidates run on
-    top, in groups of prompts holding at most MAX_CANDIDATE_ROWS pairs (a prompt with more goes alone)."""
+    top, in groups of prompts holding at most MAX_CANDIDATE_ROWS pairs (a prompt with more goes alone). A
+    `turn_cache` as in `candidate_scores`."""
     groups, group, rows = [], [], 0
     for i, cands in enumerate(candidates):
         if group and rows + len(cands) > MAX_CANDIDATE_ROWS:
@@ -121,21 +139,20 @@ def state_candidate_scores(
     scores: list[torch.Tensor] = []
     for group in groups:
         flat = _paired_scores(features, token_scores, pad_id, [prompts[i] for i in group],
-                              [candidates[i] for i in group], device)
+                              [candidates[i] for i in group], device, turn_cache)
         scores.extend(flat.split([len(candidates[i]) for i in group]))
     return scores
 
 
-def _paired_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device) -> torch.Tensor:
-    ids, mask, positions = left_pad(prompts, pad_id, device)
-    last, caches = features(ids, mask, positions, None, True)
+def _paired_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device, turn_cache=None):
+    last, caches, mask, last_position = _prompt_pass(features, pad_id, prompts, device, turn_cache)
     rows = torch.tensor([i for i, cands in enumerate(candidates) for _ in cands], dtype=torch.long, device=device)
     for cache in caches:
         cache.reorder_cache(rows)
     cand, cand_mask = right_pad([c for cands in candidates for c in cands], pad_id, device)
     last = tuple(f[:, -1:][rows] for f in last)
     return _continuation_scores(
-        features, token_scores, last, caches, mask[rows], positions[rows, -1:], cand, cand_mask
+        features, token_scores, last, caches, mask[rows], last_position[rows], cand, cand_mask
     )
 
 
@@ -239,10 +256,13 @@ class RerankPolicy(BatchedTextPolicy):
         candidates: the action texts (each ending in a newline), or a function giving them for a history (per-state
             candidates, e.g. legal moves).
         temperature: 0 takes the best-scoring candidate; otherwise samples from softmax(scores / temperature).
+        carry_cache: start each prompt from the KV cache of the longest prompt the previous call scored that it
+            extends, running only its new tokens (see `turn_cache.py`).
     """
 
-    def __init__(self, model, tokenizer, candidates: Candidates, temperature: float = 1.0):
+    def __init__(self, model, tokenizer, candidates: Candidates, temperature: float = 1.0, carry_cache: bool = True):
         self.model = model
+        self.turn_cache = TurnCache() if carry_cache else None
         self.tokenizer = tokenizer
         per_state = callable(candidates)
         self.candidates_of: Optional[Callable[[TextHistory], Sequence[str]]] = candidates if per_state else None
@@ -267,12 +287,22 @@ class RerankPolicy(BatchedTextPolicy):
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each fixed candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
-        with eval_mode(*self.modules()), torch.inference_mode():
+        with eval_mode(*self.modules()), torch.inference_mode(), self._carried():
             out = candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
-                next(self.model.parameters()).device,
+                next(self.model.parameters()).device, self.turn_cache,
             )
         return out[torch.tensor(rows, device=out.device)]
+
+    @contextmanager
+    def _carried(self) -> Iterator[None]:
+        """One scoring call of the turn cache: emptied first if the weights changed, this call's prompts kept."""
+        if self.turn_cache is None:
+            yield
+            return
+        self.turn_cache.begin(weights_version(self.modules()))
+        yield
+        self.turn_cache.end()
 
     def state_scores(self, histories: Sequence[TextHistory]) -> tuple[list[list[str]], torch.Tensor]:
         """Per-state candidates: each history's candidate texts, and their scores [len(histories), most candidates],
@@ -288,10 +318,11 @@ class RerankPolicy(BatchedTextPolicy):
         index: dict[tuple, int] = {}
         inverse = [index.setdefault((tuple(p), tuple(map(tuple, cand_ids[row]))), len(index))
                    for p, row in zip(prompts, scored)]
-        with eval_mode(*self.modules()), torch.inference_mode():
+        with eval_mode(*self.modules()), torch.inference_mode(), self._carried():
             per_state = state_candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, [list(p) for p, _ in index],
                 [[list(c) for c in cands] for _, cands in index], next(self.model.parameters()).device,
+                self.turn_cache,
             )
         for row, k in zip(scored, inverse):
             out[row, : len(texts[row])] = per_state[k].float().cpu()

@@ -114,6 +114,56 @@ def live_indices(histories: Sequence[Optional[TextHistory]], done: Optional[Sequ
     return [i for i, (h, d) in enumerate(zip(histories, done)) if h is not None and not d]
 
 
+def prefill(run, turn_cache: Optional[TurnCache], prompts: Sequence[list[int]], pad_id: int, device):
+    """Run the token rows `prompts` through `run`, each continuing from the longest prefix of it that `turn_cache`
+    holds (None: every prompt whole). `run(ids, mask, positions, caches)` runs one left-padded batch on top of
+    `caches` (a tuple of KV caches, one per network; None: empty) and returns (outputs: a tuple of tensors with
+    one row per batch row, the caches after it). Returns the outputs, the caches, the attention mask of every
+    cached column [rows, width] and each row's last position [rows, 1], rows in the order of `prompts`."""
+    found = [turn_cache.longest_prefix(p) for p in prompts] if turn_cache is not None else []
+    continued = [i for i, (n, _) in enumerate(found) if n > 0]
+    # Prompts that continue a cached sequence run their new tokens only; the others run whole, in a pass of their
+    # own (one pass for both would pad every row to the longest past plus the longest new part).
+    fresh = [i for i in range(len(prompts)) if not found or found[i][0] == 0]
+    parts = []
+    if fresh:
+        ids, mask, positions = left_pad([prompts[i] for i in fresh], pad_id, device)
+        parts.append((*run(ids, mask, positions, None), mask, positions[:, -1:]))
+    if continued:
+        cached = [found[i] for i in continued]
+        ids, mask, positions = left_pad([prompts[i][n:] for i, (n, _) in zip(continued, cached)], pad_id, device)
+        lengths = torch.tensor([n for n, _ in cached], device=device)[:, None]
+        width = int(lengths.max())  # the past is left-padded to the longest cached prefix
+        mask = torch.cat([(torch.arange(width, device=device) >= width - lengths).long(), mask], dim=1)
+        positions = positions + lengths  # the new tokens follow their prefix
+        parts.append((*run(ids, mask, positions, tuple(turn_cache.past(cached, device))), mask, positions[:, -1:]))
+    if len(parts) == 1:
+        return parts[0]
+    outputs, caches, mask, last_position = _merge(parts)
+    back = torch.empty(len(prompts), dtype=torch.long, device=device)  # merged row of each prompt
+    back[torch.tensor(fresh + continued, device=device)] = torch.arange(len(prompts), device=device)
+    for cache in caches:
+        cache.reorder_cache(back)
+    return tuple(o[back] for o in outputs), caches, mask[back], last_position[back]
+
+
+def _merge(parts) -> tuple[tuple, tuple, torch.Tensor, torch.Tensor]:
+    """One batch of `prefill`'s (outputs, caches, mask, last positions) from several, each part's caches and mask
+    left-padded to the widest."""
+    width = max(mask.shape[1] for _, _, mask, _ in parts)
+    outputs = tuple(torch.cat(same) for same in zip(*[p[0] for p in parts]))
+    mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in parts])
+    caches = []
+    for same_cache in zip(*[p[1] for p in parts]):
+        layers = []
+        for same_layer in zip(*[cache.layers for cache in same_cache]):
+            keys = torch.cat([F.pad(layer.keys, (0, 0, width - layer.keys.shape[2], 0)) for layer in same_layer])
+            values = torch.cat([F.pad(layer.values, (0, 0, width - layer.values.shape[2], 0)) for layer in same_layer])
+            layers.append((keys, values))
+        caches.append(DynamicCache(ddp_cache_data=layers))
+    return outputs, tuple(caches), mask, torch.cat([p[3] for p in parts])
+
+
 class _LiveRows:
     """The rows of a `generate` call still writing their turn, in the order of the decoding state's batch.
 
@@ -271,52 +321,20 @@ class LMPolicy(BatchedTextPolicy):
         # Episodes often share a context (every maze episode at the same cell, every Wordle opening): run each
         # distinct prompt once, then give every row its own copy of the cache to sample from.
         unique, inverse = unique_rows(prompts)
-        found = [self.turn_cache.longest_prefix(u) for u in unique] if self.turn_cache is not None else []
-        continued = [i for i, (n, _) in enumerate(found) if n > 0]
-        # Prompts that continue a cached sequence run their new tokens only; the others run whole, in a pass of
-        # their own (one pass for both would pad every row to the longest past plus the longest new part).
-        fresh = [i for i in range(len(unique)) if not found or found[i][0] == 0]
-        parts = []
-        if fresh:
-            ids, mask, positions = left_pad([unique[i] for i in fresh], self.tokenizer.pad_token_id, device)
-            parts.append((*self.next_token_logits(ids, mask, positions, None), mask, positions))
-        if continued:
-            cached = [found[i] for i in continued]
-            past = self.turn_cache.past(cached, device)
-            ids, mask, positions = left_pad(
-                [unique[i][n:] for i, (n, _) in zip(continued, cached)], self.tokenizer.pad_token_id, device
-            )
-            lengths = torch.tensor([n for n, _ in cached], device=device)[:, None]
-            width = int(lengths.max())  # the past is left-padded to the longest cached prefix
-            mask = torch.cat([(torch.arange(width, device=device) >= width - lengths).long(), mask], dim=1)
-            positions = positions + lengths  # the new tokens follow their prefix
-            parts.append((*self.next_token_logits(ids, mask, positions, self.state_of(past)), mask, positions))
-        logits, state, mask, positions = parts[0] if len(parts) == 1 else self._merge(parts)
-        order = fresh + continued
-        if len(unique) < len(prompts) or order != list(range(len(unique))):
-            where = {u: k for k, u in enumerate(order)}
-            rows = torch.tensor([where[u] for u in inverse], device=device)
-            state, logits, mask, positions = self.reorder(state, rows), logits[rows], mask[rows], positions[rows]
-        seed_t = torch.tensor(list(seeds), dtype=torch.long)
-        return logits, state, _LiveRows.start(mask, positions[:, -1:], seed_t, self.max_new_tokens)
 
-    def _merge(self, parts) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """One batch of (logits, state, mask, positions) from several, rows in order, each part's cache and mask
-        left-padded to the widest."""
-        width = max(mask.shape[1] for _, _, mask, _ in parts)
-        logits = torch.cat([p[0] for p in parts])
-        mask = torch.cat([F.pad(m, (width - m.shape[1], 0)) for _, _, m, _ in parts])
-        positions = torch.cat([p[3][:, -1:] for p in parts])
-        caches = []
-        for same_cache in zip(*[self.caches(state) for _, state, _, _ in parts]):
-            layers = []
-            for same_layer in zip(*[cache.layers for cache in same_cache]):
-                keys = torch.cat([F.pad(layer.keys, (0, 0, width - layer.keys.shape[2], 0)) for layer in same_layer])
-                values = torch.cat([F.pad(layer.values, (0, 0, width - layer.values.shape[2], 0))
-                                    for layer in same_layer])
-                layers.append((keys, values))
-            caches.append(DynamicCache(ddp_cache_data=layers))
-        return logits, self.state_of(caches), mask, positions
+        def run(ids, mask, positions, caches):
+            logits, state = self.next_token_logits(ids, mask, positions, self.state_of(caches) if caches else None)
+            return (logits,), self.caches(state)
+
+        (logits,), caches, mask, last_position = prefill(run, self.turn_cache, unique, self.tokenizer.pad_token_id,
+                                                         device)
+        state = self.state_of(caches)
+        if len(unique) < len(prompts):
+            rows = torch.tensor(inverse, device=device)
+            state, logits = self.reorder(state, rows), logits[rows]
+            mask, last_position = mask[rows], last_position[rows]
+        seed_t = torch.tensor(list(seeds), dtype=torch.long)
+        return logits, state, _LiveRows.start(mask, last_position, seed_t, self.max_new_tokens)
 
     def act(self, histories, done=None, seeds=None):
         live = live_indices(histories, done)

@@ -74,8 +74,10 @@ class ValueRerankPolicy(RerankPolicy):
     """Re-ranks candidates (fixed, or per state) by the sum over their tokens of log pi_beta + beta *
     values_at(h_trunk)."""
 
-    def __init__(self, model, tokenizer, candidates: Candidates, temperature=1.0, *, guidance: ValueGuidance):
-        super().__init__(model, tokenizer, candidates, temperature)
+    def __init__(
+        self, model, tokenizer, candidates: Candidates, temperature=1.0, carry_cache=True, *, guidance: ValueGuidance
+    ):
+        super().__init__(model, tokenizer, candidates, temperature, carry_cache)
         self.guidance = guidance
 
     def modules(self) -> list:
