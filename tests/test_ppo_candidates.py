@@ -19,6 +19,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.policies.rerank import rerank_log_probs
+from lmrl_lightning.policies.sampling import eval_mode
 from word_choice import BAD, GOOD, PROMPT, bc_checkpoint
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*IterableDataset.*")]
@@ -121,6 +122,54 @@ def test_candidates_on_the_chunk_cache_equal_the_cut_context_path(bc_ckpt, monke
     assert on_cache.shape == (int((batch["choice"] >= 0).sum()), 2)
     torch.testing.assert_close(on_cache, cut, atol=1e-5, rtol=0)
     torch.testing.assert_close(hidden, cut_hidden, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["rerank", "sample"])
+def test_a_round_scores_each_distinct_chunk_once(bc_ckpt, kind, monkeypatch):
+    """The networks see a chunk's tokens only: chunks with the same tokens are scored once, keep their own rewards,
+    and get what each chunk scored alone gets."""
+    module = PPO(init_from=bc_ckpt, rollouts=rollouts(kind), updates=Updates(8, epochs=1))
+    played = [(GOOD, 1.0), (BAD, 0.0), (GOOD, 0.5), (GOOD, 1.0), (BAD, -1.0)]
+    episodes = [Episode([Turn(PROMPT, False), Turn(word, True, reward)], True) for word, reward in played]
+    chunks = [c for cs in module.to_chunks(episodes) for c in cs]
+    rows, score_batch = [], module.score_batch
+    monkeypatch.setattr(module, "score_batch", lambda part: rows.append(len(part)) or score_batch(part))
+    scores = module.score_chunks(chunks)
+    assert sum(rows) == 2
+    with torch.no_grad(), eval_mode(module.model, module.reference, module.value_head):
+        alone = [score_batch([chunk])[0] for chunk in chunks]
+    for got, expected, (_, reward) in zip(scores, alone, played):
+        for key in ("rewards", "logp", "logp_ref", "values"):
+            torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0)
+        assert got["rewards"].sum().item() == reward
+        assert got["last_value"] == pytest.approx(expected["last_value"], abs=1e-5)
+        assert got["decisions"] == expected["decisions"]
+
+
+@pytest.mark.parametrize("kind", ["rerank", "sample"])
+def test_a_minibatch_runs_its_distinct_rows_once_with_the_same_gradient(bc_ckpt, kind, monkeypatch):
+    """Rows of a minibatch with the same tokens run once: the outputs and the loss's gradient equal running every row."""
+    module = PPO(init_from=bc_ckpt, rollouts=rollouts(kind), updates=Updates(16, epochs=1))
+    batch = module.prepare_round(module.collect()[:16], torch.Generator().manual_seed(0))[0]
+    rows = []
+    forward_rows = module.forward_rows
+    monkeypatch.setattr(module, "forward_rows", lambda b: rows.append(len(b["input_ids"])) or forward_rows(b))
+    results = []
+    for forward in (module.forward_actions, forward_rows):
+        module.zero_grad()
+        logp, logits, values = forward(batch)
+        decide = module.policy_mask(batch)
+        loss = -(torch.exp(logp - batch["old_logp"][decide]) * torch.linspace(-1, 1, len(logp))).sum()
+        (loss + values[:, :-1][batch["action_mask"]].pow(2).sum() + logits.logsumexp(-1).sum()).backward()
+        results.append((logp, logits, values, {n: p.grad.clone() for n, p in module.named_parameters()
+                                               if p.grad is not None}))
+    assert rows[0] < 16  # two actions to choose from: many of the 16 rows are the same
+    (logp, logits, values, grads), (all_logp, all_logits, all_values, all_grads) = results
+    for got, expected in ((logp, all_logp), (logits, all_logits), (values, all_values)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert grads.keys() == all_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], all_grads[name], atol=1e-5, rtol=1e-4)
 
 
 # ---- dropout ----------------------------------------------------------------------------------------------------

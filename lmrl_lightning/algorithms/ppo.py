@@ -233,6 +233,43 @@ def chunk_turns(ids: Sequence[int], is_action: Sequence[bool], stop: int) -> lis
     return turns
 
 
+def action_rewards(chunk: TokenChunk) -> torch.Tensor:
+    """The chunk's task reward at each action token after its first token, as `collate_chunks` lays them out."""
+    return torch.tensor([r for r, a in zip(chunk.rewards[1:], chunk.is_action[1:]) if a], dtype=torch.float32)
+
+
+# The batch keys the policy's and value head's outputs depend on (`forward_actions`).
+MODEL_INPUTS = ("input_ids", "attention_mask", "action_mask", "choice")
+
+
+def distinct_rows(
+    batch: dict[str, torch.Tensor], keys: Sequence[str]
+) -> tuple[Optional[dict[str, torch.Tensor]], Optional[torch.Tensor]]:
+    """The batch's distinct rows (compared on `keys`) and, for each row, its index among them [B]; (None, None) when
+    no two rows are the same."""
+    present = [k for k in keys if k in batch]
+    rows = batch[present[0]].shape[0]
+    key = torch.cat([batch[k].reshape(rows, -1).long() for k in present], dim=1)
+    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if len(unique) == rows:
+        return None, None
+    first = torch.full((len(unique),), rows, dtype=torch.long, device=key.device).scatter_reduce(
+        0, inverse, torch.arange(rows, device=key.device), "amin"
+    )
+    return {k: batch[k][first] for k in present}, inverse
+
+
+def shared_decisions(distinct_mask: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """For each decision of the full batch (row-major, as boolean indexing orders them), the index of the same
+    decision among the distinct rows' decisions (`distinct_mask` [U, T]: where the distinct rows decide)."""
+    counts = distinct_mask.sum(1)
+    offsets = counts.cumsum(0) - counts
+    row_counts = counts[inverse]
+    starts = torch.repeat_interleave(offsets[inverse], row_counts)
+    row_starts = torch.repeat_interleave(row_counts.cumsum(0) - row_counts, row_counts)
+    return starts + torch.arange(len(starts), device=starts.device) - row_starts
+
+
 def choice_batch(
     chunks: Sequence[TokenChunk], candidates_at: Callable[[TokenChunk, int], list[list[int]]], per_state: bool
 ) -> dict[str, torch.Tensor]:
@@ -428,7 +465,20 @@ class PPO(OnlineModule):
 
     def forward_actions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy's log-prob of each taken action at the policy positions [M], the logits of the distribution
-        it was drawn from [M, K] (vocabulary or candidates), and V at every position [B, T]."""
+        it was drawn from [M, K] (vocabulary or candidates), and V at every position [B, T].
+
+        Rows with the same tokens run once and their outputs are shared (a minibatch of FO-Maze chunks repeats many
+        of them); the gradient is the same, each copy's loss flowing back through the shared outputs. Per-state
+        candidate sets travel flattened per decision, so their batches run every row."""
+        distinct, inverse = (None, None) if self.per_state else distinct_rows(batch, MODEL_INPUTS)
+        if distinct is None:
+            return self.forward_rows(batch)
+        logp, logits, values = self.forward_rows(distinct)
+        take = shared_decisions(self.policy_mask(distinct), inverse)
+        return logp[take], logits[take], values[inverse]
+
+    def forward_rows(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_actions` running every row."""
         if not self.reranked:
             hidden, logits, logp = self.action_logprobs(self.model, batch)
         else:
@@ -461,15 +511,19 @@ class PPO(OnlineModule):
     def score_chunks(self, chunks: Sequence[TokenChunk]) -> list[ChunkScores]:
         """Per chunk, at its action steps: task reward, logp, logp_ref and V with the current weights (candidate
         decoding: the action's log-probs on its first token, 0 on the others); and V at its last token."""
-        # Batches of chunks of similar lengths (less padding to run through the model), results in the given order.
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].input_ids))
-        out: list[Optional[ChunkScores]] = [None] * len(chunks)
+        # What the networks compute depends on a chunk's tokens only, and a round repeats chunks many times (FO Maze:
+        # 128 episodes, 11k chunks, 100 distinct): each distinct one is scored once, the rewards are each chunk's own.
+        index: dict[tuple, int] = {}
+        first = [index.setdefault((tuple(c.input_ids), tuple(c.is_action)), i) for i, c in enumerate(chunks)]
+        distinct = sorted(set(first), key=lambda i: len(chunks[i].input_ids))
+        # Batches of chunks of similar lengths (less padding to run through the model).
+        scored: dict[int, ChunkScores] = {}
         with eval_mode(self.model, self.reference, self.value_head):
-            for start in range(0, len(order), self.rollouts.batch_size):
-                part = order[start:start + self.rollouts.batch_size]
-                for i, scores in zip(part, self.score_batch([chunks[i] for i in part])):
-                    out[i] = scores
-        return out
+            for start in range(0, len(distinct), self.rollouts.batch_size):
+                part = distinct[start:start + self.rollouts.batch_size]
+                scored.update(zip(part, self.score_batch([chunks[i] for i in part])))
+        return [scored[f] if f == i else {**scored[f], "rewards": action_rewards(chunks[i])}
+                for i, f in enumerate(first)]
 
     def score_batch(self, part: Sequence[TokenChunk]) -> list[ChunkScores]:
         device = self.device
