@@ -38,9 +38,9 @@ def _key(ids: Sequence[int], length: int) -> tuple:
 class TurnCache:
     """The rows of the last decoding call's KV caches, by token sequence (see the module's docstring).
 
-    A call `begin`s (dropping everything if the weights changed), looks up its prompts with `past`, `keep`s each
-    row it ran (prompt plus the tokens it fed), and `end`s: the rows it kept replace the previous call's, so the
-    memory held is at most one call's caches.
+    A call `begin`s (dropping everything if the weights changed), finds its prompts' prefixes (`longest_prefix`)
+    and gathers their keys and values (`past`), `keep`s each row it ran (prompt plus the tokens it fed), and `end`s:
+    the rows it kept replace the previous call's, so the memory held is at most one call's caches.
     """
 
     def __init__(self) -> None:
