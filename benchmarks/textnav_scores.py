@@ -14,6 +14,8 @@ them); also the cost of compiling a game, of loading an interpreter and of a res
 Run:  python benchmarks/textnav_scores.py --throughput                         (about a minute)
       python benchmarks/textnav_scores.py --smoke                              (the training path end to end, minutes)
       python benchmarks/textnav_scores.py --variants po --algorithms BC,ILQL    (full rows: hours on a CPU)
+      python benchmarks/textnav_scores.py --variants fo --algorithms BC --steps 705 --continue-bc
+                                                                      (BC trained on from its last checkpoint)
       python benchmarks/textnav_scores.py --table
 (writes benchmarks/results/textnav_throughput.json and textnav_scores.json; --smoke writes textnav_scores_smoke.json)
 """
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -37,7 +40,7 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 
 quiet_libraries()
 
-from _scores import add_row, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import PerEpisodePolicy, Text  # noqa: E402
 from lmrl_lightning.registry import EvalEpisode  # noqa: E402
@@ -154,8 +157,8 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     return rewritten_config(f"textnav_{variant}_{suffix}", out, replacements)
 
 
-def run_row(name: str, variant: str, config: Path) -> dict:
-    _, row = fit_row(name, config)
+def run_row(name: str, variant: str, config: Path, resume_from: Optional[Path] = None) -> dict:
+    _, row = fit_row(name, config, resume_from=resume_from)
     paper_score, paper_return = ALGORITHMS[name][1][variant]
     row.update(variant=variant, paper_normalised=paper_score, paper_return=paper_return)
     print(f"{variant.upper()} {name}: score {row['normalised_score']:.1f} (paper {paper_score}), return "
@@ -184,7 +187,8 @@ def scores(args) -> None:
             print(f"{variant} dataset: {args.episodes} episodes, success {stats['success_rate']['ours']:.3f}, "
                   f"{stats['mean_length']['ours']:.1f} commands", flush=True)
         for name in args.algorithms.split(","):
-            row = run_row(name, variant, benchmark_config(name, variant, out, data, args))
+            resume = continued_bc(out / f"textnav_{variant}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
+            row = run_row(name, variant, benchmark_config(name, variant, out, data, args), resume)
             payload = {"benchmark": "textnav_scores", "machine": machine_info(), "config": vars(args)}
             add_row(results, row, payload, order={"variant": list(VARIANTS), "algorithm": list(ALGORITHMS)})
     print(markdown_table(json.loads(results.read_text())["rows"]))
@@ -198,6 +202,8 @@ def main(argv=None) -> None:
     p.add_argument("--episodes", type=int, default=2500, help="dataset size (paper: 2.5k)")
     p.add_argument("--data", default=None, help="existing dataset directories, e.g. data/textnav_{variant}")
     p.add_argument("--steps", type=int, default=3000, help="BC steps")
+    p.add_argument("--continue-bc", action="store_true",
+                   help="BC continues its last checkpoint under OUT (exact training state) up to --steps")
     p.add_argument("--value-steps", type=int, default=2000, help="%%BC, MC and ILQL steps (from BC)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--episodes-per-round", type=int, default=64, help="PPO and online %%BC episodes per round")
