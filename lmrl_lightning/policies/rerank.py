@@ -2,8 +2,7 @@
 candidates of each state (a chess position's legal moves)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from transformers import DynamicCache
@@ -14,7 +13,7 @@ from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.policies.sampling import (
     encode_histories, eval_mode, live_indices, prefill, row_uniform, unique_rows,
 )
-from lmrl_lightning.policies.turn_cache import TurnCache, weights_version
+from lmrl_lightning.policies.turn_cache import TurnCache, carried
 
 
 Features = tuple[torch.Tensor, ...]
@@ -287,22 +286,12 @@ class RerankPolicy(BatchedTextPolicy):
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:
         """Score of each fixed candidate after each history, [len(histories), len(candidates)]."""
         unique, rows = unique_rows(encode_histories(histories, self.tokenize, self.max_prompt_tokens))
-        with eval_mode(*self.modules()), torch.inference_mode(), self._carried():
+        with eval_mode(*self.modules()), torch.inference_mode(), carried(self.turn_cache, self.modules()):
             out = candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
                 next(self.model.parameters()).device, self.turn_cache,
             )
         return out[torch.tensor(rows, device=out.device)]
-
-    @contextmanager
-    def _carried(self) -> Iterator[None]:
-        """One scoring call of the turn cache: emptied first if the weights changed, this call's prompts kept."""
-        if self.turn_cache is None:
-            yield
-            return
-        self.turn_cache.begin(weights_version(self.modules()))
-        yield
-        self.turn_cache.end()
 
     def state_scores(self, histories: Sequence[TextHistory]) -> tuple[list[list[str]], torch.Tensor]:
         """Per-state candidates: each history's candidate texts, and their scores [len(histories), most candidates],
@@ -318,7 +307,7 @@ class RerankPolicy(BatchedTextPolicy):
         index: dict[tuple, int] = {}
         inverse = [index.setdefault((tuple(p), tuple(map(tuple, cand_ids[row]))), len(index))
                    for p, row in zip(prompts, scored)]
-        with eval_mode(*self.modules()), torch.inference_mode(), self._carried():
+        with eval_mode(*self.modules()), torch.inference_mode(), carried(self.turn_cache, self.modules()):
             per_state = state_candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, [list(p) for p, _ in index],
                 [[list(c) for c in cands] for _, cands in index], next(self.model.parameters()).device,

@@ -17,7 +17,7 @@ from lmrl_lightning.data.tokenize import TurnTokenizer
 from lmrl_lightning.env import END_OF_TURN, BatchedTextPolicy, Text, TextHistory
 from lmrl_lightning.models.backbone import forward_with_cache
 from lmrl_lightning.models.tokenizer import end_of_turn_id
-from lmrl_lightning.policies.turn_cache import TurnCache, weights_version
+from lmrl_lightning.policies.turn_cache import TurnCache, carried
 
 _M32 = 0xFFFFFFFF
 # Distinct generated turns whose action text an `LMPolicy` keeps (a few MB at most).
@@ -268,7 +268,7 @@ class LMPolicy(BatchedTextPolicy):
     @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         """Generated token ids per row, each ending with the end-of-turn token when it was produced."""
-        with eval_mode(*self.modules()):
+        with eval_mode(*self.modules()), carried(self.turn_cache, self.modules()):
             tokens = self._generate(prompts, seeds)
         rows = []
         for row in tokens:
@@ -278,8 +278,6 @@ class LMPolicy(BatchedTextPolicy):
 
     def _generate(self, prompts: Sequence[list[int]], seeds: Sequence[int]) -> list[list[int]]:
         device = next(self.model.parameters()).device
-        if self.turn_cache is not None:
-            self.turn_cache.begin(weights_version(self.modules()))
         logits, state, live = self._prefill(prompts, seeds, device)
         tokens = torch.full((len(prompts), self.max_new_tokens), self.tokenizer.pad_token_id, device=device)
         bias = self.logit_bias.to(device)
@@ -299,8 +297,6 @@ class LMPolicy(BatchedTextPolicy):
                 live.select(keep)
             live.feed_one()
             logits, state = self.next_token_logits(token[:, None], live.mask, live.positions, state)
-        if self.turn_cache is not None:
-            self.turn_cache.end()
         return tokens.tolist()
 
     def _keep_rows(self, prompts, tokens: torch.Tensor, state, live: _LiveRows, rows: torch.Tensor, step: int) -> None:

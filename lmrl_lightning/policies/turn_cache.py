@@ -13,7 +13,8 @@ which `weights_version` detects through the tensors' storage and version counter
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -29,6 +30,18 @@ TAIL = 8
 def weights_version(modules: Sequence[torch.nn.Module]) -> tuple:
     """Changes whenever a parameter of `modules` is replaced or modified in place."""
     return tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+
+
+@contextmanager
+def carried(turn_cache: Optional["TurnCache"], modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """One decoding call's use of `turn_cache` (None: none): emptied first if a weight of `modules` changed, the
+    rows the call kept replacing the previous call's at its end."""
+    if turn_cache is None:
+        yield
+        return
+    turn_cache.begin(weights_version(modules))
+    yield
+    turn_cache.end()
 
 
 def _key(ids: Sequence[int], length: int) -> tuple:
