@@ -91,7 +91,8 @@ def agreement(arms: dict, bc: Path, args) -> dict[str, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--before-ref", default=None, help="also time PPO as it is at this git revision (e.g. HEAD)")
+    p.add_argument("--before-ref", default=None, type=resolve_revision,
+                   help="also time PPO as it is at this git revision (e.g. HEAD)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--episodes-per-round", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2)
@@ -103,8 +104,6 @@ def main(argv=None) -> None:
     p.add_argument("--profile", default=None, help="write each arm's first-repeat profile (top functions) here")
     p.add_argument("--top", type=int, default=25, help="functions listed per arm in --profile")
     args = p.parse_args(argv)
-    if args.before_ref:
-        args.before_ref = resolve_revision(args.before_ref)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()

@@ -35,12 +35,11 @@ from lmrl_lightning.atomic import atomic_write_text  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="64,256", help="episodes = batch size, one profiled rollout each")
-    p.add_argument("--before-ref", default=None, help="also profile LMPolicy and rollout at this git revision")
+    p.add_argument("--before-ref", default=None, type=resolve_revision,
+                   help="also profile LMPolicy and rollout at this git revision")
     p.add_argument("--top", type=int, default=18, help="functions listed per ordering")
     p.add_argument("--out", default=str(RESULTS_DIR / "rollout_profile.txt"))
     known, rest = p.parse_known_args(argv)
-    if known.before_ref:
-        known.before_ref = resolve_revision(known.before_ref)
     known.bench = bench.parse_args(rest)  # model and episode settings: rollout_throughput.py's options
     return known
 

@@ -80,15 +80,12 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=150, help="BC steps before timing (0: random init)")
     p.add_argument("--data-episodes", type=int, default=300, help="generated maze episodes for the BC warm-start")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--before-ref", default=None,
+    p.add_argument("--before-ref", default=None, type=resolve_revision,
                    help="also time our arm with LMPolicy and rollout as they are at this git revision (e.g. HEAD "
                         "before a change is committed), interleaved with the others, as the 'before' arm")
     p.add_argument("--workdir", default=None, help="where to write the generated data (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS_DIR / "rollout_throughput.json"))
-    args = p.parse_args(argv)
-    if args.before_ref:
-        args.before_ref = resolve_revision(args.before_ref)
-    return args
+    return p.parse_args(argv)
 
 
 def eval_subset(task, variant: str, n: int, n_starts: int = 25):
