@@ -34,20 +34,32 @@ def resolve_revision(ref: str) -> str:
 
 
 def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleType]:
-    """The package modules at `paths` as they are at git revision `ref` (read with `git show`; everything they
-    import is the package as it is now), by file stem, so that the code before a change runs beside it in one
-    process.
+    """The package modules at `paths` as they are at git revision `ref` (read with `git show`), by file stem, so
+    that the code before a change runs beside it in one process. Each module imports the earlier ones of `paths`
+    as they are at `ref` (list a module before its importers) and the rest of the package as it is now; a path the
+    revision does not have is left out (nothing there imports it).
 
     This runs code from git history, so `ref` must be a commit of this branch's own history (an ancestor of HEAD):
     code this checkout already contains and runs, never a file or a fetched ref of unknown origin."""
     commit = resolve_revision(ref)
-    loaded = {}
+    loaded, old_by_name = {}, {}
     for name in paths:
-        source = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout
+        shown = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode:
+            continue
         module = types.ModuleType(f"_at_{commit}_{Path(name).stem}")
         sys.modules[module.__name__] = module  # dataclasses look their module up
-        exec(compile(source, f"{commit}:{name}", "exec"), module.__dict__)
+        current = {dotted: sys.modules.get(dotted) for dotted in old_by_name}
+        sys.modules.update(old_by_name)  # its imports of the earlier paths find their old versions
+        try:
+            exec(compile(shown.stdout, f"{commit}:{name}", "exec"), module.__dict__)
+        finally:
+            for dotted, now in current.items():
+                if now is None:
+                    sys.modules.pop(dotted, None)
+                else:
+                    sys.modules[dotted] = now
+        old_by_name[name.removesuffix(".py").replace("/", ".")] = module
         loaded[Path(name).stem] = module
     return loaded
 

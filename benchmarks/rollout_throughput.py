@@ -138,7 +138,8 @@ CountingLMPolicy = counting(LMPolicy)
 
 def load_revision(ref: str) -> tuple[type, Callable]:
     """`LMPolicy` and `rollout` as they are at git revision `ref` (see `modules_at_revision`)."""
-    loaded = modules_at_revision(ref, ["lmrl_lightning/policies/sampling.py", "lmrl_lightning/rollout.py"])
+    loaded = modules_at_revision(ref, ["lmrl_lightning/policies/turn_cache.py", "lmrl_lightning/policies/sampling.py",
+                                       "lmrl_lightning/rollout.py"])
     return loaded["sampling"].LMPolicy, loaded["rollout"].rollout
 
 

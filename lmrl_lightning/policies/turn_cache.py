@@ -48,6 +48,24 @@ def _key(ids: Sequence[int], length: int) -> tuple:
     return length, tuple(ids[max(0, length - TAIL):length])
 
 
+class _KeptRow:
+    """One kept row, cut out of its call's caches only when a later prompt continues it: most kept rows are never
+    continued (a fully observed task's next prompt is a new observation), and cutting every row's real columns out
+    layer by layer was a tenth of a maze rollout."""
+
+    __slots__ = ("_layers", "_index", "_columns", "_kv")
+
+    def __init__(self, layers: list[list[tuple[torch.Tensor, torch.Tensor]]], index: int, columns: torch.Tensor):
+        self._layers, self._index, self._columns, self._kv = layers, index, columns, None
+
+    def kv(self) -> RowKV:
+        if self._kv is None:
+            i, real = self._index, self._columns
+            self._kv = [[(k[i][:, real], v[i][:, real]) for k, v in cache_layers] for cache_layers in self._layers]
+            self._layers = None  # the row's own copy replaces its share of the batch's tensors
+        return self._kv
+
+
 class TurnCache:
     """The rows of the last decoding call's KV caches, by token sequence (see the module's docstring).
 
@@ -57,9 +75,9 @@ class TurnCache:
     """
 
     def __init__(self) -> None:
-        self._index: dict[tuple, list[tuple[tuple[int, ...], RowKV]]] = {}
+        self._index: dict[tuple, list[tuple[tuple[int, ...], _KeptRow]]] = {}
         self._lengths: list[int] = []
-        self._kept: dict[tuple[int, ...], tuple[int, RowKV]] = {}
+        self._kept: dict[tuple[int, ...], tuple[int, _KeptRow]] = {}
         self._version: Optional[tuple] = None
 
     def begin(self, version: tuple) -> None:
@@ -73,9 +91,9 @@ class TurnCache:
         for length in self._lengths:
             if length >= len(prompt):
                 continue
-            for ids, kv in self._index.get(_key(prompt, length), ()):
+            for ids, kept in self._index.get(_key(prompt, length), ()):
                 if ids[:length] == tuple(prompt[:length]):
-                    return length, kv
+                    return length, kept.kv()
         return 0, None
 
     def past(self, found: Sequence[tuple[int, RowKV]], device) -> list[DynamicCache]:
@@ -98,22 +116,21 @@ class TurnCache:
              sequences: Sequence[list[int]], prompt_lengths: Sequence[int]) -> None:
         """Keep the rows `rows` of the decoding state's `caches`, whose real tokens are the True `columns`
         ([len(rows), width]) and are `sequences` (prompt then fed tokens); each is found again by its whole length
-        and by its prompt's."""
-        layers = [[(layer.keys, layer.values) for layer in cache.layers] for cache in caches]
-        for i, (row, ids, prompt_length) in enumerate(zip(rows.tolist(), sequences, prompt_lengths)):
+        and by its prompt's. The rows are copied out of `caches` in one operation a layer (the decoder goes on
+        growing and reordering its caches); each row's real columns are cut out when a prompt continues it."""
+        layers = [[(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
+                  for cache in caches]
+        for i, (ids, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
             key = tuple(ids)
-            if key in self._kept:
-                continue
-            real = columns[i]
-            kv = [[(k[row][:, real], v[row][:, real]) for k, v in cache_layers] for cache_layers in layers]
-            self._kept[key] = (prompt_length, kv)
+            if key not in self._kept:
+                self._kept[key] = (prompt_length, _KeptRow(layers, i, columns[i]))
 
     def end(self) -> None:
         """This call's rows replace the previous call's."""
         index: dict[tuple, list] = {}
-        for ids, (prompt_length, kv) in self._kept.items():
+        for ids, (prompt_length, kept) in self._kept.items():
             for length in {len(ids), prompt_length}:
                 if length > 0:
-                    index.setdefault(_key(ids, length), []).append((ids, kv))
+                    index.setdefault(_key(ids, length), []).append((ids, kept))
         self._index, self._kept = index, {}
         self._lengths = sorted({length for length, _ in index}, reverse=True)
