@@ -800,3 +800,61 @@ def test_beta_sweep_picks_the_best_beta_and_every_checkpoint_carries_it(assets, 
         assert loaded.policy(Decoding("rerank"), ["a\n"]).guidance.beta == sweep.chosen
     first, last = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("ilql-step=1.ckpt", "last.ckpt"))
     assert any(not torch.equal(first[k], last[k]) for k in first if k != "decoding_beta")  # not overwritten
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Repeated rows of a batch run once
+
+
+@pytest.mark.parametrize("cls", [BC, MCReturns, ILQL])
+def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, maze_episode, cls, monkeypatch):
+    """A batch whose chunks repeat (as FO-Maze batches do) runs each distinct row once; the loss and every gradient
+    equal running every row, which the test gets by turning the row matching off."""
+    from lmrl_lightning.algorithms import distinct
+
+    torch.manual_seed(0)
+    if cls is BC:
+        module = BC(BackboneConfig("tiny", tokenizer=str(assets["root"] / "tok")))
+    else:
+        value = (ILQLValueLearning if cls is ILQL else ValueLearning)(gamma=0.9, cql_weight=0.1)
+        module = cls(init_from=assets["ckpt"], value=value)
+        perturb_(*[m for name, m in module.named_children() if name.startswith(("q", "v", "target_q"))], seed=1)
+    chunks = episode_to_chunks(maze_episode, enc, window=1)
+    batch = collate_chunks(chunks[:4] + chunks[1:3] + chunks[:2] + chunks[-1:] * 3, module.tokenizer.pad_token_id)
+    rows = []
+    hook = lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0])  # noqa: E731
+    handles = [m.base_model.register_forward_pre_hook(hook, with_kwargs=True)
+               for m in (module.model, getattr(module, "trunk", None)) if m is not None]
+    results = []
+    for matching in (True, False):
+        if not matching:
+            monkeypatch.setattr(distinct, "distinct_row_index", lambda key: None)
+        rows.clear()
+        module.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, list(rows)))
+    for h in handles:
+        h.remove()
+    (loss, grads, distinct_rows), (all_loss, all_grads, all_rows) = results
+    assert max(distinct_rows) == 5 and max(all_rows) == 11  # 5 distinct chunks among 11 rows
+    torch.testing.assert_close(loss, all_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == all_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_rows_run_each_when_dropout_is_on(assets):
+    """With dropout active, copies of a row would share one dropout mask: every row runs."""
+    from lmrl_lightning.algorithms.distinct import run_distinct
+
+    module = BC(BackboneConfig("tiny", tokenizer=str(assets["root"] / "tok"), dropout=0.1))
+    ids = torch.tensor([[5, 6, 7]] * 4)
+    rows = []
+    run = lambda i, m: rows.append(len(i)) or module.model.base_model(input_ids=i, attention_mask=m).last_hidden_state  # noqa: E731
+    module.train()
+    run_distinct(run, module.model, ids, torch.ones_like(ids))
+    module.eval()
+    run_distinct(run, module.model, ids, torch.ones_like(ids))
+    assert rows == [4, 1]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from lmrl_lightning.algorithms.value import DiscountPer, ValueModule, later_returns, reward_to_go, step_discounts
 from lmrl_lightning.models.heads import make_q_head
+from lmrl_lightning.algorithms.distinct import distinct_row_index, token_row_key
 
 
 def returns_to_go(
@@ -117,13 +118,11 @@ class MCReturns(ValueModule):
         if not bool(cut.any()):
             return None
         ids, mask = batch["cut_state_ids"][cut], batch["cut_state_mask"][cut]
-        key = torch.cat([ids.masked_fill(~mask, -1), mask.sum(1, keepdim=True)], dim=1)
-        distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
-        rows = torch.arange(inverse.shape[0], device=ids.device)
-        first = torch.full((distinct.shape[0],), inverse.shape[0], dtype=torch.long, device=ids.device)
-        first = first.scatter_reduce(0, inverse, rows, reduce="amin")  # each distinct state's first row
+        found = distinct_row_index(token_row_key(ids, mask))
+        first, inverse = found if found is not None else (torch.arange(len(ids), device=ids.device), None)
         out = torch.zeros(cut.shape, device=cut.device)
-        out[cut] = self.state_values(ids[first], mask[first])[inverse]
+        values = self.state_values(ids[first], mask[first])
+        out[cut] = values if inverse is None else values[inverse]
         return out
 
     @torch.no_grad()

@@ -48,6 +48,7 @@ from lmrl_lightning.policies.rerank import (
     token_logprobs,
 )
 from lmrl_lightning.policies.sampling import eval_mode
+from lmrl_lightning.algorithms.distinct import distinct_row_index
 
 T = TypeVar("T")
 # The log-probability given to the padding after a decision's own candidates (per-state candidates): a probability
@@ -249,13 +250,10 @@ def distinct_rows(
     no two rows are the same."""
     present = [k for k in keys if k in batch]
     rows = batch[present[0]].shape[0]
-    key = torch.cat([batch[k].reshape(rows, -1).long() for k in present], dim=1)
-    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if len(unique) == rows:
+    found = distinct_row_index(torch.cat([batch[k].reshape(rows, -1).long() for k in present], dim=1))
+    if found is None:
         return None, None
-    first = torch.full((len(unique),), rows, dtype=torch.long, device=key.device).scatter_reduce(
-        0, inverse, torch.arange(rows, device=key.device), "amin"
-    )
+    first, inverse = found
     return {k: batch[k][first] for k in present}, inverse
 
 
