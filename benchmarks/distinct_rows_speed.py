@@ -52,13 +52,14 @@ def build(arm: str, tokenizer_dir: Path, seed: int):
 
 
 def batches(data_dir: Path, tokenizer, filter: str, batch_size: int, n: int, seed: int) -> list[dict]:
-    """The quickstart's batches: single-turn chunks of the (filtered) dataset, shuffled."""
+    """The quickstart's batches: single-turn chunks of the (filtered) dataset, shuffled; `n` of them."""
     dm = EpisodeDataModule(str(data_dir / "train.jsonl"), task="maze", variant="fo", filter=filter,
                            batch_size=batch_size, val_fraction=0.0, seed=seed)
     dm.attach_tokenizer(tokenizer)
     dm.setup()
     chunks = list(dm.train_chunks)
     random.Random(seed).shuffle(chunks)
+    chunks *= -(-n * batch_size // len(chunks))  # a small filtered set is cycled, as epochs would
     return [collate_chunks(chunks[i * batch_size:(i + 1) * batch_size], tokenizer.pad_token_id) for i in range(n)]
 
 
