@@ -48,10 +48,10 @@ DEFAULT_BETA = 8.0  # maze scripts
 
 
 def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], beta: Optional[float] = None,
-                polyak: float = VALUE_POLYAK):
+                polyak: float = VALUE_POLYAK, forced_targets: str = "target"):
     """The module of one quickstart row: BC/%BC from scratch, MC/ILQL from the BC checkpoint (maze script
     settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0; ILQL's targets move
-    `polyak` of the way each step)."""
+    `polyak` of the way each step, V's targets at forced tokens are `forced_targets`' Q)."""
     beta = DEFAULT_BETA if beta is None else beta
     if algorithm in ("BC", "%BC"):
         optim = Optimisation(LEARNING_RATE, warmup_steps=50)
@@ -62,7 +62,7 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
     if algorithm == "MC":
         return MCReturns(init_from=str(init_from), optim=value_optim, beta=beta)
     if algorithm == "ILQL":
-        value = ILQLValueLearning(tau=0.95, polyak=polyak)
+        value = ILQLValueLearning(tau=0.95, polyak=polyak, forced_targets=forced_targets)
         return ILQL(init_from=str(init_from), optim=value_optim, value=value, beta=beta)
     raise ValueError(f"unknown quickstart algorithm {algorithm!r}")
 

@@ -7,15 +7,18 @@ Per action step t (token t+1 is an action token):
   y_t             = r_t + d_t * V(s')                          s' = the next action step (skipping the environment's
                                                                tokens), the next chunk's state, or 0 at the end
   L = sum_i mean 1/2 (Q_i - y)^2 + mean |tau - 1[Qbar < V]| 1/2 (V - Qbar)^2 + cql_weight * sum_i CE(Q_i, x_{t+1})
-Targets y and Qbar are not differentiated; the trunk and all online heads are.
+Targets y and Qbar are not differentiated; the trunk and all online heads are. With `value.forced_targets: online`,
+V's target at an action step whose token is the only way the data's actions continue (see `forced_steps`) is the
+online min(Q_1, Q_2), not differentiated, instead of Qbar.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import ILQLValueLearning
 from lmrl_lightning.algorithms.value import ValueModule, next_state_values
@@ -62,6 +65,45 @@ def ilql_loss(
     return loss, metrics
 
 
+def single_continuation_prefixes(chunks: Iterable) -> set[tuple[int, ...]]:
+    """The action prefixes (an action's first tokens, possibly none) after which every action of `chunks` that
+    starts with them continues with the same next token (an action ending there counts as another way on)."""
+    continuations: dict[tuple[int, ...], set[Optional[int]]] = {}
+    for chunk in chunks:
+        ids, is_action = chunk.input_ids, chunk.is_action
+        start = None
+        for t in range(len(ids) + 1):
+            acting = t < len(ids) and is_action[t]
+            if acting and start is None:
+                start = t
+            elif not acting and start is not None:
+                if start > 0:  # an action cut at the chunk's start has lost its first tokens
+                    action = ids[start:t]
+                    for k in range(len(action) + 1):
+                        continuations.setdefault(tuple(action[:k]), set()).add(action[k] if k < len(action) else None)
+                start = None
+    return {prefix for prefix, after in continuations.items() if len(after) == 1 and None not in after}
+
+
+def forced_steps(input_ids: torch.Tensor, action_mask: torch.Tensor, prefixes: set[tuple[int, ...]]) -> torch.Tensor:
+    """For each action step of the batch (`action_mask`'s True entries, row-major): whether its action's tokens so
+    far are one of `prefixes`, i.e. the data's actions go on one way only from there [N]. An action running from
+    the first position (cut at the chunk's start) is never forced: its first tokens are not known."""
+    ids, mask = input_ids.tolist(), action_mask.tolist()
+    forced = []
+    for row_ids, row_mask in zip(ids, mask):
+        action: Optional[list[int]] = None
+        for t, acting in enumerate(row_mask):
+            if not acting:
+                action = None
+                continue
+            if action is None:  # an action starts: its first token is token t + 1
+                action, known = [], t > 0
+            forced.append(known and tuple(action) in prefixes)
+            action.append(row_ids[t + 1])
+    return torch.tensor(forced, dtype=torch.bool, device=input_ids.device)
+
+
 class ILQL(ValueModule):
     """Implicit Language Q-Learning: `ValueModule`'s arguments, with `value` an `ILQLValueLearning` (its expectile
     `tau` and the targets' Polyak rate `polyak` beside the shared value settings)."""
@@ -71,6 +113,8 @@ class ILQL(ValueModule):
     def __init__(self, *, value: ILQLValueLearning = ILQLValueLearning(), **kwargs):
         value = as_settings(value, ILQLValueLearning, "model.value")
         super().__init__(value=value, **kwargs)
+        # Action prefixes with one continuation in the training data (`forced_targets: online`), found at fit start.
+        self.forced_prefixes: Optional[set[tuple[int, ...]]] = None
 
     def build_heads(self) -> None:
         kind, bias = self.value.head, self.value.head_bias
@@ -97,6 +141,14 @@ class ILQL(ValueModule):
         return torch.minimum(self.q1.at(hidden, tokens), self.q2.at(hidden, tokens)) - self.v(hidden).squeeze(-1)
 
     # ---- training -----------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.value.forced_targets == "online":
+            chunks = getattr(self.trainer.datamodule, "train_chunks", None)
+            if not chunks:
+                raise LMRLError("model.value.forced_targets: online finds the forced tokens in the training data's "
+                                "actions, so it needs a data module with train_chunks (EpisodeDataModule)")
+            self.forced_prefixes = single_continuation_prefixes(chunks)
+
     def training_step(self, batch, batch_idx):
         mask = batch["action_mask"]
         ids, attention = batch["input_ids"], batch["attention_mask"]
@@ -120,6 +172,10 @@ class ILQL(ValueModule):
         q1 = q1_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q1.at(hidden, actions)
         q2 = q2_logits.gather(-1, actions[:, None]).squeeze(-1) if cql else self.q2.at(hidden, actions)
         v = values_all[:, :-1][mask]
+        forced = None
+        if self.forced_prefixes is not None:
+            forced = forced_steps(ids, mask, self.forced_prefixes)
+            target_q = torch.where(forced, torch.minimum(q1, q2).detach(), target_q)
         loss, metrics = ilql_loss(
             q1, q2, v, target_q, q_target, self.value.tau, self.value.cql_weight, q1_logits, q2_logits, actions
         )
@@ -133,6 +189,8 @@ class ILQL(ValueModule):
         self.log_stats("v", v, batch_size)
         self.log_stats("target_q", target_q, batch_size)
         self.log_stats("advantage", torch.minimum(q1, q2) - v, batch_size)
+        if forced is not None:
+            self.log("train/forced_steps", forced.float().mean(), batch_size=batch_size)
         return loss
 
     def optimizer_step(self, *args, **kwargs):
