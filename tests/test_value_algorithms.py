@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from collections import Counter
 
 import lightning as L
@@ -17,7 +18,7 @@ from lmrl_lightning.algorithms import (
     BC, ILQL, ILQLValueLearning, MCReturns, Optimisation, ValueLearning, ilql_loss, mc_loss,
 )
 from lmrl_lightning.algorithms.base import load_module, read_checkpoint
-from lmrl_lightning.algorithms.ilql import expectile_weights
+from lmrl_lightning.algorithms.ilql import expectile_weights, forced_steps, single_continuation_prefixes
 from lmrl_lightning.algorithms.mc_returns import returns_to_go
 from lmrl_lightning.algorithms.value import next_state_values, step_discounts
 from lmrl_lightning.callbacks import BetaSweep
@@ -26,6 +27,7 @@ from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
 from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks
 from lmrl_lightning.env import Episode, Text, Turn
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.evaluation import EvaluationProtocol
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import count_parameters, make_q_head, make_v_head, polyak_update
@@ -503,8 +505,9 @@ def test_ilql_loss_by_hand_and_gradients():
     assert loss.item() == pytest.approx(q_loss + v_loss + 0.1 * (sum(ce1) + sum(ce2)) / 3, rel=1e-6)
 
 
-def ilql_reference_loss(module, chunks, per):
-    """ILQL's loss from the spec's definitions (§3.5), one unpadded chunk at a time (no batching, no masks)."""
+def ilql_reference_loss(module, chunks, per, forced_prefixes=None):
+    """ILQL's loss from the spec's definitions (§3.5), one unpadded chunk at a time (no batching, no masks); with
+    `forced_prefixes`, V's target after those action prefixes is the online min(Q1, Q2) (`forced_targets: online`)."""
     gamma, tau, cql_w = module.value.gamma, module.value.tau, module.value.cql_weight
     terms = {"q1": [], "q2": [], "v": [], "cql": []}
 
@@ -531,6 +534,12 @@ def ilql_reference_loss(module, chunks, per):
             q1_all, q2_all = module.q1(h[t]), module.q2(h[t])
             v = module.v(h[t]).squeeze()
             target_q = torch.minimum(module.target_q1(ht[t])[a], module.target_q2(ht[t])[a])
+            if forced_prefixes is not None:
+                start = t + 1  # the first token of this step's action
+                while start - 1 >= 0 and c.is_action[start - 1]:
+                    start -= 1
+                if tuple(c.input_ids[start:t + 1]) in forced_prefixes:
+                    target_q = torch.minimum(q1_all[a], q2_all[a])
             w = tau if target_q >= v else 1 - tau
             terms["q1"].append(0.5 * (q1_all[a] - y) ** 2)
             terms["q2"].append(0.5 * (q2_all[a] - y) ** 2)
@@ -560,6 +569,60 @@ def test_ilql_training_step_matches_per_chunk_reference(assets, enc, maze_episod
         loss = module.training_step(batch, 0)
         expected = ilql_reference_loss(module, chunks, per)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_ilql_online_forced_targets_match_per_chunk_reference(assets, enc, maze_episode):
+    """`forced_targets: online`: V's target after an action prefix that the data continues one way only (the maze's
+    `move`, the newline after a direction or a word) is the online min(Q1, Q2); elsewhere the target networks'."""
+    torch.manual_seed(0)
+    value = ILQLValueLearning(gamma=0.9, cql_weight=0.1, tau=0.7, forced_targets="online")
+    module = ILQL(init_from=assets["ckpt"], value=value)
+    perturb_(module.q1, module.q2, module.v, seed=1)
+    perturb_(module.target_q1, module.target_q2, seed=2)
+    chunks = episode_to_chunks(maze_episode, enc, window=1)[-4:] + episode_to_chunks(make_episode(CHAIN[:5], False), enc)
+    module.forced_prefixes = single_continuation_prefixes(chunks)
+    forced = forced_steps(*(collate_chunks(chunks, module.tokenizer.pad_token_id)[k] for k in ("input_ids", "action_mask")),
+                          module.forced_prefixes)
+    assert 0 < int(forced.sum()) < len(forced)
+    batch = collate_chunks(chunks, module.tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss = module.training_step(batch, 0)
+        expected = ilql_reference_loss(module, chunks, "token", module.forced_prefixes)
+        spec = ilql_reference_loss(module, chunks, "token")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert abs(expected.item() - spec.item()) > 1e-3  # the option changes the loss here
+
+
+def test_forced_prefixes_and_steps_by_hand():
+    """Prefixes the data's actions continue one way only; an action that may end there, or one cut at the chunk's
+    start, is not forced."""
+    def chunk(*parts):  # (tokens, is_action) runs
+        ids = [t for tokens, _ in parts for t in tokens]
+        return types.SimpleNamespace(input_ids=ids, is_action=[a for tokens, a in parts for _ in tokens])
+
+    chunks = [
+        chunk(([1], False), ([5, 6, 9], True), ([2], False)),   # "move up \n"
+        chunk(([1], False), ([5, 7, 9], True)),                 # "move down \n"
+        chunk(([1], False), ([8, 6], True), ([2], False), ([8], True)),  # "go up", then "go" ending there
+        chunk(([6, 6, 6], True), ([2], False)),                 # cut at the start: ignored
+    ]
+    assert single_continuation_prefixes(chunks) == {(5, 6), (5, 7)}
+    prefixes = {(), (5, 6), (5, 7)}
+    ids = torch.tensor([[1, 1, 5, 6, 9, 2, 5, 7, 9], [5, 7, 9, 2, 5, 6, 9, 0, 0]])
+    mask = torch.tensor([[0, 1, 1, 1, 0, 1, 1, 1], [1, 1, 0, 1, 1, 1, 0, 0]], dtype=torch.bool)  # token t + 1 acts
+    # row 0: two whole actions; row 1: an action that may have begun before the first token (its start is not
+    # known, so nothing in it is forced), then a whole one
+    assert forced_steps(ids, mask, prefixes).tolist() == [True, False, True, True, False, True,
+                                                          False, False, True, False, True]
+
+
+def test_online_forced_targets_need_the_training_chunks(assets):
+    module = ILQL(init_from=assets["ckpt"], value=ILQLValueLearning(forced_targets="online"))
+    module.trainer = types.SimpleNamespace(datamodule=None)
+    with pytest.raises(LMRLError, match="forced_targets: online"):
+        module.on_fit_start()
+    with pytest.raises(LMRLError, match="model.value.forced_targets must be one of target, online"):
+        ILQLValueLearning(forced_targets="sometimes")
 
 
 def test_mc_training_step_matches_hand_returns(assets, enc):
@@ -606,13 +669,14 @@ def learned_q(module, enc, turns):
     return out
 
 
-@pytest.mark.parametrize("cls", [ILQL, MCReturns])
-def test_converges_to_q_star_on_a_deterministic_chain(assets, enc, cls):
-    """Three agent turns, window=1 chunks: Q bootstraps inside each action and into the next chunk's state."""
+@pytest.mark.parametrize("cls,forced_targets", [(ILQL, "target"), (ILQL, "online"), (MCReturns, None)])
+def test_converges_to_q_star_on_a_deterministic_chain(assets, enc, cls, forced_targets):
+    """Three agent turns, window=1 chunks: Q bootstraps inside each action and into the next chunk's state (ILQL
+    also with V's targets at the actions' forced newlines taken from the online Q)."""
     assert all(len(enc(t)) == 2 for t, a, _ in SHORT_CHAIN if a)
     L.seed_everything(0)
-    value = (ILQLValueLearning(CHAIN_GAMMA, "turn", tau=0.7, polyak=0.05) if cls is ILQL
-             else ValueLearning(CHAIN_GAMMA, "turn"))
+    value = (ILQLValueLearning(CHAIN_GAMMA, "turn", tau=0.7, polyak=0.05, forced_targets=forced_targets)
+             if cls is ILQL else ValueLearning(CHAIN_GAMMA, "turn"))
     module = cls(init_from=assets["ckpt"], optim=Optimisation(lr=1e-3), value=value)
     # Adam at a constant 1e-3 keeps ILQL's coupled Q/V/target estimates oscillating by a few tenths: anneal by
     # continuing at 1e-4 (a second fit builds a fresh optimiser from module.optim).
