@@ -8,7 +8,7 @@ import torch
 from lmrl_lightning.algorithms import BC, Optimisation, bc_loss
 from lmrl_lightning.data.datamodule import EpisodeDataModule
 from lmrl_lightning.data.jsonl import write_episodes
-from lmrl_lightning.data.prepare import TOKENIZER_DIR
+from lmrl_lightning.data.prepare import TOKENIZER_DIR, TRAIN_FILE
 from lmrl_lightning.env import Text
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
@@ -74,3 +74,31 @@ def test_bc_learns_the_optimal_move_on_most_cells(optimal_maze_data):
     correct = sum(move in optimal_moves(p) for move, p in zip(chosen, START_POSITIONS))
     # Measured (seed 0): 22/25 cells after 150 steps, 25/25 from 450 on; an untrained model gets about a third.
     assert correct >= 23, f"optimal move on only {correct}/25 cells"
+
+
+def test_learning_rate_schedules_by_hand():
+    """A linear warm-up, then constant or a cosine down to 0 at the last step."""
+    constant, cosine = Optimisation(lr=1.0, warmup_steps=4), Optimisation(lr=1.0, warmup_steps=4, decay="cosine")
+    assert [constant.lr_factor(s) for s in (0, 1, 3, 10, 1000)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    factors = [cosine.lr_factor(s, 14) for s in range(14)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    # after the warm-up: 0.5 (1 + cos(pi k / 10)) for k = 1..10, the last step at 0
+    assert factors[4:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(1, 11)])
+    assert factors[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_decay_reaches_the_optimiser(optimal_maze_data):
+    """The trainer's scheduler follows the schedule over `max_steps` (logged learning rates)."""
+    module = BC(BackboneConfig("tiny", tokenizer=str(optimal_maze_data / TOKENIZER_DIR)),
+                optim=Optimisation(lr=1e-3, warmup_steps=2, decay="cosine"))
+    rates = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = EpisodeDataModule(str(optimal_maze_data / TRAIN_FILE), batch_size=4, val_fraction=0.0)
+    L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[Record()]).fit(module, data)
+    assert rates == pytest.approx([1e-3 * module.optim.lr_factor(s, 6) for s in range(6)])
+    assert rates[1] == pytest.approx(1e-3) and rates[-1] < 1e-4

@@ -123,6 +123,8 @@ def test_a_url_checkpoint_is_refused_without_a_download(capsys, data_dir, tmp_pa
         (["--model.optim.weight_decay", "-0.1"], "model.optim.weight_decay must be a finite number >= 0, got -0.1"),
         (["--model.optim.warmup_steps", "-5"], "model.optim.warmup_steps must be an integer >= 0, got -5"),
         (["--model.optim.betas", "[2, 0.5]"], "model.optim.betas[0] must be a finite number >= 0 and < 1, got 2.0"),
+        (["--model.optim.decay", "linear"],
+         "fit: model.optim.decay (lmrl_lightning.algorithms.BC): Expected a typing.Literal['none', 'cosine']. Got value: linear"),
         (["--trainer.callbacks+=lmrl_lightning.callbacks.RolloutEvaluation", "--trainer.callbacks.protocol.task",
           "nomaze"],
          "unknown task 'nomaze'; valid tasks: "),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import ClassVar, Mapping, Optional, Sequence, Union
 
@@ -122,8 +123,13 @@ class LMRLModule(L.LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas)
-        warmup = max(1, self.optim.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        total = None
+        if self.optim.decay != "none":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise LMRLError(f"model.optim.decay: {self.optim.decay} decays over the run's steps: give the trainer "
+                                "max_steps (its length is unknown here)")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.optim.lr_factor(step, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def action_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor):

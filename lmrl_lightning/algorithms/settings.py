@@ -12,6 +12,7 @@ instance (e.g. PPO's ``Optimisation(lr=1e-5)``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal, Mapping, Optional
 
 from lmrl_lightning.errors import LMRLError
@@ -31,19 +32,22 @@ def settings_as_dicts(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Optimisation:
-    """The optimiser every module uses: AdamW, a linear warm-up, then a constant learning rate.
+    """The optimiser every module uses: AdamW, a linear warm-up, then a constant or decaying learning rate.
 
     Args:
         lr: peak learning rate (paper: 1e-4 for BC on every task; 0 freezes the module, e.g. evaluation-only runs).
         weight_decay: decoupled weight decay, not applied to biases and norm weights.
-        warmup_steps: linear warm-up steps, then a constant learning rate (the paper's schedule in effect).
+        warmup_steps: linear warm-up steps, then the `decay` schedule.
         betas: AdamW betas (the paper's Adafactor uses momentum 0.9 and decay 0.95).
+        decay: after the warm-up, ``none`` (a constant learning rate: the paper's schedule in effect) or ``cosine``
+            (down to 0 at the run's last step: the trainer's `max_steps`, or its epochs of a fixed dataset).
     """
 
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
     betas: tuple[float, float] = (0.9, 0.95)
+    decay: Literal["none", "cosine"] = "none"
 
     def __post_init__(self) -> None:
         check_number("model.optim.lr", self.lr, low=0)
@@ -54,6 +58,16 @@ class Optimisation:
         for i, beta in enumerate(self.betas):
             check_number(f"model.optim.betas[{i}]", beta, low=0, high=1, high_open=True)
         object.__setattr__(self, "betas", tuple(self.betas))
+        check_choice("model.optim.decay", self.decay, ("none", "cosine"))
+
+    def lr_factor(self, step: int, total_steps: Optional[float] = None) -> float:
+        """The learning rate at optimiser step `step` (from 0) as a fraction of `lr`; `total_steps` (the run's
+        length) is needed by a decaying schedule."""
+        warmup = max(1, self.warmup_steps)
+        if step < warmup or self.decay == "none":
+            return min(1.0, (step + 1) / warmup)
+        progress = min(1.0, (step + 1 - warmup) / max(1.0, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclasses.dataclass(frozen=True)
