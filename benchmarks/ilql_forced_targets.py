@@ -6,7 +6,8 @@ so with the paper's targets a value crosses one turn through three target lags (
 expectile of the target Q); `online` leaves one. Both arms: the quickstart's data, its BC checkpoint (800 steps) and
 its ILQL settings (lr 3e-4, tau 0.95, Polyak 0.01, beta 8, batch 64), the same seed; each is evaluated with the
 quickstart's protocol (`--episodes`, 25 starts) after each of `--eval-at` steps, in one run. Training seconds
-exclude the evaluations.
+exclude the evaluations. An arm `online:cosine` also decays the learning rate to 0 at the last of `--eval-at`
+(`optim.decay: cosine`; its earlier evaluations are mid-schedule).
 
 Run:  python benchmarks/ilql_forced_targets.py --eval-at 500,1000,2000,3000 --threads 1
       (writes benchmarks/results/ilql_forced_targets.json)
@@ -14,6 +15,7 @@ Run:  python benchmarks/ilql_forced_targets.py --eval-at 500,1000,2000,3000 --th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -54,7 +56,7 @@ class EvaluateAtSteps(RolloutEvaluation):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arms", default="target,online", help="forced_targets values")
+    p.add_argument("--arms", default="target,online", help="forced_targets values, each optionally :cosine")
     p.add_argument("--eval-at", default="500,1000,2000,3000", help="optimiser steps after which to evaluate")
     p.add_argument("--episodes", type=int, default=800, help="evaluation episodes (the quickstart's)")
     p.add_argument("--seed", type=int, default=0)
@@ -72,22 +74,25 @@ def main(argv=None) -> None:
     steps = sorted(int(s) for s in args.eval_at.split(","))
     rows = []
     for arm in args.arms.split(","):
+        forced_targets, _, decay = arm.partition(":")
         L.seed_everything(args.seed, verbose=False)
-        module = make_module("ILQL", data_dir / TOKENIZER_DIR, bc, forced_targets=arm)
+        module = make_module("ILQL", data_dir / TOKENIZER_DIR, bc, forced_targets=forced_targets)
+        if decay:
+            module.optim = dataclasses.replace(module.optim, decay=decay)
         data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant="fo", batch_size=64)
         evaluation = EvaluateAtSteps(EvaluationProtocol("maze", "fo", args.episodes, batch_size=1024), steps)
-        trainer = make_trainer(out / arm, "ilql", max(steps), "cpu", [evaluation])
+        trainer = make_trainer(out / arm.replace(":", "_"), "ilql", max(steps), "cpu", [evaluation])
         start = time.time()
-        print(f"ILQL, forced_targets {arm}:", flush=True)
+        print(f"ILQL, {arm}:", flush=True)
         trainer.fit(module, data)
         curve = [{"step": step, "normalised_score": s.normalised_score, "success_rate": s.success_rate,
                   "mean_return": s.mean_return} for step, s in evaluation.results]
-        rows.append({"forced_targets": arm, "curve": curve,
+        rows.append({"arm": arm, "forced_targets": forced_targets, "decay": decay or "none", "curve": curve,
                      "train_seconds": round(time.time() - start - evaluation.eval_seconds, 1)})
         write_json(Path(args.results), {"benchmark": "ilql_forced_targets", "command": command_line(),
                                         "machine": machine_info(), "config": vars(args), "bc": bc_rows, "rows": rows})
     for row in rows:
-        print(f"{row['forced_targets']:>7}: " + ", ".join(f"{c['step']}: {c['normalised_score']:.1f}" for c in row["curve"])
+        print(f"{row['arm']:>13}: " + ", ".join(f"{c['step']}: {c['normalised_score']:.1f}" for c in row["curve"])
               + f" ({row['train_seconds']:.0f} s of training)")
 
 
