@@ -15,7 +15,6 @@ Run:  python benchmarks/ilql_forced_targets.py --eval-at 500,1000,2000,3000 --th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -76,9 +75,7 @@ def main(argv=None) -> None:
     for arm in args.arms.split(","):
         forced_targets, _, decay = arm.partition(":")
         L.seed_everything(args.seed, verbose=False)
-        module = make_module("ILQL", data_dir / TOKENIZER_DIR, bc, forced_targets=forced_targets)
-        if decay:
-            module.optim = dataclasses.replace(module.optim, decay=decay)
+        module = make_module("ILQL", data_dir / TOKENIZER_DIR, bc, forced_targets=forced_targets, decay=decay or "none")
         data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant="fo", batch_size=64)
         evaluation = EvaluateAtSteps(EvaluationProtocol("maze", "fo", args.episodes, batch_size=1024), steps)
         trainer = make_trainer(out / arm.replace(":", "_"), "ilql", max(steps), "cpu", [evaluation])

@@ -36,6 +36,8 @@ def main(argv=None) -> None:
     p.add_argument("--mc-beta", type=float, default=None, help="MC decoding beta (default: quickstart's)")
     p.add_argument("--ilql-beta", type=float, default=None, help="ILQL decoding beta (default: quickstart's)")
     p.add_argument("--beta-sweep", default="", help="comma-separated betas: choose MC/ILQL's by a seed+1 sweep")
+    p.add_argument("--decay", default="none", choices=["none", "cosine"],
+                   help="learning rate after the warm-up: constant (the quickstart's) or cosine to 0 at the last step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for training and evaluation (cpu, gpu)")
     p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")
@@ -65,7 +67,7 @@ def main(argv=None) -> None:
         args.algorithms.split(","), out_dir, args.variant, args.episodes, args.steps, args.value_steps, args.seed,
         betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
         beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b], accelerator=args.accelerator, on_row=save,
-        bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None,
+        bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None, decay=args.decay,
     )
     print()
     print(format_table(rows, args.variant))
