@@ -64,6 +64,17 @@ def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleTyp
     return loaded
 
 
+def quickstart_bc(out: Path, episodes: int, seed: int) -> tuple[Path, Path, list[dict]]:
+    """The quickstart's FO-Maze dataset and its 800-step BC checkpoint under `out`, made (and the BC evaluated on
+    `episodes`) unless already there: (data directory, checkpoint, the BC row or nothing)."""
+    from lmrl_lightning.quickstart import prepare_maze_data, run_algorithms
+
+    data_dir = out / "data" / "maze_fo"
+    prepare_maze_data(data_dir, "fo", seed)
+    bc = out / "checkpoints" / "bc.ckpt"
+    return data_dir, bc, [] if bc.is_file() else run_algorithms(["BC"], out, "fo", episodes, 800, 0, seed)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

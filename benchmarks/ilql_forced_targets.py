@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, write_json  # noqa: E402
+from _common import RESULTS_DIR, command_line, machine_info, quickstart_bc, quiet_libraries, write_json  # noqa: E402
 
 quiet_libraries()
 
@@ -32,9 +32,7 @@ import lightning as L  # noqa: E402
 from lmrl_lightning.callbacks import RolloutEvaluation  # noqa: E402
 from lmrl_lightning.data.datamodule import EpisodeDataModule  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol  # noqa: E402
-from lmrl_lightning.quickstart import (  # noqa: E402
-    TOKENIZER_DIR, TRAIN_FILE, make_module, make_trainer, prepare_maze_data, run_algorithms,
-)
+from lmrl_lightning.quickstart import TOKENIZER_DIR, TRAIN_FILE, make_module, make_trainer  # noqa: E402
 
 
 class EvaluateAtSteps(RolloutEvaluation):
@@ -66,10 +64,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    data_dir = out / "data" / "maze_fo"
-    prepare_maze_data(data_dir, "fo", args.seed)
-    bc = out / "checkpoints" / "bc.ckpt"
-    bc_rows = [] if bc.is_file() else run_algorithms(["BC"], out, "fo", args.episodes, 800, 0, args.seed)
+    data_dir, bc, bc_rows = quickstart_bc(out, args.episodes, args.seed)
     steps = sorted(int(s) for s in args.eval_at.split(","))
     rows = []
     for arm in args.arms.split(","):

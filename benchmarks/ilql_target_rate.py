@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, write_json  # noqa: E402
+from _common import RESULTS_DIR, command_line, machine_info, quickstart_bc, quiet_libraries, write_json  # noqa: E402
 
 quiet_libraries()
 
-from lmrl_lightning.quickstart import prepare_maze_data, run_algorithms, train_and_evaluate  # noqa: E402
+from lmrl_lightning.quickstart import train_and_evaluate  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -39,9 +39,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    prepare_maze_data(out / "data" / "maze_fo", "fo", args.seed)
-    bc = out / "checkpoints" / "bc.ckpt"
-    rows = [] if bc.is_file() else run_algorithms(["BC"], out, "fo", args.episodes, 800, 0, args.seed)
+    _, bc, rows = quickstart_bc(out, args.episodes, args.seed)
     for steps in [int(s) for s in args.value_steps.split(",")]:
         for polyak in [float(x) for x in args.polyaks.split(",")]:
             started = time.time()
