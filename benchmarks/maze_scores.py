@@ -37,7 +37,8 @@ def main(argv=None) -> None:
     p.add_argument("--ilql-beta", type=float, default=None, help="ILQL decoding beta (default: quickstart's)")
     p.add_argument("--beta-sweep", default="", help="comma-separated betas: choose MC/ILQL's by a seed+1 sweep")
     p.add_argument("--decay", default="none", choices=["none", "cosine"],
-                   help="learning rate after the warm-up: constant (the quickstart's) or cosine to 0 at the last step")
+                   help="learning rate after the warm-up: constant (this benchmark's results so far) or cosine to 0 at "
+                        "the last step (the quickstart's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for training and evaluation (cpu, gpu)")
     p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")

@@ -261,7 +261,7 @@ def _quickstart(args: argparse.Namespace) -> None:
     unknown = sorted(set(names) - {"BC", "%BC", "MC", "ILQL"})
     if unknown:
         raise LMRLError(f"unknown quickstart algorithm {unknown[0]!r}; valid: BC, %BC, MC, ILQL")
-    run_quickstart(args.out, args.variant, args.episodes, args.steps, args.value_steps, args.seed, names)
+    run_quickstart(args.out, args.variant, args.episodes, args.steps, args.value_steps, args.seed, names, args.decay)
 
 
 def _check_quickstart_flags(args: argparse.Namespace) -> None:
@@ -377,6 +377,8 @@ def _add_quickstart_command(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="BC and %%BC training steps (default: quickstart's)")
     p.add_argument("--value-steps", type=int, default=None, help="MC and ILQL training steps (default: quickstart's)")
     p.add_argument("--algorithms", default="BC,%BC", help="comma-separated, from BC, %%BC, MC, ILQL (MC/ILQL need BC)")
+    p.add_argument("--decay", default="cosine", choices=["cosine", "none"],
+                   help="learning rate after the 50-step warm-up: cosine to 0 at the last step, or constant")
     p.add_argument("--seed", type=int, default=0)
 
 
