@@ -150,6 +150,8 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     else:
         steps = args.steps if name == "BC" else args.value_steps
         replacements.append((f"max_steps: {CONFIG_STEPS[name]}", f"max_steps: {steps}"))
+    if args.decay != "none":
+        replacements.append(("      warmup_steps:", f"      decay: {args.decay}\n      warmup_steps:"))
     if args.max_length != 1536:
         replacements.append(("max_length: 1536", f"max_length: {args.max_length}"))
         if name == "BC":
@@ -215,6 +217,8 @@ def main(argv=None) -> None:
     p.add_argument("--single-steps", type=int, default=1000, help="throughput: steps of the single env")
     p.add_argument("--batch-episodes", type=int, default=256, help="throughput: episodes of the batched rollout")
     p.add_argument("--batch-size", type=int, default=64, help="throughput: envs stepped together")
+    p.add_argument("--decay", default="none", choices=["none", "cosine"],
+                   help="learning rate after the warm-up (the configs': constant; cosine: to 0 at the last step)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/textnav_scores")
