@@ -3,8 +3,8 @@
 Generates the maze dataset, trains BC and filtered BC (successful episodes only) on the tiny default model (and,
 when asked, MC Returns and ILQL starting from the BC checkpoint), evaluates each with the paper's protocol
 (`episodes` sampled episodes, start-major over the 25 start positions: 800 = 25 x 32) and prints raw return,
-success rate and normalised score beside the paper's numbers. The same `run_algorithms` runs
-`benchmarks/maze_scores.py`.
+success rate and normalised score beside the paper's numbers. The learning rate falls along a cosine after the
+warm-up (`decay`; `benchmarks/maze_scores.py`, which runs the same `run_algorithms`, keeps it constant unless told).
 
 ILQL and MC are not in the default list: their values need thousands of steps to propagate back from the goal
 (ILQL FO: normalised 81.1 after 4000 steps, 100.0 after 16000; benchmarks/results/maze_scores_fo*.json), more

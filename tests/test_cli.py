@@ -114,8 +114,15 @@ def test_data_with_bad_variant_or_episode_count_is_one_line(capsys, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lmrl_lightning.algorithms.Nope", "nope"])
-def test_fit_with_unknown_algorithm_lists_the_valid_ones(capsys, data_dir, tmp_path, name):
-    """`lmrl fit --model` with an algorithm that does not exist ends with one line listing the valid names."""
+def test_fit_with_unknown_algorithm_lists_the_valid_ones(capsys, data_dir, tmp_path, name, monkeypatch):
+    """`lmrl fit --model` with an algorithm that does not exist ends with one line listing the valid names (the
+    built-in ones: no installed package declares any here, although test_plugin_package may install one meanwhile in
+    another test worker)."""
+    from lmrl_lightning import registry
+
+    real_entry_points = registry.entry_points
+    monkeypatch.setattr(registry, "entry_points", lambda group: [] if group == registry.ALGORITHM_ENTRY_POINTS
+                        else real_entry_points(group=group))
     argv = fit_args(data_dir / "train.jsonl", data_dir / "tokenizer", tmp_path, steps=1)
     argv[argv.index("lmrl_lightning.algorithms.BC")] = name
     assert one_line_error(capsys, argv) == (
