@@ -87,8 +87,9 @@ def single_continuation_prefixes(chunks: Iterable) -> set[tuple[int, ...]]:
 
 def forced_steps(input_ids: torch.Tensor, action_mask: torch.Tensor, prefixes: set[tuple[int, ...]]) -> torch.Tensor:
     """For each action step of the batch (`action_mask`'s True entries, row-major): whether its action's tokens so
-    far are one of `prefixes`, i.e. the data's actions go on one way only from there [N]. An action running from
-    the first position (cut at the chunk's start) is never forced: its first tokens are not known."""
+    far are one of `prefixes`, i.e. the data's actions go on one way only from there [N]. An action whose first
+    scored token is the row's second is never forced: the mask cannot tell whether it began at the row's first token
+    (cut by the chunk's start, its first tokens lost) or right after a one-token observation."""
     ids, mask = input_ids.tolist(), action_mask.tolist()
     forced = []
     for row_ids, row_mask in zip(ids, mask):
