@@ -46,6 +46,8 @@ def modules_at_revision(ref: str, paths: list[str]) -> dict[str, types.ModuleTyp
     for name in paths:
         shown = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=REPO, capture_output=True, text=True)
         if shown.returncode:
+            if not (REPO / name).is_file():  # a wrong path, not a module added since `ref`: say so, run nothing
+                raise SystemExit(f"--before-ref: no module {name} here or at {commit}")
             continue
         module = types.ModuleType(f"_at_{commit}_{Path(name).stem}")
         sys.modules[module.__name__] = module  # dataclasses look their module up
