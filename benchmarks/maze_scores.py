@@ -3,7 +3,7 @@
 numbers.
 
 Each algorithm runs through `lmrl_lightning.quickstart.train_and_evaluate` (the same code as `lmrl quickstart`):
-BC and %BC train the tiny preset from scratch; MC and ILQL start from the BC row's checkpoint (or `--bc-checkpoint`).
+BC and %BC train a model preset from scratch (`--preset`, default tiny); MC and ILQL start from the BC row's checkpoint (or `--bc-checkpoint`).
 
 Run:  python benchmarks/maze_scores.py --variant fo     (writes benchmarks/results/maze_scores_fo.json)
 """
@@ -39,6 +39,7 @@ def main(argv=None) -> None:
     p.add_argument("--decay", default="none", choices=["none", "cosine"],
                    help="learning rate after the warm-up: constant (this benchmark's results so far) or cosine to 0 at "
                         "the last step (the quickstart's default)")
+    p.add_argument("--preset", default="tiny", help="BC/%%BC model preset (tiny: GPT-2 blocks; tiny-rope: Llama blocks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator for training and evaluation (cpu, gpu)")
     p.add_argument("--out", default="runs/maze_scores", help="working directory (data, checkpoints, logs)")
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
         args.algorithms.split(","), out_dir, args.variant, args.episodes, args.steps, args.value_steps, args.seed,
         betas={"MC": args.mc_beta, "ILQL": args.ilql_beta},
         beta_sweep=[float(b) for b in args.beta_sweep.split(",") if b], accelerator=args.accelerator, on_row=save,
-        bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None, decay=args.decay,
+        bc_checkpoint=Path(args.bc_checkpoint) if args.bc_checkpoint else None, decay=args.decay, preset=args.preset,
     )
     print()
     print(format_table(rows, args.variant))

@@ -51,15 +51,16 @@ QUICKSTART_DECAY = "cosine"
 
 
 def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], beta: Optional[float] = None,
-                polyak: float = VALUE_POLYAK, forced_targets: str = "target", decay: str = "none"):
-    """The module of one quickstart row: BC/%BC from scratch, MC/ILQL from the BC checkpoint (maze script
+                polyak: float = VALUE_POLYAK, forced_targets: str = "target", decay: str = "none",
+                preset: str = "tiny"):
+    """The module of one quickstart row: BC/%BC from scratch on the `preset` model, MC/ILQL from the BC checkpoint (maze script
     settings: gamma 0.99 per token, tau 0.95, no CQL term, beta 8 unless given, head bias 0; ILQL's targets move
     `polyak` of the way each step, V's targets at forced tokens are `forced_targets`' Q); the learning rate warms up
     for 50 steps, then follows `decay`."""
     beta = DEFAULT_BETA if beta is None else beta
     if algorithm in ("BC", "%BC"):
         optim = Optimisation(LEARNING_RATE, warmup_steps=50, decay=decay)
-        return BC(BackboneConfig("tiny", tokenizer=str(tokenizer_dir)), optim=optim)
+        return BC(BackboneConfig(preset, tokenizer=str(tokenizer_dir)), optim=optim)
     if init_from is None:
         raise ValueError(f"{algorithm} starts from a BC checkpoint")
     value_optim = Optimisation(VALUE_LEARNING_RATE, warmup_steps=50, decay=decay)
@@ -74,14 +75,14 @@ def make_module(algorithm: str, tokenizer_dir: Path, init_from: Optional[Path], 
 def train_and_evaluate(
     name: str, data_dir: Path, out: Path, variant: str, filter: str, steps: int, episodes: int, seed: int,
     init_from: Optional[Path] = None, beta: Optional[float] = None, beta_sweep: Sequence[float] = (),
-    accelerator: str = "cpu", polyak: float = VALUE_POLYAK, decay: str = "none",
+    accelerator: str = "cpu", polyak: float = VALUE_POLYAK, decay: str = "none", preset: str = "tiny",
 ) -> dict:
     """Train one algorithm (BC, %BC, MC, ILQL) and evaluate it; returns its summary and checkpoint as a dict.
     For MC/ILQL with `beta_sweep`, the decoding beta is first chosen by a sweep of 100 episodes (4 per start) on
     policy seed `seed + 1`."""
     L.seed_everything(seed, verbose=False)
     slug = name.replace("%", "filtered_").lower()
-    module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta, polyak, decay=decay)
+    module = make_module(name, data_dir / TOKENIZER_DIR, init_from, beta, polyak, decay=decay, preset=preset)
     data = EpisodeDataModule(str(data_dir / TRAIN_FILE), task="maze", variant=variant, filter=filter, batch_size=64)
     protocol = EvaluationProtocol("maze", variant, episodes, batch_size=1024)
     evaluation = RolloutEvaluation(protocol, every_n_epochs=0)
@@ -143,10 +144,11 @@ def run_algorithms(
     algorithms: list[str], out_dir: Path, variant: str, episodes: int, steps: int, value_steps: int, seed: int,
     first_stage: int = 2, n_stages: Optional[int] = None, betas: Optional[dict[str, float]] = None,
     beta_sweep: Sequence[float] = (), accelerator: str = "cpu", on_row: Optional[Callable[[list[dict]], None]] = None,
-    bc_checkpoint: Optional[Path] = None, decay: str = "none",
+    bc_checkpoint: Optional[Path] = None, decay: str = "none", preset: str = "tiny",
 ) -> list[dict]:
-    """Train and evaluate each algorithm in order; MC and ILQL start from the BC row's checkpoint (or
-    `bc_checkpoint`, when given, from an earlier run) and decode with `betas[name]` (default `DEFAULT_BETA`).
+    """Train and evaluate each algorithm in order (BC and %BC on the `preset` model); MC and ILQL start from the BC
+    row's checkpoint (or `bc_checkpoint`, when given, from an earlier run) and decode with `betas[name]` (default
+    `DEFAULT_BETA`).
     `on_row(rows)` runs after each row, so a long run keeps what it has."""
     data_dir = out_dir / "data" / f"maze_{variant}"
     n_stages = n_stages or first_stage + len(algorithms) - 1
@@ -162,7 +164,7 @@ def run_algorithms(
         print(f"[{i}/{n_stages}] {name}: train {n} steps{origin}, then evaluate {episodes} episodes (25 starts)")
         rows.append(train_and_evaluate(
             name, data_dir, out_dir, variant, "success" if name == "%BC" else "none", n, episodes, seed,
-            init_from if value else None, (betas or {}).get(name), beta_sweep, accelerator, decay=decay,
+            init_from if value else None, (betas or {}).get(name), beta_sweep, accelerator, decay=decay, preset=preset,
         ))
         if on_row is not None:
             on_row(rows)
