@@ -140,7 +140,8 @@ def _eval(args: argparse.Namespace) -> None:
         module, meta = load_module(args.checkpoint, args.trust_remote_code, args.algorithm)
     task = get_task(args.task) if args.task else _recorded_task(args.checkpoint, meta)
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
-    decoding = Decoding(args.decoding or task.default_decoding, args.temperature, args.beta)
+    decoding = Decoding(args.decoding or task.default_decoding, args.temperature, args.beta,
+                        value_networks=args.value_networks)
     if args.beta is not None and module.value_guidance() is None:
         raise LMRLError(
             f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
@@ -344,6 +345,8 @@ def _add_eval_command(sub) -> None:
                    help="default: the task's (maze: rerank, sampled over the four moves)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=None, help="value-guidance weight of MC/ILQL (default: the trained one)")
+    p.add_argument("--value-networks", default="online", choices=["online", "target"],
+                   help="ILQL's guidance from its online networks or its Polyak-averaged targets (the original's re-ranker)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--env-options", default=None, metavar="JSON",

@@ -800,6 +800,39 @@ def test_value_rerank_scores_match_direct_sum(assets):
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-3)
 
 
+def test_ilql_decodes_with_its_target_networks_when_asked(assets):
+    """`value_networks: target` scores with min(target Q1, target Q2) - V on the target trunk's hidden states; the
+    online networks no longer matter, and a module without targets refuses it in one line."""
+    module = ILQL(init_from=assets["ckpt"], beta=2.0).eval()
+    perturb_(module.target_q1, module.target_q2, module.v, std=0.05, seed=6)
+    perturb_(module.target_trunk, std=0.02, seed=7)
+    tok = module.tokenizer
+    histories = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
+    target = module.policy(Decoding("rerank", value_networks="target"), DOORS)
+    before = target.scores(histories)
+    with torch.no_grad():
+        for i, hist in enumerate(histories):
+            prompt = [x for t in hist for x in tok.encode(t.text)]
+            for j, cand in enumerate(DOORS):
+                ids = prompt + tok.encode(cand)
+                x = torch.tensor([ids])
+                logp = torch.log_softmax(module.model(x).logits[0].float(), -1)
+                h = module.hidden(module.target_trunk, x, torch.ones_like(x))[0]
+                q = torch.minimum(module.target_q1(h), module.target_q2(h)) - module.v(h)
+                steps = range(len(prompt) - 1, len(ids) - 1)
+                direct = sum(logp[t, ids[t + 1]].item() + 2.0 * q[t, ids[t + 1]].item() for t in steps)
+                assert before[i, j].item() == pytest.approx(direct, abs=1e-3)
+    online = module.policy(Decoding("rerank"), DOORS).scores(histories)
+    assert not torch.allclose(online, before, atol=1e-3)  # the perturbed targets differ from the online networks
+    perturb_(module.q1, module.q2, module.trunk, std=0.3, seed=8)
+    assert torch.allclose(module.policy(Decoding("rerank", value_networks="target"), DOORS).scores(histories), before)
+    mc = MCReturns(init_from=assets["ckpt"])
+    with pytest.raises(LMRLError, match="value_networks: target .* MCReturns has none"):
+        mc.policy(Decoding("rerank", value_networks="target"), DOORS)
+    with pytest.raises(LMRLError, match="value_networks"):
+        Decoding("rerank", value_networks="averaged")
+
+
 def test_both_decoding_paths_give_valid_actions(assets, bandit_ilql):
     hist = (Text(DOOR_PROMPT, False),)
     for policy in (bandit_ilql.policy(Decoding("sample")), bandit_ilql.policy(Decoding("rerank"), DOORS)):

@@ -102,14 +102,18 @@ class LMRLModule(L.LightningModule):
     def policy(self, decoding: Decoding = Decoding(), candidates: Optional[Sequence[str]] = None) -> BatchedTextPolicy:
         """The batched text policy this module acts with (evaluation, online rollouts), as `decoding` describes;
         `candidates` are the task's fixed actions that the re-ranking kinds choose among."""
-        guidance = self.value_guidance(decoding.beta)
+        guidance = self.value_guidance(decoding.beta, decoding.value_networks)
         if decoding.beta is not None and guidance is None:
             raise LMRLError(f"decoding.beta weighs value guidance (MC, ILQL); {type(self).__name__} has none")
+        if decoding.value_networks != "online" and guidance is None:
+            raise LMRLError(f"decoding.value_networks picks the networks of value guidance (ILQL); "
+                            f"{type(self).__name__} has none")
         return build_policy(self.model, self.tokenizer, decoding, candidates, guidance)
 
-    def value_guidance(self, beta: Optional[float] = None) -> Optional[ValueGuidance]:
-        """What decoding adds to the policy's scores, weighted by `beta` (None: the module's own); None for a module
-        that decodes with its policy alone. Value-based modules override it."""
+    def value_guidance(self, beta: Optional[float] = None, networks: str = "online") -> Optional[ValueGuidance]:
+        """What decoding adds to the policy's scores, weighted by `beta` (None: the module's own), from its `networks`
+        (``online`` or ``target``); None for a module that decodes with its policy alone. Value-based modules
+        override it."""
         return None
 
     # ---- optimisation -----------------------------------------------------------------------------------------

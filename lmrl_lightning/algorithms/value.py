@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from lmrl_lightning.algorithms.base import LMRLModule
+from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import DiscountPer, ValueLearning
 from lmrl_lightning.policies import ValueGuidance
@@ -161,9 +162,13 @@ class ValueModule(LMRLModule):
         """`guidance(hidden)` at the given next tokens only, [...] (no vocabulary-sized output)."""
         raise NotImplementedError
 
-    def value_guidance(self, beta: Optional[float] = None) -> ValueGuidance:
-        """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`)."""
+    def value_guidance(self, beta: Optional[float] = None, networks: str = "online") -> ValueGuidance:
+        """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`); `networks`
+        ``target`` takes them from the target networks, which only ILQL has."""
         beta = float(self.decoding_beta) if beta is None else beta
+        if networks == "target":
+            raise LMRLError(f"decoding.value_networks: target decodes with ILQL's target networks; "
+                            f"{type(self).__name__} has none (use online)")
         return ValueGuidance(self.trunk, self.guidance, self.guidance_at, beta)
 
     def log_stats(self, name: str, x: torch.Tensor, batch_size: int) -> None:

@@ -13,6 +13,7 @@ from lmrl_lightning.validation import as_settings, check_choice, check_int, chec
 
 DecodingKind = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 DECODING_KINDS: tuple[str, ...] = ("sample", "greedy", "rerank", "rerank_greedy")
+VALUE_NETWORKS: tuple[str, ...] = ("online", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Decoding:
         carry_cache: keep each call's KV caches for the next turn, so that a history that only grew runs its new
             tokens only; false frees them after each call (the kept caches can double the decoder's memory peak:
             one batch's caches, held between turns).
+        value_networks: which of a value-based module's networks give the guidance: ``online`` (the trunk and heads
+            being trained; the original's evaluation scripts) or ``target`` (ILQL's Polyak-averaged target trunk
+            and target Q heads, with V read on the target trunk: the original's re-ranker and the default of its
+            `ILQLInference.generate`). Only ILQL has targets.
     """
 
     kind: DecodingKind = "sample"
@@ -39,6 +44,7 @@ class Decoding:
     beta: Optional[float] = None
     max_new_tokens: int = 16
     carry_cache: bool = True
+    value_networks: Literal["online", "target"] = "online"
 
     def __post_init__(self) -> None:
         check_choice("decoding.kind", self.kind, DECODING_KINDS)
@@ -48,6 +54,7 @@ class Decoding:
         check_int("decoding.max_new_tokens", self.max_new_tokens)
         if not isinstance(self.carry_cache, bool):
             raise LMRLError(f"decoding.carry_cache: expected true or false, got {self.carry_cache!r}")
+        check_choice("decoding.value_networks", self.value_networks, VALUE_NETWORKS)
 
     @property
     def reranks(self) -> bool:
