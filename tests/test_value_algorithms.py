@@ -779,25 +779,32 @@ def test_value_guided_sampling_continues_histories_from_the_last_turns_caches(as
     assert carried.turn_cache.longest_prefix([i for t in histories[0] for i in carried.tokenize(t.text)])[0] > 0
 
 
-def test_value_rerank_scores_match_direct_sum(assets):
-    module = MCReturns(init_from=assets["ckpt"], beta=3.0).eval()
-    perturb_(module.q_head, std=0.05, seed=4)
+RERANK_HISTORIES = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
+
+
+def assert_rerank_scores_are_direct_sums(module, scores, candidates, trunk, values, beta) -> None:
+    """Each history's score of each candidate is the sum over the candidate's tokens of log pi_beta + beta *
+    values(trunk's hidden states), computed here one whole sequence at a time without caches."""
     tok = module.tokenizer
-    candidates = DOORS + ["walk to the end\n"]
-    histories = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
-    scores = module.policy(Decoding("rerank"), candidates).scores(histories)
     with torch.no_grad():
-        for i, hist in enumerate(histories):
+        for i, hist in enumerate(RERANK_HISTORIES):
             prompt = [x for t in hist for x in tok.encode(t.text)]
             for j, cand in enumerate(candidates):
                 ids = prompt + tok.encode(cand)
                 x = torch.tensor([ids])
                 logp = torch.log_softmax(module.model(x).logits[0].float(), -1)
-                h = module.hidden(module.trunk, x, torch.ones_like(x))[0]
-                q = module.q_head(h)
+                v = values(module.hidden(trunk, x, torch.ones_like(x))[0])
                 steps = range(len(prompt) - 1, len(ids) - 1)  # the candidate's tokens
-                direct = sum(logp[t, ids[t + 1]].item() + 3.0 * q[t, ids[t + 1]].item() for t in steps)
+                direct = sum(logp[t, ids[t + 1]].item() + beta * v[t, ids[t + 1]].item() for t in steps)
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-3)
+
+
+def test_value_rerank_scores_match_direct_sum(assets):
+    module = MCReturns(init_from=assets["ckpt"], beta=3.0).eval()
+    perturb_(module.q_head, std=0.05, seed=4)
+    candidates = DOORS + ["walk to the end\n"]
+    scores = module.policy(Decoding("rerank"), candidates).scores(RERANK_HISTORIES)
+    assert_rerank_scores_are_direct_sums(module, scores, candidates, module.trunk, module.q_head, 3.0)
 
 
 def test_ilql_decodes_with_its_target_networks_when_asked(assets):
@@ -806,26 +813,16 @@ def test_ilql_decodes_with_its_target_networks_when_asked(assets):
     module = ILQL(init_from=assets["ckpt"], beta=2.0).eval()
     perturb_(module.target_q1, module.target_q2, module.v, std=0.05, seed=6)
     perturb_(module.target_trunk, std=0.02, seed=7)
-    tok = module.tokenizer
-    histories = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
-    target = module.policy(Decoding("rerank", value_networks="target"), DOORS)
-    before = target.scores(histories)
-    with torch.no_grad():
-        for i, hist in enumerate(histories):
-            prompt = [x for t in hist for x in tok.encode(t.text)]
-            for j, cand in enumerate(DOORS):
-                ids = prompt + tok.encode(cand)
-                x = torch.tensor([ids])
-                logp = torch.log_softmax(module.model(x).logits[0].float(), -1)
-                h = module.hidden(module.target_trunk, x, torch.ones_like(x))[0]
-                q = torch.minimum(module.target_q1(h), module.target_q2(h)) - module.v(h)
-                steps = range(len(prompt) - 1, len(ids) - 1)
-                direct = sum(logp[t, ids[t + 1]].item() + 2.0 * q[t, ids[t + 1]].item() for t in steps)
-                assert before[i, j].item() == pytest.approx(direct, abs=1e-3)
-    online = module.policy(Decoding("rerank"), DOORS).scores(histories)
+    before = module.policy(Decoding("rerank", value_networks="target"), DOORS).scores(RERANK_HISTORIES)
+    assert_rerank_scores_are_direct_sums(
+        module, before, DOORS, module.target_trunk,
+        lambda h: torch.minimum(module.target_q1(h), module.target_q2(h)) - module.v(h), 2.0,
+    )
+    online = module.policy(Decoding("rerank"), DOORS).scores(RERANK_HISTORIES)
     assert not torch.allclose(online, before, atol=1e-3)  # the perturbed targets differ from the online networks
     perturb_(module.q1, module.q2, module.trunk, std=0.3, seed=8)
-    assert torch.allclose(module.policy(Decoding("rerank", value_networks="target"), DOORS).scores(histories), before)
+    after = module.policy(Decoding("rerank", value_networks="target"), DOORS).scores(RERANK_HISTORIES)
+    assert torch.allclose(after, before)
     mc = MCReturns(init_from=assets["ckpt"])
     with pytest.raises(LMRLError, match="value_networks: target .* MCReturns has none"):
         mc.policy(Decoding("rerank", value_networks="target"), DOORS)
