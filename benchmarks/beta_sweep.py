@@ -1,15 +1,18 @@
-"""Decode-time beta sweep of a value-based checkpoint (MC Returns, ILQL): normalised score at each beta.
+"""Decode-time beta sweep of value-based checkpoints (MC Returns, ILQL): normalised score at each beta, and for ILQL
+with its online or its Polyak-averaged target networks (`Decoding.value_networks`).
 
 beta only weighs the value guidance at decoding time (logits_pi_beta + beta * guidance), so one trained checkpoint
 serves every beta. Sweep on a policy seed other than the one of the final evaluation, then report the chosen
 beta's score under the paper's protocol (maze_scores.py --mc-beta/--ilql-beta), so the choice is not fitted to the
-reported episodes.
+reported episodes. Every checkpoint, beta and network set plays the same episodes (task protocol, policy seeds).
 
 Run:  python benchmarks/beta_sweep.py runs/maze_scores/fo/checkpoints/ilql.ckpt --betas 1,2,4,8,16 --episodes 100
+      python benchmarks/beta_sweep.py A.ckpt B.ckpt --betas 8 --value-networks online,target --seeds 0,1 --episodes 800
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,34 +29,56 @@ from lmrl_lightning.registry import get_task  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module, summarise  # noqa: E402
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint")
-    p.add_argument("--betas", default="0,1,2,4,8,16,32", help="comma-separated")
-    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per beta (maze: 25 starts x 4)")
-    p.add_argument("--seed", type=int, default=1, help="policy sampling seed (the reported evaluation uses 0)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--results", default=None, help="JSON output (default: benchmarks/results/beta_sweep_<name>.json)")
-    args = p.parse_args(argv)
-
-    module, meta = load_module(args.checkpoint)
+def sweep(checkpoint: str, betas: list[float], networks: list[str], seeds: list[int], episodes: int,
+          batch_size: int) -> tuple[dict, list[dict]]:
+    """One checkpoint's rows: a (beta, networks) pair each, with its score per seed and their mean."""
+    module, meta = load_module(checkpoint)
+    module.eval()
     task = get_task(meta.get("task") or "maze")
     variant = meta.get("variant") or task.variants[0]
+    about = {"checkpoint": checkpoint, "algorithm": type(module).__name__, "task": task.name, "variant": variant}
     rows = []
-    for beta in (float(b) for b in args.betas.split(",")):
-        start = time.time()
-        decoding = Decoding(task.default_decoding, beta=beta)
-        protocol = EvaluationProtocol(task.name, variant, args.episodes, args.batch_size, args.seed, decoding)
-        summary = summarise(evaluate_module(module, protocol), task.normalisation[variant])
-        rows.append({"beta": beta, "seconds": round(time.time() - start, 1), **vars(summary)})
-        print(f"beta {beta:>6g}: score {summary.normalised_score:6.1f}  success {summary.success_rate:.3f}  "
-              f"return {summary.mean_return:8.2f}  ({rows[-1]['seconds']} s)", flush=True)
-    best = max(rows, key=lambda r: r["normalised_score"])
-    print(f"best beta {best['beta']:g}: score {best['normalised_score']:.1f}")
-    name = f"{type(module).__name__.lower()}_{task.name}_{variant}"
+    for beta in betas:
+        for kind in networks:
+            start, runs = time.time(), []
+            for seed in seeds:
+                decoding = Decoding(task.default_decoding, beta=beta, value_networks=kind)
+                protocol = EvaluationProtocol(task.name, variant, episodes, batch_size, seed, decoding)
+                runs.append({"seed": seed, **vars(summarise(evaluate_module(module, protocol), task.normalisation[variant]))})
+            score = statistics.fmean(r["normalised_score"] for r in runs)
+            rows.append({"checkpoint": checkpoint, "beta": beta, "value_networks": kind, "normalised_score": score,
+                         "seconds": round(time.time() - start, 1), "runs": runs})
+            print(f"{checkpoint} beta {beta:>6g} {kind:>6}: score {score:6.1f}  "
+                  + "  ".join(f"seed {r['seed']}: {r['normalised_score']:.1f} (success {r['success_rate']:.3f})"
+                              for r in runs) + f"  ({rows[-1]['seconds']} s)", flush=True)
+    return about, rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--betas", default="0,1,2,4,8,16,32", help="comma-separated")
+    p.add_argument("--value-networks", default="online", help="comma-separated: online and/or target (ILQL)")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per beta (maze: 25 starts x 4)")
+    p.add_argument("--seeds", default="1", help="comma-separated policy sampling seeds (the reported evaluation uses 0)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--results", default=None,
+                   help="JSON output (default: benchmarks/results/beta_sweep_<algorithm>_<task>_<variant>.json)")
+    args = p.parse_args(argv)
+    betas = [float(b) for b in args.betas.split(",")]
+    networks, seeds = args.value_networks.split(","), [int(s) for s in args.seeds.split(",")]
+
+    checkpoints, rows = [], []
+    for checkpoint in args.checkpoints:
+        about, found = sweep(checkpoint, betas, networks, seeds, args.episodes, args.batch_size)
+        best = max(found, key=lambda r: r["normalised_score"])
+        print(f"{checkpoint}: best beta {best['beta']:g} ({best['value_networks']}): {best['normalised_score']:.1f}")
+        checkpoints.append({**about, "best_beta": best["beta"], "best_value_networks": best["value_networks"]})
+        rows += found
+    first = checkpoints[0]
+    name = f"{first['algorithm'].lower()}_{first['task']}_{first['variant']}"
     payload = {"benchmark": "beta_sweep", "command": command_line(), "machine": machine_info(), "config": vars(args),
-               "algorithm": type(module).__name__, "task": task.name, "variant": variant, "rows": rows,
-               "best_beta": best["beta"]}
+               "checkpoints": checkpoints, "rows": rows}
     path = write_json(Path(args.results) if args.results else RESULTS_DIR / f"beta_sweep_{name}.json", payload)
     print(f"results: {path}")
 
