@@ -490,6 +490,7 @@ def test_rerank_scores_prompts_in_groups_as_at_once(taught_module, monkeypatch):
     the same scores as one pass over all prompts."""
     policy = taught_module.policy(Decoding("rerank_greedy"), MOVES)
     histories = HISTORIES + [(observation(p),) for p in START_POSITIONS[::2]]
+    monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", 0)  # one row per (prompt, candidate), the path that groups
     at_once = policy.scores(histories)
     groups = []
     score_group = rerank._group_scores
@@ -510,3 +511,29 @@ def test_rerank_sampling_frequencies_follow_softmax_of_scores(taught_module, tem
     out = policy.act([history] * n, seeds=range(n))
     observed = torch.tensor([sum(h[-1].text == m for h in out) / n for m in MOVES], dtype=torch.double)
     assert observed.sub(expected).abs().max().item() < 0.05, (observed, expected)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])
+def test_candidates_side_by_side_score_as_one_row_per_candidate(tokenizer_dir, preset, monkeypatch):
+    """A few candidates run side by side after each prompt under a tree mask (`_tree_scores`): the same scores as
+    one row per (prompt, candidate) on a repeated cache, for absolute (GPT-2) and rotary (Llama) positions, with
+    candidates of several lengths and prompts continued from the last turn's cache."""
+    torch.manual_seed(2)
+    model = BC(BackboneConfig(preset, tokenizer=tokenizer_dir, max_positions=N_POSITIONS)).model.eval()
+    tok = BC(BackboneConfig(preset, tokenizer=tokenizer_dir, max_positions=N_POSITIONS)).tokenizer
+    candidates = list(MOVES) + ["move up and then down\n", "\n"]
+    tree_calls = []
+    side_by_side = rerank._tree_scores
+    monkeypatch.setattr(rerank, "_tree_scores", lambda *args: tree_calls.append(1) or side_by_side(*args))
+    tree = RerankPolicy(model, tok, candidates, temperature=0)
+    copies = RerankPolicy(model, tok, candidates, temperature=0, carry_cache=False)
+    histories = HISTORIES[:3]
+    for turn in range(3):  # later turns continue from the kept caches (prompts of mixed cached widths)
+        got = tree.scores(histories)
+        with monkeypatch.context() as m:
+            m.setattr(rerank, "MAX_TREE_TOKENS", 0)
+            expected = copies.scores(histories)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        histories = [h + (move(MOVES[(turn + i) % 4]), observation(START_POSITIONS[turn + i])) for i, h in
+                     enumerate(histories)]
+    assert len(tree_calls) == 3

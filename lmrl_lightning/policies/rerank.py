@@ -19,6 +19,10 @@ from lmrl_lightning.policies.turn_cache import TurnCache, carried
 Features = tuple[torch.Tensor, ...]
 # Most (prompt, candidate) rows scored at once: bounds the memory of the repeated KV caches.
 MAX_CANDIDATE_ROWS = 4096
+# Candidate sets of at most this many tokens in all run side by side in one row per prompt (`_tree_scores`); each
+# token then also meets every other candidate's positions (masked), which beyond this costs more than the copies of
+# the prompt's cache that one row per candidate needs (Wordle's 400 words: 2400 tokens).
+MAX_TREE_TOKENS = 64
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -46,23 +50,59 @@ def candidate_scores(
     candidates: Sequence[list[int]],
     device,
     turn_cache: Optional[TurnCache] = None,
+    tree: bool = False,
 ) -> torch.Tensor:
     """Sum over each candidate's tokens of a per-token score, after each prompt: [len(prompts), len(candidates)].
 
     Each prompt runs once (left-padded); its KV cache is then repeated once per candidate and only the
     candidates' tokens run on top of it, right-padded. Prompts go in groups so that the repeated caches hold at
-    most MAX_CANDIDATE_ROWS rows (Wordle: 400 words). Differentiable (PPO's update scores candidates with it);
+    most MAX_CANDIDATE_ROWS rows (Wordle: 400 words). With `tree` (networks whose attention reads a 4D boolean
+    mask as given, see `takes_tree_mask`) and at most MAX_TREE_TOKENS candidate tokens in all, the candidates run
+    side by side in the prompt's own row instead (`_tree_scores`): no copies of the cache, one row per prompt.
+    Differentiable (PPO's update scores candidates with it);
     decoding callers run it under `torch.inference_mode`. `features(ids, mask, positions, caches, last_only)` gives
     per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
     `token_scores(features, tokens)` scores the token that follows each position: [B, T]. With a `turn_cache`
     (decoding only), a prompt continues from the longest prefix of it the cache holds, and the prompts' own caches
     are kept in it (see `turn_cache.py`).
     """
+    if tree and sum(len(c) for c in candidates) <= MAX_TREE_TOKENS:
+        return _tree_scores(features, token_scores, pad_id, prompts, candidates, device, turn_cache)
     group = max(1, MAX_CANDIDATE_ROWS // len(candidates))
     return torch.cat([
         _group_scores(features, token_scores, pad_id, prompts[i:i + group], candidates, device, turn_cache)
         for i in range(0, len(prompts), group)
     ])
+
+
+def takes_tree_mask(*models) -> bool:
+    """Whether every model attends with PyTorch's scaled_dot_product_attention, which reads a custom 4D boolean
+    mask as given (eager attention would add it to the scores as numbers)."""
+    return all(getattr(getattr(m, "config", None), "_attn_implementation", None) == "sdpa" for m in models)
+
+
+def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device, turn_cache=None):
+    """`candidate_scores` with every candidate's tokens laid side by side in one row after each prompt: token k of
+    a candidate sits at the position it would have right after the prompt and attends to the prompt and to its own
+    candidate's earlier tokens only (a 4D mask), so the prompt's cache serves all candidates as it is."""
+    last, caches, mask, last_position = _prompt_pass(features, pad_id, prompts, device, turn_cache)
+    lengths = torch.tensor([len(c) for c in candidates], device=device)
+    flat = torch.tensor([t for c in candidates for t in c], device=device)  # [S]
+    owner = torch.repeat_interleave(torch.arange(len(candidates), device=device), lengths)
+    starts = lengths.cumsum(0) - lengths
+    offset = torch.arange(len(flat), device=device) - starts[owner]
+    rows, width = len(prompts), len(flat)
+    own = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])  # [query, key]
+    tree_mask = torch.cat([mask.bool()[:, None, None, :].expand(rows, 1, width, mask.shape[1]),
+                           own.expand(rows, 1, width, width)], dim=-1)
+    after, _ = features(flat.expand(rows, width), tree_mask, last_position + 1 + offset, caches, False)
+    # Position i scores the token after it in its own candidate; the prompt's last position scores each first token.
+    follows = torch.zeros(width, dtype=torch.bool, device=device)
+    follows[:-1] = owner[1:] == owner[:-1]
+    rest = token_scores(after, torch.roll(flat, -1).expand(rows, width)) * follows
+    first = token_scores(tuple(f.expand(rows, len(candidates), *f.shape[2:]) for f in last),
+                         flat[starts].expand(rows, len(candidates)))
+    return first + torch.zeros_like(first).index_add_(1, owner, rest.to(first.dtype))
 
 
 def _prompt_pass(features: FeatureFn, pad_id: int, prompts, device, turn_cache: Optional[TurnCache]):
@@ -289,7 +329,7 @@ class RerankPolicy(BatchedTextPolicy):
         with eval_mode(*self.modules()), torch.inference_mode(), carried(self.turn_cache, self.modules()):
             out = candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, unique, self.candidate_ids,
-                next(self.model.parameters()).device, self.turn_cache,
+                next(self.model.parameters()).device, self.turn_cache, tree=takes_tree_mask(*self.modules()),
             )
         return out[torch.tensor(rows, device=out.device)]
 
