@@ -496,6 +496,8 @@ def cases() -> list[Case]:
         C("eval-unknown-task", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--task", "nope"), ("nope",)),
         C("eval-unknown-variant", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--variant", "zz"), ("zz",)),
         C("eval-beta-on-bc", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--beta", "4"), ("beta",)),
+        C("eval-target-networks-on-bc", "eval", lambda fx, d: eval_argv(fx.bc_ckpt, "--value-networks", "target"),
+          ("value_networks",)),
         C("eval-ckpt-unknown-algorithm", "eval", lambda fx, d: eval_argv(retagged_ckpt(fx, d, "no.such.Algo")),
           ("no.such.Algo",)),
         C("eval-not-an-export-dir", "eval", lambda fx, d: eval_argv(d), ("lmrl.json|export",)),
