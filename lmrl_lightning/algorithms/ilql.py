@@ -23,7 +23,6 @@ from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import ILQLValueLearning
 from lmrl_lightning.algorithms.value import ValueModule, next_state_values
 from lmrl_lightning.models.heads import make_q_head, make_v_head, polyak_update
-from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.policies.sampling import eval_mode
 
 
@@ -136,27 +135,29 @@ class ILQL(ValueModule):
         return head.requires_grad_(False)
 
     # ---- decoding -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _advantages(q1, q2, v, hidden):
+        return torch.minimum(q1(hidden), q2(hidden)) - v(hidden)
+
+    @staticmethod
+    def _advantages_at(q1, q2, v, hidden, tokens):
+        return torch.minimum(q1.at(hidden, tokens), q2.at(hidden, tokens)) - v(hidden).squeeze(-1)
+
     def guidance(self, hidden):
-        return torch.minimum(self.q1(hidden), self.q2(hidden)) - self.v(hidden)
+        return self._advantages(self.q1, self.q2, self.v, hidden)
 
     def guidance_at(self, hidden, tokens):
-        return torch.minimum(self.q1.at(hidden, tokens), self.q2.at(hidden, tokens)) - self.v(hidden).squeeze(-1)
+        return self._advantages_at(self.q1, self.q2, self.v, hidden, tokens)
 
-    def target_guidance(self, hidden):
-        return torch.minimum(self.target_q1(hidden), self.target_q2(hidden)) - self.v(hidden)
-
-    def target_guidance_at(self, hidden, tokens):
-        q = torch.minimum(self.target_q1.at(hidden, tokens), self.target_q2.at(hidden, tokens))
-        return q - self.v(hidden).squeeze(-1)
-
-    def value_guidance(self, beta: Optional[float] = None, networks: str = "online") -> ValueGuidance:
-        """`ValueModule.value_guidance`; with `networks` ``target``, min(target Q1, target Q2) - V on the target
-        trunk's hidden states (V has no target copy: its head reads the target trunk), as the original's re-ranker
-        scores: the Polyak average smooths the step-to-step noise of the online values."""
+    def guidance_networks(self, networks: str) -> tuple:
+        """`ValueModule.guidance_networks`; ``target``: min(target Q1, target Q2) - V on the target trunk's hidden
+        states (V has no target copy: its head reads the target trunk), as the original's re-ranker scores: the
+        Polyak average smooths the step-to-step noise of the online values."""
         if networks != "target":
-            return super().value_guidance(beta, networks)
-        beta = float(self.decoding_beta) if beta is None else beta
-        return ValueGuidance(self.target_trunk, self.target_guidance, self.target_guidance_at, beta)
+            return super().guidance_networks(networks)
+        heads = (self.target_q1, self.target_q2, self.v)
+        return (self.target_trunk, lambda hidden: self._advantages(*heads, hidden),
+                lambda hidden, tokens: self._advantages_at(*heads, hidden, tokens))
 
     # ---- training -----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -163,13 +163,17 @@ class ValueModule(LMRLModule):
         raise NotImplementedError
 
     def value_guidance(self, beta: Optional[float] = None, networks: str = "online") -> ValueGuidance:
-        """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`); `networks`
-        ``target`` takes them from the target networks, which only ILQL has."""
+        """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`), from the
+        `networks` that `guidance_networks` gives."""
         beta = float(self.decoding_beta) if beta is None else beta
+        return ValueGuidance(*self.guidance_networks(networks), beta)
+
+    def guidance_networks(self, networks: str) -> tuple:
+        """(trunk, values, values_at) of decoding: the online trunk and `guidance`; ``target``: only ILQL has them."""
         if networks == "target":
             raise LMRLError(f"decoding.value_networks: target decodes with ILQL's target networks; "
                             f"{type(self).__name__} has none (use online)")
-        return ValueGuidance(self.trunk, self.guidance, self.guidance_at, beta)
+        return self.trunk, self.guidance, self.guidance_at
 
     def log_stats(self, name: str, x: torch.Tensor, batch_size: int) -> None:
         """Mean, min and max of a per-action-step quantity."""
