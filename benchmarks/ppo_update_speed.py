@@ -114,7 +114,8 @@ def main(argv=None) -> None:
         run_algorithms(["BC"], out_dir, "fo", 800, 800, 0, args.seed)
     arms = {"now": PPO}
     if args.before_ref:
-        arms["before"] = modules_at_revision(args.before_ref, ["lmrl_lightning/algorithms/ppo.py"])["ppo"].PPO
+        arms["before"] = modules_at_revision(
+            args.before_ref, ["lmrl_lightning/policies/rerank.py", "lmrl_lightning/algorithms/ppo.py"])["ppo"].PPO
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     weights, profiles = {}, []
     for repeat in range(args.repeats):

@@ -434,11 +434,12 @@ def test_candidate_logprobs_equal_unbatched_sums(taught_module):
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-4)
 
 
-def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, monkeypatch):
-    """PPO's scorer: one pass over right-padded chunks, then each decision's candidates on its KV cache (the chunk's
-    tokens after the decision masked out), in groups of cache rows. Each score equals the unbatched sum after the
-    decision's context, for several decisions in one row, per-decision candidate sets and the shorter rows' padding;
-    the hidden states are the chunks' own."""
+@pytest.mark.parametrize("side_by_side", [True, False], ids=["one-pass", "on-gathered-caches"])
+def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, monkeypatch, side_by_side):
+    """PPO's scorer: one pass over right-padded chunks with each decision's candidates side by side after the chunk,
+    or each decision's candidates on the chunk's KV cache (the chunk's tokens after the decision masked out), in
+    groups of cache rows. Each score equals the unbatched sum after the decision's context, for several decisions in
+    one row, per-decision candidate sets and the shorter rows' padding; the hidden states are the chunks' own."""
     model, tok = taught_module.model, taught_module.tokenizer
     moves = [tok.encode(m) for m in MOVES]
     rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:4]]
@@ -451,9 +452,16 @@ def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, 
     for row, step in decisions:
         choice[row, step] = 0
     monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", 3)
+    assert rerank.takes_tree_mask(model)
+    if not side_by_side:
+        monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", 0)
+    one_pass = rerank._chunk_tree_pass
+    calls = []
+    monkeypatch.setattr(rerank, "_chunk_tree_pass", lambda *args: calls.append(1) or one_pass(*args))
     with torch.no_grad():
         hidden, scores = rerank.chunk_candidate_logprobs(model, tok.pad_token_id, ids, mask, choice, sets)
         expected_hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert len(calls) == side_by_side
     assert rerank.fits_on_chunk_cache(model, choice, sets)
     torch.testing.assert_close(hidden, expected_hidden)
     pairs = [(rows[r][:t + 1], c) for (r, t), cands in zip(decisions, sets) for c in cands]
@@ -511,6 +519,40 @@ def test_rerank_sampling_frequencies_follow_softmax_of_scores(taught_module, tem
     out = policy.act([history] * n, seeds=range(n))
     observed = torch.tensor([sum(h[-1].text == m for h in out) / n for m in MOVES], dtype=torch.double)
     assert observed.sub(expected).abs().max().item() < 0.05, (observed, expected)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])
+def test_chunk_candidates_in_one_pass_give_the_gathered_caches_gradients(tokenizer_dir, preset, monkeypatch):
+    """PPO's update: scoring the candidates side by side in the chunk's pass gives the same hidden states, scores
+    and parameter gradients as running them on gathered copies of the chunk's cache, for absolute (GPT-2) and rotary
+    (Llama) positions, two decisions in one row, candidates of several lengths and right-padded rows."""
+    torch.manual_seed(3)
+    module = BC(BackboneConfig(preset, tokenizer=tokenizer_dir, max_positions=N_POSITIONS))
+    model, tok = module.model.eval(), module.tokenizer
+    moves = [tok.encode(m) for m in MOVES]
+    rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:3]]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    choice = torch.full((len(rows), width - 1), -1)
+    for row, step in [(0, 7), (0, len(rows[0]) - 2), (2, 12)]:
+        choice[row, step] = 0
+    sets = [moves, [tok.encode("move up and then down\n"), moves[1]], moves[:3]]
+
+    def run(tree_tokens: int):
+        model.zero_grad()
+        with monkeypatch.context() as m:
+            m.setattr(rerank, "MAX_TREE_TOKENS", tree_tokens)
+            hidden, scores = rerank.chunk_candidate_logprobs(model, tok.pad_token_id, ids, mask, choice, sets)
+        weights = torch.linspace(-1, 1, len(scores))
+        ((scores * weights).sum() + (hidden * mask[..., None]).pow(2).mean()).backward()
+        return hidden.detach(), scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (hidden, scores, grads), (hidden_ref, scores_ref, grads_ref) = run(rerank.MAX_TREE_TOKENS), run(0)
+    torch.testing.assert_close(hidden[mask.bool()], hidden_ref[mask.bool()], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(scores, scores_ref, atol=1e-4, rtol=1e-4)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], atol=1e-5, rtol=1e-3, msg=name)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])

@@ -207,21 +207,26 @@ def chunk_candidate_logprobs(
     the chunk's hidden states and cache at those positions are the context's own), `candidate_sets[d]` its
     candidates. Each pair gathers its row of the cache, masks the positions after t and runs the candidate's tokens
     at positions t + 1, ...; the first token is scored by the chunk's own state at t. This replaces a second pass
-    over every context (what `candidate_scores` runs) with the one the values need anyway. Differentiable.
-    Every context plus its longest candidate must fit the model's positions (see `fits_on_chunk_cache`).
+    over every context (what `candidate_scores` runs) with the one the values need anyway. With `takes_tree_mask`
+    networks and at most MAX_TREE_TOKENS candidate tokens in a row's decisions, the candidates instead run in the
+    same pass as the chunk, side by side after its tokens (`_chunk_tree_pass`): no gathered caches, one pass.
+    Differentiable. Every context plus its longest candidate must fit the model's positions (see
+    `fits_on_chunk_cache`).
     """
     device, width = input_ids.device, input_ids.shape[1]
+    rows, steps = (choice >= 0).nonzero(as_tuple=True)
+    counts = [len(c) for c in candidate_sets]
+    row_tokens = torch.zeros(len(input_ids), dtype=torch.long).index_add_(
+        0, rows.cpu(), torch.tensor([sum(len(c) for c in cs) for cs in candidate_sets], dtype=torch.long))
+    if len(rows) and takes_tree_mask(model) and int(row_tokens.max()) <= MAX_TREE_TOKENS:
+        return _chunk_tree_pass(model, pad_id, input_ids, attention_mask, rows, steps, candidate_sets)
     out, cache = forward_with_cache(model.base_model, None, input_ids=input_ids, attention_mask=attention_mask)
     hidden = out.last_hidden_state
-    rows, steps = (choice >= 0).nonzero(as_tuple=True)
     if len(rows) == 0:
         return hidden, hidden.new_zeros(0)
-    counts = torch.tensor([len(c) for c in candidate_sets], device=device)
-    pair = torch.repeat_interleave(torch.arange(len(rows), device=device), counts)
+    pair = torch.repeat_interleave(torch.arange(len(rows), device=device), torch.tensor(counts, device=device))
     cand, cand_mask = right_pad([c for cs in candidate_sets for c in cs], pad_id, device)
-    # Normalised once per decision, then read per pair: a [pairs, vocabulary] copy would be Wordle's 400 x its chunks.
-    first_logp = torch.log_softmax(model.get_output_embeddings()(hidden[rows, steps]).float(), -1)
-    first = first_logp[pair, cand[:, 0]]
+    first = first_token_logprobs(model, hidden, rows, steps, pair, cand[:, 0])
     context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     rest = []
@@ -237,6 +242,54 @@ def chunk_candidate_logprobs(
         )
         rest.append((token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1))
     return hidden, first + torch.cat(rest)
+
+
+def first_token_logprobs(model, hidden, rows, steps, pair_decision, first_tokens) -> torch.Tensor:
+    """log p(each pair's first candidate token) from the chunk's state at its decision's step [pairs]. Normalised
+    once per decision, then read per pair: a [pairs, vocabulary] copy would be Wordle's 400 x its chunks."""
+    first_logp = torch.log_softmax(model.get_output_embeddings()(hidden[rows, steps]).float(), -1)
+    return first_logp[pair_decision, first_tokens]
+
+
+def _chunk_tree_pass(model, pad_id: int, input_ids, attention_mask, rows, steps, candidate_sets):
+    """`chunk_candidate_logprobs` in one pass: each row's chunk, then the candidate tokens of its decisions side by
+    side after it. A candidate's token k sits at position t + 1 + k (t: its decision's step) and attends to the
+    chunk's real tokens up to t and to its own candidate's earlier tokens; the chunk's tokens never see the
+    candidates, so their hidden states are the chunk's own (a 4D boolean mask, see `takes_tree_mask`)."""
+    device, (batch, width) = input_ids.device, input_ids.shape
+    slots: list[list[tuple[int, int, int, int]]] = [[] for _ in range(batch)]  # (token, step, pair, offset)
+    pair = 0
+    for row, step, candidates in zip(rows.tolist(), steps.tolist(), candidate_sets):
+        for candidate in candidates:
+            slots[row].extend((token, step, pair, k) for k, token in enumerate(candidate))
+            pair += 1
+    extra = max(len(s) for s in slots)
+    # Padding slots: no decision (step -1, pair -1); each attends to itself only, so no query row is empty.
+    table = torch.tensor([[*s, *[(pad_id, -1, -1, 0)] * (extra - len(s))] for s in slots], device=device)
+    tokens, step, owner, offset = table.unbind(-1)  # [B, S] each
+    keys = torch.arange(width, device=device)
+    real = attention_mask.bool()
+    chunk_to_chunk = (keys[None, :] <= keys[:, None]) & real[:, None, :]  # [B, T, T]
+    extra_to_chunk = (keys[None, None, :] <= step[:, :, None]) & real[:, None, :]  # [B, S, T]
+    extra_to_extra = ((owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
+                      | torch.eye(extra, dtype=torch.bool, device=device))
+    mask = torch.cat([torch.cat([chunk_to_chunk, chunk_to_chunk.new_zeros(batch, width, extra)], -1),
+                      torch.cat([extra_to_chunk, extra_to_extra], -1)], 1)[:, None]
+    positions = torch.cat([keys.expand(batch, width), (step + 1 + offset).clamp(min=0)], 1)
+    out = model.base_model(input_ids=torch.cat([input_ids, tokens], 1), attention_mask=mask, position_ids=positions,
+                           use_cache=False)
+    hidden, after = out.last_hidden_state[:, :width], out.last_hidden_state[:, width:]
+    # Pairs are numbered in decision order, which is the slots' row-major order: first tokens come out in pair order.
+    pair_decision = torch.repeat_interleave(torch.arange(len(rows), device=device),
+                                            torch.tensor([len(c) for c in candidate_sets], device=device))
+    starts = (owner >= 0) & (offset == 0)
+    first = first_token_logprobs(model, hidden, rows, steps, pair_decision, tokens[starts])
+    # Slot (b, i) scores the next slot's token where both belong to one candidate.
+    follows = torch.zeros_like(starts)
+    follows[:, :-1] = (owner[:, :-1] >= 0) & (owner[:, 1:] == owner[:, :-1])
+    b, i = follows.nonzero(as_tuple=True)
+    rest = token_logprobs(model.get_output_embeddings()(after[b, i]), tokens[b, i + 1])
+    return hidden, first + torch.zeros_like(first).index_add_(0, owner[b, i], rest)
 
 
 def fits_on_chunk_cache(model, choice: torch.Tensor, candidate_sets: Sequence[Sequence[list[int]]]) -> bool:
