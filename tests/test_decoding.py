@@ -434,6 +434,17 @@ def test_candidate_logprobs_equal_unbatched_sums(taught_module):
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-4)
 
 
+def decision_chunks(rows: list[list[int]], pad_id: int, decisions: list[tuple[int, int]]):
+    """Right-padded chunks of `rows` (ids, mask) and PPO's `choice` with a decision at each (row, step)."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    choice = torch.full((len(rows), width - 1), -1)
+    for row, step in decisions:
+        choice[row, step] = 0
+    return ids, mask, choice
+
+
 @pytest.mark.parametrize("side_by_side", [True, False], ids=["one-pass", "on-gathered-caches"])
 def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, monkeypatch, side_by_side):
     """PPO's scorer: one pass over right-padded chunks with each decision's candidates side by side after the chunk,
@@ -443,14 +454,9 @@ def test_candidates_scored_on_a_chunk_cache_equal_unbatched_sums(taught_module, 
     model, tok = taught_module.model, taught_module.tokenizer
     moves = [tok.encode(m) for m in MOVES]
     rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:4]]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    choice = torch.full((len(rows), width - 1), -1)
     decisions = [(0, 10), (1, 5), (1, len(rows[1]) - 2), (3, 30)]  # (row, step t): the context is tokens 0..t
+    ids, mask, choice = decision_chunks(rows, tok.pad_token_id, decisions)
     sets = [moves, moves[:2], [tok.encode("There\n"), moves[3]], moves]
-    for row, step in decisions:
-        choice[row, step] = 0
     monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", 3)
     assert rerank.takes_tree_mask(model)
     if not side_by_side:
@@ -531,12 +537,7 @@ def test_chunk_candidates_in_one_pass_give_the_gathered_caches_gradients(tokeniz
     model, tok = module.model.eval(), module.tokenizer
     moves = [tok.encode(m) for m in MOVES]
     rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:3]]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    choice = torch.full((len(rows), width - 1), -1)
-    for row, step in [(0, 7), (0, len(rows[0]) - 2), (2, 12)]:
-        choice[row, step] = 0
+    ids, mask, choice = decision_chunks(rows, tok.pad_token_id, [(0, 7), (0, len(rows[0]) - 2), (2, 12)])
     sets = [moves, [tok.encode("move up and then down\n"), moves[1]], moves[:3]]
 
     def run(tree_tokens: int):
