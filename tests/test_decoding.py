@@ -557,6 +557,41 @@ def test_chunk_candidates_in_one_pass_give_the_gathered_caches_gradients(tokeniz
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])
+def test_per_state_candidates_side_by_side_score_as_one_row_per_candidate(tokenizer_dir, preset, monkeypatch):
+    """Per-state candidates (a chess position's legal moves, Text-Nav's admissible commands): prompts whose set fits
+    MAX_TREE_TOKENS run it side by side in their own rows, the others one row per (prompt, candidate), in one call;
+    every score equals the direct sum of the candidate's token log-probabilities after its history."""
+    torch.manual_seed(4)
+    module = BC(BackboneConfig(preset, tokenizer=tokenizer_dir, max_positions=N_POSITIONS))
+    model, tok = module.model.eval(), module.tokenizer
+
+    def candidates_of(history) -> list[str]:  # sets of 1 to 5 candidates of several lengths
+        return [*MOVES, "move up and then down\n"][: 1 + len(history) % 5]
+
+    sizes = {len(candidates_of(h)) for h in HISTORIES}
+    assert len(sizes) > 2
+    tree_tokens = sum(len(tok.encode(c)) for c in candidates_of((None,) * 2))  # the 3-candidate set fits, 4 do not
+    monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", tree_tokens)
+    tree_rows = []
+    side_by_side = rerank._tree_scores
+    monkeypatch.setattr(rerank, "_tree_scores", lambda f, s, pad, prompts, *rest: tree_rows.append(len(prompts))
+                        or side_by_side(f, s, pad, prompts, *rest))
+    policy = RerankPolicy(model, tok, candidates_of, temperature=0, carry_cache=False)
+    texts, scores = policy.state_scores(HISTORIES)
+    assert len(tree_rows) == 1 and 0 < tree_rows[0] < len(HISTORIES)  # some prompts side by side, some not
+    reserve = max(len(tok.encode(c)) for cands in texts for c in cands)  # the policy's prompt budget
+    with torch.no_grad():
+        for history, cands, row in zip(HISTORIES, texts, scores):
+            prompt = prompt_ids(tok, history, reserve)
+            for j, candidate in enumerate(cands):
+                ids = prompt + tok.encode(candidate)
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+                direct = sum(logp[t, ids[t + 1]].item() for t in range(len(prompt) - 1, len(ids) - 1))
+                assert row[j].item() == pytest.approx(direct, abs=1e-4)
+            assert torch.isinf(row[len(cands):]).all()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])
 def test_candidates_side_by_side_score_as_one_row_per_candidate(tokenizer_dir, preset, monkeypatch):
     """A few candidates run side by side after each prompt under a tree mask (`_tree_scores`): the same scores as
     one row per (prompt, candidate) on a repeated cache, for absolute (GPT-2) and rotary (Llama) positions, with

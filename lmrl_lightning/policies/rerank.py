@@ -67,7 +67,7 @@ def candidate_scores(
     are kept in it (see `turn_cache.py`).
     """
     if tree and sum(len(c) for c in candidates) <= MAX_TREE_TOKENS:
-        return _tree_scores(features, token_scores, pad_id, prompts, candidates, device, turn_cache)
+        return _tree_scores(features, token_scores, pad_id, prompts, [candidates] * len(prompts), device, turn_cache)
     group = max(1, MAX_CANDIDATE_ROWS // len(candidates))
     return torch.cat([
         _group_scores(features, token_scores, pad_id, prompts[i:i + group], candidates, device, turn_cache)
@@ -81,28 +81,36 @@ def takes_tree_mask(*models) -> bool:
     return all(getattr(getattr(m, "config", None), "_attn_implementation", None) == "sdpa" for m in models)
 
 
-def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device, turn_cache=None):
-    """`candidate_scores` with every candidate's tokens laid side by side in one row after each prompt: token k of
-    a candidate sits at the position it would have right after the prompt and attends to the prompt and to its own
-    candidate's earlier tokens only (a 4D mask), so the prompt's cache serves all candidates as it is."""
+def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidate_sets, device, turn_cache=None):
+    """Candidate scores with each prompt's candidates (`candidate_sets[i]`) laid side by side in one row after it:
+    [len(prompts), largest set], a smaller set's columns past its end undefined. Token k of a candidate sits at the
+    position it would have right after the prompt and attends to the prompt and to its own candidate's earlier tokens
+    only (a 4D mask), so the prompt's cache serves all its candidates as it is."""
     last, caches, mask, last_position = _prompt_pass(features, pad_id, prompts, device, turn_cache)
-    lengths = torch.tensor([len(c) for c in candidates], device=device)
-    flat = torch.tensor([t for c in candidates for t in c], device=device)  # [S]
-    owner = torch.repeat_interleave(torch.arange(len(candidates), device=device), lengths)
-    starts = lengths.cumsum(0) - lengths
-    offset = torch.arange(len(flat), device=device) - starts[owner]
-    rows, width = len(prompts), len(flat)
-    own = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])  # [query, key]
-    tree_mask = torch.cat([mask.bool()[:, None, None, :].expand(rows, 1, width, mask.shape[1]),
-                           own.expand(rows, 1, width, width)], dim=-1)
-    after, _ = features(flat.expand(rows, width), tree_mask, last_position + 1 + offset, caches, False)
-    # Position i scores the token after it in its own candidate; the prompt's last position scores each first token.
-    follows = torch.zeros(width, dtype=torch.bool, device=device)
-    follows[:-1] = owner[1:] == owner[:-1]
-    rest = token_scores(after, torch.roll(flat, -1).expand(rows, width)) * follows
-    first = token_scores(tuple(f.expand(rows, len(candidates), *f.shape[2:]) for f in last),
-                         flat[starts].expand(rows, len(candidates)))
-    return first + torch.zeros_like(first).index_add_(1, owner, rest.to(first.dtype))
+    rows = len(prompts)
+    slots = [[(token, c, k) for c, cand in enumerate(cands) for k, token in enumerate(cand)] for cands in candidate_sets]
+    width = max(len(r) for r in slots)
+    # Padding slots belong to no candidate (-1) and attend to themselves only, so no query row is empty.
+    table = torch.tensor([[*r, *[(pad_id, -1, 0)] * (width - len(r))] for r in slots], device=device)
+    tokens, owner, offset = table.unbind(-1)  # [rows, width] each
+    own = ((owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
+           | torch.eye(width, dtype=torch.bool, device=device))  # [rows, query, key]
+    tree_mask = torch.cat([mask.bool()[:, None, :].expand(rows, width, mask.shape[1]) & (owner >= 0)[:, :, None],
+                           own], dim=-1)[:, None]
+    after, _ = features(tokens, tree_mask, last_position + 1 + offset, caches, False)
+    # Slot i scores the next slot's token where both belong to one candidate; the prompt's last position scores each
+    # candidate's first token.
+    follows = torch.zeros_like(owner, dtype=torch.bool)
+    follows[:, :-1] = (owner[:, :-1] >= 0) & (owner[:, 1:] == owner[:, :-1])
+    rest = token_scores(after, torch.roll(tokens, -1, dims=1)) * follows
+    n_cands = max(len(c) for c in candidate_sets)
+    firsts = torch.tensor([[c[0] for c in cands] + [pad_id] * (n_cands - len(cands)) for cands in candidate_sets],
+                          device=device)
+    first = token_scores(tuple(f.expand(rows, n_cands, *f.shape[2:]) for f in last), firsts)
+    # Padding slots' scores go to an extra column that is dropped.
+    summed = torch.zeros(rows, n_cands + 1, dtype=first.dtype, device=device)
+    summed.scatter_add_(1, torch.where(owner >= 0, owner, n_cands), rest.to(first.dtype))
+    return first + summed[:, :n_cands]
 
 
 def _prompt_pass(features: FeatureFn, pad_id: int, prompts, device, turn_cache: Optional[TurnCache]):
@@ -160,13 +168,34 @@ def state_candidate_scores(
     candidates: Sequence[Sequence[list[int]]],
     device,
     turn_cache: Optional[TurnCache] = None,
+    tree: bool = False,
 ) -> list[torch.Tensor]:
     """`candidate_scores` when each prompt has its own candidates (`candidates[i]` for prompt i, e.g. a chess
     position's legal moves): per prompt, the scores of its candidates [len(candidates[i])].
 
     Each prompt runs once; its KV cache row is gathered once per (prompt, candidate) pair and the candidates run on
-    top, in groups of prompts holding at most MAX_CANDIDATE_ROWS pairs (a prompt with more goes alone). A
-    `turn_cache` as in `candidate_scores`."""
+    top, in groups of prompts holding at most MAX_CANDIDATE_ROWS pairs (a prompt with more goes alone). With `tree`
+    (see `candidate_scores`), the prompts whose candidates hold at most MAX_TREE_TOKENS tokens in all run them side by
+    side in their own rows instead (`_tree_scores`). A `turn_cache` as in `candidate_scores`."""
+    side_by_side = [tree and sum(len(c) for c in cands) <= MAX_TREE_TOKENS for cands in candidates]
+    scores: list[Optional[torch.Tensor]] = [None] * len(prompts)
+    if any(side_by_side):
+        rows = [i for i, fits in enumerate(side_by_side) if fits]
+        padded = _tree_scores(features, token_scores, pad_id, [prompts[i] for i in rows],
+                              [candidates[i] for i in rows], device, turn_cache)
+        for row, i in enumerate(rows):
+            scores[i] = padded[row, : len(candidates[i])]
+    rest = [i for i, fits in enumerate(side_by_side) if not fits]
+    if rest:
+        paired = _state_pair_scores(features, token_scores, pad_id, [prompts[i] for i in rest],
+                                    [candidates[i] for i in rest], device, turn_cache)
+        for i, score in zip(rest, paired):
+            scores[i] = score
+    return scores
+
+
+def _state_pair_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candidates, device, turn_cache=None):
+    """`state_candidate_scores` on gathered cache rows, one per (prompt, candidate) pair, in groups of prompts."""
     groups, group, rows = [], [], 0
     for i, cands in enumerate(candidates):
         if group and rows + len(cands) > MAX_CANDIDATE_ROWS:
@@ -404,7 +433,7 @@ class RerankPolicy(BatchedTextPolicy):
             per_state = state_candidate_scores(
                 self.features, self.token_scores, self.tokenizer.pad_token_id, [list(p) for p, _ in index],
                 [[list(c) for c in cands] for _, cands in index], next(self.model.parameters()).device,
-                self.turn_cache,
+                self.turn_cache, tree=takes_tree_mask(*self.modules()),
             )
         for row, k in zip(scored, inverse):
             out[row, : len(texts[row])] = per_state[k].float().cpu()
