@@ -19,9 +19,10 @@ from lmrl_lightning.policies.turn_cache import TurnCache, carried
 Features = tuple[torch.Tensor, ...]
 # Most (prompt, candidate) rows scored at once: bounds the memory of the repeated KV caches.
 MAX_CANDIDATE_ROWS = 4096
-# Candidate sets of at most this many tokens in all run side by side in one row per prompt (`_tree_scores`); each
-# token then also meets every other candidate's positions (masked), which beyond this costs more than the copies of
-# the prompt's cache that one row per candidate needs (Wordle's 400 words: 2400 tokens).
+# Candidate sets of at most this many tokens in all run side by side in one row per prompt (`_tree_scores`; PPO's
+# update: all of a chunk's decisions' sets, `_chunk_tree_pass`); each token then also meets every other candidate's
+# positions (masked), which beyond this costs more than the copies of the prompt's cache that one row per candidate
+# needs (Wordle's 400 words: 2400 tokens). A judgement, not a measured crossover.
 MAX_TREE_TOKENS = 64
 
 
