@@ -21,9 +21,10 @@ Features = tuple[torch.Tensor, ...]
 MAX_CANDIDATE_ROWS = 4096
 # Candidate sets of at most this many tokens in all run side by side in one row per prompt (`_tree_scores`; PPO's
 # update: all of a chunk's decisions' sets, `_chunk_tree_pass`); each token then also meets every other candidate's
-# positions (masked), which beyond this costs more than the copies of the prompt's cache that one row per candidate
-# needs (Wordle's 400 words: 2400 tokens). A judgement, not a measured crossover.
-MAX_TREE_TOKENS = 64
+# positions (masked), which somewhere between 800 and 2400 tokens costs more than the copies of the prompt's cache
+# that one row per candidate needs (benchmarks/rerank_tree_crossover.py, 80-token prompts: 1.75x at 400 tokens,
+# 1.44x at 800, 0.65x at Wordle's 400 words of 6). Chess's legal moves fit; Wordle's answers do not.
+MAX_TREE_TOKENS = 512
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
