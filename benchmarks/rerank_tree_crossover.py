@@ -23,12 +23,12 @@ from _common import RESULTS_DIR, command_line, machine_info, median, quiet_libra
 
 quiet_libraries()
 
-from lmrl_lightning.models.backbone import BackboneConfig, _preset_model  # noqa: E402
+from lmrl_lightning.models.backbone import BackboneConfig, build_backbone  # noqa: E402
 from lmrl_lightning.policies import rerank  # noqa: E402
 
 
 class _Vocabulary:
-    """What `_preset_model` reads of a tokenizer: its size and special ids."""
+    """What building a preset reads of a tokenizer: its size and special ids (no tokenizer is needed here)."""
 
     def __init__(self, size: int):
         self.size, self.bos_token_id, self.eos_token_id, self.pad_token_id = size, 0, 0, 1
@@ -38,7 +38,7 @@ class _Vocabulary:
 
 
 def build_model(preset: str, vocab: int, positions: int):
-    return _preset_model(BackboneConfig(preset, max_positions=positions), _Vocabulary(vocab)).eval()
+    return build_backbone(BackboneConfig(preset, max_positions=positions), _Vocabulary(vocab)).eval()
 
 
 def timed(model, prompts, sets, tree: bool) -> float:

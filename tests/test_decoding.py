@@ -540,16 +540,20 @@ def test_chunk_candidates_in_one_pass_give_the_gathered_caches_gradients(tokeniz
     ids, mask, choice = decision_chunks(rows, tok.pad_token_id, [(0, 7), (0, len(rows[0]) - 2), (2, 12)])
     sets = [moves, [tok.encode("move up and then down\n"), moves[1]], moves[:3]]
 
+    one_pass, calls = rerank._chunk_tree_pass, []
+
     def run(tree_tokens: int):
         model.zero_grad()
         with monkeypatch.context() as m:
             m.setattr(rerank, "MAX_TREE_TOKENS", tree_tokens)
+            m.setattr(rerank, "_chunk_tree_pass", lambda *args: calls.append(tree_tokens) or one_pass(*args))
             hidden, scores = rerank.chunk_candidate_logprobs(model, tok.pad_token_id, ids, mask, choice, sets)
         weights = torch.linspace(-1, 1, len(scores))
         ((scores * weights).sum() + (hidden * mask[..., None]).pow(2).mean()).backward()
         return hidden.detach(), scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     (hidden, scores, grads), (hidden_ref, scores_ref, grads_ref) = run(rerank.MAX_TREE_TOKENS), run(0)
+    assert calls == [rerank.MAX_TREE_TOKENS]  # one pass, then the gathered caches
     torch.testing.assert_close(hidden[mask.bool()], hidden_ref[mask.bool()], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(scores, scores_ref, atol=1e-4, rtol=1e-4)
     for name, grad in grads.items():

@@ -2,6 +2,7 @@
 candidates of each state (a chess position's legal moves)."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -90,21 +91,16 @@ def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candid
     only (a 4D mask), so the prompt's cache serves all its candidates as it is."""
     last, caches, mask, last_position = _prompt_pass(features, pad_id, prompts, device, turn_cache)
     rows = len(prompts)
-    slots = [[(token, c, k) for c, cand in enumerate(cands) for k, token in enumerate(cand)] for cands in candidate_sets]
-    width = max(len(r) for r in slots)
-    # Padding slots belong to no candidate (-1) and attend to themselves only, so no query row is empty.
-    table = torch.tensor([[*r, *[(pad_id, -1, 0)] * (width - len(r))] for r in slots], device=device)
-    tokens, owner, offset = table.unbind(-1)  # [rows, width] each
-    own = ((owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
-           | torch.eye(width, dtype=torch.bool, device=device))  # [rows, query, key]
+    tokens, owner, offset = _slot_table(
+        [[(token, c, k) for c, cand in enumerate(cands) for k, token in enumerate(cand)] for cands in candidate_sets],
+        (pad_id, -1, 0), device,
+    ).unbind(-1)  # [rows, width] each
+    width = tokens.shape[1]
     tree_mask = torch.cat([mask.bool()[:, None, :].expand(rows, width, mask.shape[1]) & (owner >= 0)[:, :, None],
-                           own], dim=-1)[:, None]
+                           _own_candidate_mask(owner, offset)], dim=-1)[:, None]
     after, _ = features(tokens, tree_mask, last_position + 1 + offset, caches, False)
-    # Slot i scores the next slot's token where both belong to one candidate; the prompt's last position scores each
-    # candidate's first token.
-    follows = torch.zeros_like(owner, dtype=torch.bool)
-    follows[:, :-1] = (owner[:, :-1] >= 0) & (owner[:, 1:] == owner[:, :-1])
-    rest = token_scores(after, torch.roll(tokens, -1, dims=1)) * follows
+    # The prompt's last position scores each candidate's first token, the slots the rest.
+    rest = token_scores(after, torch.roll(tokens, -1, dims=1)) * _continues(owner)
     n_cands = max(len(c) for c in candidate_sets)
     firsts = torch.tensor([[c[0] for c in cands] + [pad_id] * (n_cands - len(cands)) for cands in candidate_sets],
                           device=device)
@@ -113,6 +109,27 @@ def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candid
     summed = torch.zeros(rows, n_cands + 1, dtype=first.dtype, device=device)
     summed.scatter_add_(1, torch.where(owner >= 0, owner, n_cands), rest.to(first.dtype))
     return first + summed[:, :n_cands]
+
+
+def _slot_table(slots: list[list[tuple]], padding: tuple, device) -> torch.Tensor:
+    """Per row, its candidates' tokens laid side by side as slots (token, ..., owner, offset) [rows, width, fields],
+    shorter rows filled with `padding`: a slot of no candidate (owner -1)."""
+    width = max(len(r) for r in slots)
+    return torch.tensor([[*r, *[padding] * (width - len(r))] for r in slots], device=device)
+
+
+def _own_candidate_mask(owner: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """[rows, query slot, key slot]: a candidate's token sees its own candidate's tokens up to itself; a padding slot
+    sees itself (so that no query row is empty)."""
+    return ((owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
+            | torch.eye(owner.shape[1], dtype=torch.bool, device=owner.device))
+
+
+def _continues(owner: torch.Tensor) -> torch.Tensor:
+    """[rows, slots]: where the next slot holds the same candidate's next token (which this slot's output scores)."""
+    follows = torch.zeros_like(owner, dtype=torch.bool)
+    follows[:, :-1] = (owner[:, :-1] >= 0) & (owner[:, 1:] == owner[:, :-1])
+    return follows
 
 
 def _prompt_pass(features: FeatureFn, pad_id: int, prompts, device, turn_cache: Optional[TurnCache]):
@@ -246,16 +263,18 @@ def chunk_candidate_logprobs(
     """
     device, width = input_ids.device, input_ids.shape[1]
     rows, steps = (choice >= 0).nonzero(as_tuple=True)
-    counts = [len(c) for c in candidate_sets]
-    row_tokens = torch.zeros(len(input_ids), dtype=torch.long).index_add_(
-        0, rows.cpu(), torch.tensor([sum(len(c) for c in cs) for cs in candidate_sets], dtype=torch.long))
-    if len(rows) and takes_tree_mask(model) and int(row_tokens.max()) <= MAX_TREE_TOKENS:
-        return _chunk_tree_pass(model, pad_id, input_ids, attention_mask, rows, steps, candidate_sets)
+    # Each (decision, candidate) pair's decision, pairs in decision order.
+    pair = torch.repeat_interleave(torch.arange(len(rows), device=device),
+                                   torch.tensor([len(c) for c in candidate_sets], dtype=torch.long, device=device))
+    row_tokens = Counter()
+    for row, candidates in zip(rows.tolist(), candidate_sets):
+        row_tokens[row] += sum(len(c) for c in candidates)
+    if row_tokens and takes_tree_mask(model) and max(row_tokens.values()) <= MAX_TREE_TOKENS:
+        return _chunk_tree_pass(model, pad_id, input_ids, attention_mask, rows, steps, pair, candidate_sets)
     out, cache = forward_with_cache(model.base_model, None, input_ids=input_ids, attention_mask=attention_mask)
     hidden = out.last_hidden_state
     if len(rows) == 0:
         return hidden, hidden.new_zeros(0)
-    pair = torch.repeat_interleave(torch.arange(len(rows), device=device), torch.tensor(counts, device=device))
     cand, cand_mask = right_pad([c for cs in candidate_sets for c in cs], pad_id, device)
     first = first_token_logprobs(model, hidden, rows, steps, pair, cand[:, 0])
     context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
@@ -282,7 +301,7 @@ def first_token_logprobs(model, hidden, rows, steps, pair_decision, first_tokens
     return first_logp[pair_decision, first_tokens]
 
 
-def _chunk_tree_pass(model, pad_id: int, input_ids, attention_mask, rows, steps, candidate_sets):
+def _chunk_tree_pass(model, pad_id: int, input_ids, attention_mask, rows, steps, pair_decision, candidate_sets):
     """`chunk_candidate_logprobs` in one pass: each row's chunk, then the candidate tokens of its decisions side by
     side after it. A candidate's token k sits at position t + 1 + k (t: its decision's step) and attends to the
     chunk's real tokens up to t and to its own candidate's earlier tokens; the chunk's tokens never see the
@@ -294,31 +313,21 @@ def _chunk_tree_pass(model, pad_id: int, input_ids, attention_mask, rows, steps,
         for candidate in candidates:
             slots[row].extend((token, step, pair, k) for k, token in enumerate(candidate))
             pair += 1
-    extra = max(len(s) for s in slots)
-    # Padding slots: no decision (step -1, pair -1); each attends to itself only, so no query row is empty.
-    table = torch.tensor([[*s, *[(pad_id, -1, -1, 0)] * (extra - len(s))] for s in slots], device=device)
-    tokens, step, owner, offset = table.unbind(-1)  # [B, S] each
+    # Padding slots: no decision (step -1), no pair (-1).
+    tokens, step, owner, offset = _slot_table(slots, (pad_id, -1, -1, 0), device).unbind(-1)  # [B, S] each
     keys = torch.arange(width, device=device)
     real = attention_mask.bool()
     chunk_to_chunk = (keys[None, :] <= keys[:, None]) & real[:, None, :]  # [B, T, T]
     extra_to_chunk = (keys[None, None, :] <= step[:, :, None]) & real[:, None, :]  # [B, S, T]
-    extra_to_extra = ((owner[:, :, None] == owner[:, None, :]) & (offset[:, None, :] <= offset[:, :, None])
-                      | torch.eye(extra, dtype=torch.bool, device=device))
-    mask = torch.cat([torch.cat([chunk_to_chunk, chunk_to_chunk.new_zeros(batch, width, extra)], -1),
-                      torch.cat([extra_to_chunk, extra_to_extra], -1)], 1)[:, None]
+    mask = torch.cat([torch.cat([chunk_to_chunk, chunk_to_chunk.new_zeros(batch, width, tokens.shape[1])], -1),
+                      torch.cat([extra_to_chunk, _own_candidate_mask(owner, offset)], -1)], 1)[:, None]
     positions = torch.cat([keys.expand(batch, width), (step + 1 + offset).clamp(min=0)], 1)
     out = model.base_model(input_ids=torch.cat([input_ids, tokens], 1), attention_mask=mask, position_ids=positions,
                            use_cache=False)
     hidden, after = out.last_hidden_state[:, :width], out.last_hidden_state[:, width:]
     # Pairs are numbered in decision order, which is the slots' row-major order: first tokens come out in pair order.
-    pair_decision = torch.repeat_interleave(torch.arange(len(rows), device=device),
-                                            torch.tensor([len(c) for c in candidate_sets], device=device))
-    starts = (owner >= 0) & (offset == 0)
-    first = first_token_logprobs(model, hidden, rows, steps, pair_decision, tokens[starts])
-    # Slot (b, i) scores the next slot's token where both belong to one candidate.
-    follows = torch.zeros_like(starts)
-    follows[:, :-1] = (owner[:, :-1] >= 0) & (owner[:, 1:] == owner[:, :-1])
-    b, i = follows.nonzero(as_tuple=True)
+    first = first_token_logprobs(model, hidden, rows, steps, pair_decision, tokens[(owner >= 0) & (offset == 0)])
+    b, i = _continues(owner).nonzero(as_tuple=True)
     rest = token_logprobs(model.get_output_embeddings()(after[b, i]), tokens[b, i + 1])
     return hidden, first + torch.zeros_like(first).index_add_(0, owner[b, i], rest)
 
