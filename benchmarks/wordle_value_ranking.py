@@ -4,7 +4,9 @@ On held-out positions of the data policy (seed 100000 + i; 1 to 3 guesses played
 400 answers is scored, as word-level decoding scores it, by:
 - `logp`: the policy's log-probability of the word (BC's own ranking; MC and ILQL decode with their BC policy);
 - `guidance`: the value term beta adds (MC: sum of Q over the word's tokens; ILQL: sum of min(Q1, Q2) - V),
-  read as score(beta=1) - score(beta=0).
+  read as score(beta=1) - score(beta=0);
+- `last-token guidance`: the same at the word's last token only (`Decoding.candidate_value: last`): the value of
+  the whole word, Q(s, w), without the values of its prefixes.
 Per score: `consistent_auc`, the chance that a random consistent answer outranks a random inconsistent one (0.5:
 blind; the data's information is that consistent answers can win); `top_consistent`, how often the top word is
 consistent; `top_remaining`, the expected number of answers still consistent after guessing the top word (lower:
@@ -109,12 +111,12 @@ def main(argv=None) -> None:
             # beta 0: the policy's own likelihood (None would add the module's trained or swept beta).
             logp = module.policy(Decoding("rerank_greedy", beta=0.0 if value_based else None), candidates).scores(histories)
             rows.append({"scores": f"{name} logp", **ranking_metrics(logp, masks, remaining, answers)})
-            if value_based:
-                guided = module.policy(Decoding("rerank_greedy", beta=1.0), candidates).scores(histories)
-                guidance = guided - logp
-                rows.append({"scores": f"{name} guidance", **ranking_metrics(guidance, masks, remaining, answers)})
+            for reading, label in (("sum", "guidance"), ("last", "last-token guidance")) if value_based else ():
+                decoding = Decoding("rerank_greedy", beta=1.0, candidate_value=reading)
+                guidance = module.policy(decoding, candidates).scores(histories) - logp
+                rows.append({"scores": f"{name} {label}", **ranking_metrics(guidance, masks, remaining, answers)})
                 for beta in [float(b) for b in args.betas.split(",") if b]:
-                    rows.append({"scores": f"{name} logp + {beta:g} guidance",
+                    rows.append({"scores": f"{name} logp + {beta:g} {label}",
                                  **ranking_metrics(logp + beta * guidance, masks, remaining, answers)})
         print(*rows[first:], sep="\n", flush=True)
     write_json(Path(args.out), {"benchmark": "wordle_value_ranking", "command": command_line(),

@@ -141,7 +141,7 @@ def _eval(args: argparse.Namespace) -> None:
     task = get_task(args.task) if args.task else _recorded_task(args.checkpoint, meta)
     variant = task.check_variant(args.variant or meta.get("variant") or task.variants[0])
     decoding = Decoding(args.decoding or task.default_decoding, args.temperature, args.beta,
-                        value_networks=args.value_networks)
+                        value_networks=args.value_networks, candidate_value=args.candidate_value)
     if args.beta is not None and module.value_guidance() is None:
         raise LMRLError(
             f"--beta applies to value-guided decoding (MC, ILQL); {args.checkpoint} holds {type(module).__name__}"
@@ -347,6 +347,9 @@ def _add_eval_command(sub) -> None:
     p.add_argument("--beta", type=float, default=None, help="value-guidance weight of MC/ILQL (default: the trained one)")
     p.add_argument("--value-networks", default="online", choices=["online", "target"],
                    help="ILQL's guidance from its online networks or its Polyak-averaged targets (the original's re-ranker)")
+    p.add_argument("--candidate-value", default="sum", choices=["sum", "last"],
+                   help="re-ranking with MC/ILQL: add the value summed over a candidate's tokens, or at its last "
+                        "token only (the value of the whole action)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="policy sampling seed")
     p.add_argument("--env-options", default=None, metavar="JSON",

@@ -32,7 +32,7 @@ from lmrl_lightning.evaluation import EvaluationProtocol
 from lmrl_lightning.models.backbone import BackboneConfig
 from lmrl_lightning.models.heads import count_parameters, make_q_head, make_v_head, polyak_update
 from lmrl_lightning.models.tokenizer import save_tokenizer, train_bpe_tokenizer
-from lmrl_lightning.policies import Decoding
+from lmrl_lightning.policies import Decoding, rerank
 from lmrl_lightning.policies.value_guided import ValueGuidedPolicy
 from lmrl_lightning.registry import EvalEpisode
 from lmrl_lightning.rollout import rollout
@@ -782,9 +782,10 @@ def test_value_guided_sampling_continues_histories_from_the_last_turns_caches(as
 RERANK_HISTORIES = [(Text(DOOR_PROMPT, False),), (Text("start room\n", False), Text("open the red door\n", True))]
 
 
-def assert_rerank_scores_are_direct_sums(module, scores, candidates, trunk, values, beta) -> None:
+def assert_rerank_scores_are_direct_sums(module, scores, candidates, trunk, values, beta, last=False) -> None:
     """Each history's score of each candidate is the sum over the candidate's tokens of log pi_beta + beta *
-    values(trunk's hidden states), computed here one whole sequence at a time without caches."""
+    values(trunk's hidden states) (`last`: the values at the candidate's last token only), computed here one whole
+    sequence at a time without caches."""
     tok = module.tokenizer
     with torch.no_grad():
         for i, hist in enumerate(RERANK_HISTORIES):
@@ -795,7 +796,9 @@ def assert_rerank_scores_are_direct_sums(module, scores, candidates, trunk, valu
                 logp = torch.log_softmax(module.model(x).logits[0].float(), -1)
                 v = values(module.hidden(trunk, x, torch.ones_like(x))[0])
                 steps = range(len(prompt) - 1, len(ids) - 1)  # the candidate's tokens
-                direct = sum(logp[t, ids[t + 1]].item() + beta * v[t, ids[t + 1]].item() for t in steps)
+                counted = [steps[-1]] if last else steps
+                direct = sum(logp[t, ids[t + 1]].item() for t in steps) + beta * sum(
+                    v[t, ids[t + 1]].item() for t in counted)
                 assert scores[i, j].item() == pytest.approx(direct, abs=1e-3)
 
 
@@ -805,6 +808,31 @@ def test_value_rerank_scores_match_direct_sum(assets):
     candidates = DOORS + ["walk to the end\n"]
     scores = module.policy(Decoding("rerank"), candidates).scores(RERANK_HISTORIES)
     assert_rerank_scores_are_direct_sums(module, scores, candidates, module.trunk, module.q_head, 3.0)
+
+
+@pytest.mark.parametrize("tree_tokens", [rerank.MAX_TREE_TOKENS, 0], ids=["one-pass", "gathered-caches"])
+def test_value_rerank_last_counts_the_value_of_the_whole_action(assets, monkeypatch, tree_tokens):
+    """`candidate_value: last` adds beta times the guidance at each candidate's last token only (Q(s, a) of the whole
+    action), on both scoring paths, for fixed and for per-state candidates of different lengths (one token too);
+    asking for it without value guidance, or with token-by-token decoding, is refused in one line."""
+    monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", tree_tokens)
+    module = ILQL(init_from=assets["ckpt"], beta=2.0).eval()
+    assert rerank.takes_tree_mask(module.model, module.trunk)
+    perturb_(module.q1, module.q2, module.v, std=0.05, seed=9)
+    candidates = DOORS + ["walk to the end\n", "\n"]
+    decoding = Decoding("rerank", candidate_value="last")
+    fixed = module.policy(decoding, candidates).scores(RERANK_HISTORIES)
+    values = lambda h: torch.minimum(module.q1(h), module.q2(h)) - module.v(h)  # noqa: E731
+    assert_rerank_scores_are_direct_sums(module, fixed, candidates, module.trunk, values, 2.0, last=True)
+    _, per_state = module.policy(decoding, lambda history: candidates).state_scores(RERANK_HISTORIES)
+    assert torch.allclose(per_state, fixed, atol=1e-4)
+    summed = module.policy(Decoding("rerank"), candidates).scores(RERANK_HISTORIES)
+    assert not torch.allclose(summed[:, :-1], fixed[:, :-1], atol=1e-3)
+    assert torch.allclose(summed[:, -1], fixed[:, -1], atol=1e-5)  # a one-token action: its last token is all of it
+    with pytest.raises(LMRLError, match="candidate_value"):
+        BC(init_from=assets["ckpt"]).policy(decoding, candidates)
+    with pytest.raises(LMRLError, match="candidate_value: 'last' .* kind 'sample'"):
+        Decoding("sample", candidate_value="last")
 
 
 def test_ilql_decodes_with_its_target_networks_when_asked(assets):

@@ -105,6 +105,8 @@ class LMRLModule(L.LightningModule):
         guidance = self.value_guidance(decoding.beta, decoding.value_networks)
         if decoding.beta is not None and guidance is None:
             raise LMRLError(f"decoding.beta weighs value guidance (MC, ILQL); {type(self).__name__} has none")
+        if decoding.candidate_value != "sum" and guidance is None:
+            raise LMRLError(f"decoding.candidate_value reads value guidance (MC, ILQL); {type(self).__name__} has none")
         if decoding.value_networks != "online" and guidance is None:
             raise LMRLError(f"decoding.value_networks picks the networks of value guidance (ILQL); "
                             f"{type(self).__name__} has none")

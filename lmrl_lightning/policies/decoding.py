@@ -14,6 +14,7 @@ from lmrl_lightning.validation import as_settings, check_choice, check_int, chec
 DecodingKind = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 DECODING_KINDS: tuple[str, ...] = ("sample", "greedy", "rerank", "rerank_greedy")
 VALUE_NETWORKS: tuple[str, ...] = ("online", "target")
+CANDIDATE_VALUES: tuple[str, ...] = ("sum", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Decoding:
             being trained; the original's evaluation scripts) or ``target`` (ILQL's Polyak-averaged target trunk
             and target Q heads, with V read on the target trunk: the original's re-ranker and the default of its
             `ILQLInference.generate`). Only ILQL has targets.
+        candidate_value: how the re-ranking kinds read a value-based module's guidance over a candidate's tokens:
+            ``sum`` (every token's, the sequence-level form of token-by-token guidance) or ``last`` (the last
+            token's only: the value of the action as a whole, Q(s, a), rather than a sum that also counts the values
+            of its prefixes, which average over every action sharing them).
     """
 
     kind: DecodingKind = "sample"
@@ -45,6 +50,7 @@ class Decoding:
     max_new_tokens: int = 16
     carry_cache: bool = True
     value_networks: Literal["online", "target"] = "online"
+    candidate_value: Literal["sum", "last"] = "sum"
 
     def __post_init__(self) -> None:
         check_choice("decoding.kind", self.kind, DECODING_KINDS)
@@ -55,6 +61,11 @@ class Decoding:
         if not isinstance(self.carry_cache, bool):
             raise LMRLError(f"decoding.carry_cache: expected true or false, got {self.carry_cache!r}")
         check_choice("decoding.value_networks", self.value_networks, VALUE_NETWORKS)
+        check_choice("decoding.candidate_value", self.candidate_value, CANDIDATE_VALUES)
+        if self.candidate_value != "sum" and not self.reranks:
+            raise LMRLError(f"decoding.candidate_value: {self.candidate_value!r} reads values over candidate actions; "
+                            f"kind {self.kind!r} adds the value of every token it generates (use rerank or "
+                            "rerank_greedy)")
 
     @property
     def reranks(self) -> bool:
@@ -87,7 +98,8 @@ def build_policy(
         if not candidates:
             raise LMRLError(f"decoding {decoding.kind!r} needs the task's candidate actions; this task has none")
         if guidance is not None:
-            return ValueRerankPolicy(model, tokenizer, candidates, temperature, decoding.carry_cache, guidance=guidance)
+            return ValueRerankPolicy(model, tokenizer, candidates, temperature, decoding.carry_cache,
+                                     guidance=guidance, candidate_value=decoding.candidate_value)
         return RerankPolicy(model, tokenizer, candidates, temperature, decoding.carry_cache)
     if guidance is not None:
         return ValueGuidedPolicy(

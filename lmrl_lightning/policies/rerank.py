@@ -43,11 +43,13 @@ def lm_features(model, ids, mask, positions, caches, last_only: bool) -> tuple[F
 
 
 FeatureFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[tuple], bool], tuple[Features, tuple]]
+# (features, tokens, ends) -> the score of each token [B, T]; `ends` [B, T] tells the tokens that end their candidate.
+TokenScoreFn = Callable[[Features, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def candidate_scores(
     features: FeatureFn,
-    token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
+    token_scores: TokenScoreFn,
     pad_id: int,
     prompts: Sequence[list[int]],
     candidates: Sequence[list[int]],
@@ -65,7 +67,8 @@ def candidate_scores(
     Differentiable (PPO's update scores candidates with it);
     decoding callers run it under `torch.inference_mode`. `features(ids, mask, positions, caches, last_only)` gives
     per-position feature tensors and the KV caches after `ids` (a tuple: one per network it runs);
-    `token_scores(features, tokens)` scores the token that follows each position: [B, T]. With a `turn_cache`
+    `token_scores(features, tokens, ends)` scores the token that follows each position, `ends` telling the tokens
+    that end their candidate: [B, T]. With a `turn_cache`
     (decoding only), a prompt continues from the longest prefix of it the cache holds, and the prompts' own caches
     are kept in it (see `turn_cache.py`).
     """
@@ -100,11 +103,16 @@ def _tree_scores(features: FeatureFn, token_scores, pad_id: int, prompts, candid
                            _own_candidate_mask(owner, offset)], dim=-1)[:, None]
     after, _ = features(tokens, tree_mask, last_position + 1 + offset, caches, False)
     # The prompt's last position scores each candidate's first token, the slots the rest.
-    rest = token_scores(after, torch.roll(tokens, -1, dims=1)) * _continues(owner)
+    continues = _continues(owner)
+    # The token a slot scores ends its candidate when the slot after it no longer continues that candidate.
+    ends = continues & ~torch.roll(continues, -1, dims=1)
+    rest = token_scores(after, torch.roll(tokens, -1, dims=1), ends) * continues
     n_cands = max(len(c) for c in candidate_sets)
     firsts = torch.tensor([[c[0] for c in cands] + [pad_id] * (n_cands - len(cands)) for cands in candidate_sets],
                           device=device)
-    first = token_scores(tuple(f.expand(rows, n_cands, *f.shape[2:]) for f in last), firsts)
+    single = torch.tensor([[len(c) == 1 for c in cands] + [False] * (n_cands - len(cands)) for cands in candidate_sets],
+                          device=device)
+    first = token_scores(tuple(f.expand(rows, n_cands, *f.shape[2:]) for f in last), firsts, single)
     # Padding slots' scores go to an extra column that is dropped.
     summed = torch.zeros(rows, n_cands + 1, dtype=first.dtype, device=device)
     summed.scatter_add_(1, torch.where(owner >= 0, owner, n_cands), rest.to(first.dtype))
@@ -174,14 +182,16 @@ def _continuation_scores(features: FeatureFn, token_scores, last, caches, prompt
     cand_positions = last_position + 1 + torch.arange(cand.shape[1], device=cand.device)
     after, _ = features(cand, full_mask, cand_positions, caches, False)
     # The prompt's last position scores the first candidate token; candidate position k scores token k + 1.
-    first = token_scores(last, cand[:, :1])
-    rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:]) * cand_mask[:, 1:]
+    lengths = cand_mask.sum(1, keepdim=True)
+    first = token_scores(last, cand[:, :1], lengths == 1)
+    token_index = torch.arange(1, cand.shape[1], device=cand.device)
+    rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:], token_index == lengths - 1) * cand_mask[:, 1:]
     return first.sum(-1) + rest.sum(-1)
 
 
 def state_candidate_scores(
     features: FeatureFn,
-    token_scores: Callable[[Features, torch.Tensor], torch.Tensor],
+    token_scores: TokenScoreFn,
     pad_id: int,
     prompts: Sequence[list[int]],
     candidates: Sequence[Sequence[list[int]]],
@@ -346,7 +356,7 @@ def candidate_token_logprobs(
     """Log-probability of each candidate's tokens after each prompt, [len(prompts), len(candidates)], differentiable
     (`device` given: a LoRA `AdapterView` of the base has no parameters to read it from)."""
     return candidate_scores(
-        lambda *args: lm_features(model, *args), lambda f, tokens: token_logprobs(f[0], tokens),
+        lambda *args: lm_features(model, *args), lambda f, tokens, ends: token_logprobs(f[0], tokens),
         pad_id, prompts, candidates, device,
     )
 
@@ -412,8 +422,9 @@ class RerankPolicy(BatchedTextPolicy):
         """What the per-token score reads at each position (here the model's logits), and the KV caches."""
         return lm_features(self.model, ids, mask, positions, caches, last_only)
 
-    def token_scores(self, features: Features, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-token score whose sum over a candidate ranks it, [B, T]: here the model's log-probability."""
+    def token_scores(self, features: Features, tokens: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """Per-token score whose sum over a candidate ranks it, [B, T]: here the model's log-probability (`ends`,
+        which tokens end their candidate, is for scores that count only there)."""
         return token_logprobs(features[0], tokens)
 
     def scores(self, histories: Sequence[TextHistory]) -> torch.Tensor:

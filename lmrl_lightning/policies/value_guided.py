@@ -2,7 +2,8 @@
 
 Token by token the decoder samples from `logits_pi_beta + beta * guidance(h)`, where h is a value trunk's last hidden
 state; re-ranking scores each candidate by the sum over its tokens of `log pi_beta + beta * guidance`, the
-sequence-level form of the same policy. The module supplies the trunk and its guidance (MC: Q; ILQL:
+sequence-level form of the same policy, or (`Decoding.candidate_value` ``last``) by its log pi_beta plus beta times
+the guidance at its last token, the value of the action as a whole. The module supplies the trunk and its guidance (MC: Q; ILQL:
 min(Q1, Q2) - V) as a `ValueGuidance`, so that decoders know nothing about algorithms.
 """
 from __future__ import annotations
@@ -71,14 +72,19 @@ class ValueGuidedPolicy(LMPolicy):
 
 
 class ValueRerankPolicy(RerankPolicy):
-    """Re-ranks candidates (fixed, or per state) by the sum over their tokens of log pi_beta + beta *
-    values_at(h_trunk)."""
+    """Re-ranks candidates (fixed, or per state) by the sum over their tokens of log pi_beta, plus beta times the
+    value of the candidate: `candidate_value` ``sum``: the sum over its tokens of values_at(h_trunk) (the
+    sequence-level form of token-by-token guidance); ``last``: values_at at its last token only, the value of the
+    whole action once it is written, so that the candidate is scored by log pi_beta(a|s) + beta * Q(s, a) (MC) or
+    beta * (Q(s, a) - V(s_last)) (ILQL), the spec's policy with the action as one step."""
 
     def __init__(
-        self, model, tokenizer, candidates: Candidates, temperature=1.0, carry_cache=True, *, guidance: ValueGuidance
+        self, model, tokenizer, candidates: Candidates, temperature=1.0, carry_cache=True, *, guidance: ValueGuidance,
+        candidate_value: str = "sum",
     ):
         super().__init__(model, tokenizer, candidates, temperature, carry_cache)
         self.guidance = guidance
+        self.candidate_value = candidate_value
 
     def modules(self) -> list:
         return [self.model, self.guidance.trunk]
@@ -89,6 +95,9 @@ class ValueRerankPolicy(RerankPolicy):
         hidden, trunk_cache = trunk_forward(self.guidance.trunk, ids, mask, positions, trunk_cache)
         return (logits, hidden[:, -1:] if last_only else hidden), (*policy_caches, trunk_cache)
 
-    def token_scores(self, features, tokens):
+    def token_scores(self, features, tokens, ends):
         logits, hidden = features
-        return token_logprobs(logits, tokens) + self.guidance.beta * self.guidance.values_at(hidden, tokens)
+        values = self.guidance.values_at(hidden, tokens)
+        if self.candidate_value == "last":
+            values = values * ends
+        return token_logprobs(logits, tokens) + self.guidance.beta * values
