@@ -812,9 +812,9 @@ def test_value_rerank_scores_match_direct_sum(assets):
 
 @pytest.mark.parametrize("tree_tokens", [rerank.MAX_TREE_TOKENS, 0], ids=["one-pass", "gathered-caches"])
 def test_value_rerank_last_counts_the_value_of_the_whole_action(assets, monkeypatch, tree_tokens):
-    """`candidate_value: last` adds beta times the guidance at each candidate's last token only (Q(s, a) of the whole
-    action), on both scoring paths, for fixed and for per-state candidates of different lengths (one token too);
-    asking for it without value guidance, or with token-by-token decoding, is refused in one line."""
+    """`candidate_value: last` adds beta times Q at each candidate's last token only (ILQL: min(Q1, Q2), no V: the
+    value of the whole action), on both scoring paths, for fixed and for per-state candidates of different lengths
+    (one token too); asking for it without value guidance, or with token-by-token decoding, is refused in one line."""
     monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", tree_tokens)
     module = ILQL(init_from=assets["ckpt"], beta=2.0).eval()
     assert rerank.takes_tree_mask(module.model, module.trunk)
@@ -822,13 +822,14 @@ def test_value_rerank_last_counts_the_value_of_the_whole_action(assets, monkeypa
     candidates = DOORS + ["walk to the end\n", "\n"]
     decoding = Decoding("rerank", candidate_value="last")
     fixed = module.policy(decoding, candidates).scores(RERANK_HISTORIES)
-    values = lambda h: torch.minimum(module.q1(h), module.q2(h)) - module.v(h)  # noqa: E731
-    assert_rerank_scores_are_direct_sums(module, fixed, candidates, module.trunk, values, 2.0, last=True)
+    q = lambda h: torch.minimum(module.q1(h), module.q2(h))  # noqa: E731
+    assert_rerank_scores_are_direct_sums(module, fixed, candidates, module.trunk, q, 2.0, last=True)
     _, per_state = module.policy(decoding, lambda history: candidates).state_scores(RERANK_HISTORIES)
     assert torch.allclose(per_state, fixed, atol=1e-4)
     summed = module.policy(Decoding("rerank"), candidates).scores(RERANK_HISTORIES)
-    assert not torch.allclose(summed[:, :-1], fixed[:, :-1], atol=1e-3)
-    assert torch.allclose(summed[:, -1], fixed[:, -1], atol=1e-5)  # a one-token action: its last token is all of it
+    assert not torch.allclose(summed, fixed, atol=1e-3)
+    perturb_(module.v, std=0.5, seed=10)  # V(s) is no part of it
+    assert torch.allclose(module.policy(decoding, candidates).scores(RERANK_HISTORIES), fixed, atol=1e-5)
     with pytest.raises(LMRLError, match="candidate_value"):
         BC(init_from=assets["ckpt"]).policy(decoding, candidates)
     with pytest.raises(LMRLError, match="candidate_value: 'last' .* kind 'sample'"):
@@ -845,6 +846,11 @@ def test_ilql_decodes_with_its_target_networks_when_asked(assets):
     assert_rerank_scores_are_direct_sums(
         module, before, DOORS, module.target_trunk,
         lambda h: torch.minimum(module.target_q1(h), module.target_q2(h)) - module.v(h), 2.0,
+    )
+    last = module.policy(Decoding("rerank", value_networks="target", candidate_value="last"), DOORS)
+    assert_rerank_scores_are_direct_sums(
+        module, last.scores(RERANK_HISTORIES), DOORS, module.target_trunk,
+        lambda h: torch.minimum(module.target_q1(h), module.target_q2(h)), 2.0, last=True,
     )
     online = module.policy(Decoding("rerank"), DOORS).scores(RERANK_HISTORIES)
     assert not torch.allclose(online, before, atol=1e-3)  # the perturbed targets differ from the online networks

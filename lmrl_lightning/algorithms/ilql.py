@@ -140,14 +140,21 @@ class ILQL(ValueModule):
         return torch.minimum(q1(hidden), q2(hidden)) - v(hidden)
 
     @staticmethod
-    def _advantages_at(q1, q2, v, hidden, tokens):
-        return torch.minimum(q1.at(hidden, tokens), q2.at(hidden, tokens)) - v(hidden).squeeze(-1)
+    def _q_at(q1, q2, hidden, tokens):
+        return torch.minimum(q1.at(hidden, tokens), q2.at(hidden, tokens))
+
+    @classmethod
+    def _advantages_at(cls, q1, q2, v, hidden, tokens):
+        return cls._q_at(q1, q2, hidden, tokens) - v(hidden).squeeze(-1)
 
     def guidance(self, hidden):
         return self._advantages(self.q1, self.q2, self.v, hidden)
 
     def guidance_at(self, hidden, tokens):
         return self._advantages_at(self.q1, self.q2, self.v, hidden, tokens)
+
+    def action_value_at(self, hidden, tokens):
+        return self._q_at(self.q1, self.q2, hidden, tokens)
 
     def guidance_networks(self, networks: str) -> tuple:
         """`ValueModule.guidance_networks`; ``target``: min(target Q1, target Q2) - V on the target trunk's hidden
@@ -157,7 +164,8 @@ class ILQL(ValueModule):
             return super().guidance_networks(networks)
         heads = (self.target_q1, self.target_q2, self.v)
         return (self.target_trunk, lambda hidden: self._advantages(*heads, hidden),
-                lambda hidden, tokens: self._advantages_at(*heads, hidden, tokens))
+                lambda hidden, tokens: self._advantages_at(*heads, hidden, tokens),
+                lambda hidden, tokens: self._q_at(*heads[:2], hidden, tokens))
 
     # ---- training -----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:

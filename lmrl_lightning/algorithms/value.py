@@ -162,6 +162,12 @@ class ValueModule(LMRLModule):
         """`guidance(hidden)` at the given next tokens only, [...] (no vocabulary-sized output)."""
         raise NotImplementedError
 
+    def action_value_at(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) of the given next tokens, [...]: what re-ranking adds at a candidate's last token
+        (`Decoding.candidate_value: last`). Here the guidance itself (MC's guidance is Q); a module whose guidance
+        subtracts a baseline V(s) returns Q without it (V at the last token would be that of the action's prefix)."""
+        return self.guidance_at(hidden, tokens)
+
     def value_guidance(self, beta: Optional[float] = None, networks: str = "online") -> ValueGuidance:
         """The trunk and its values that decoding adds, weighted by `beta` (None: `decoding_beta`), from the
         `networks` that `guidance_networks` gives."""
@@ -169,11 +175,12 @@ class ValueModule(LMRLModule):
         return ValueGuidance(*self.guidance_networks(networks), beta)
 
     def guidance_networks(self, networks: str) -> tuple:
-        """(trunk, values, values_at) of decoding: the online trunk and `guidance`; ``target``: only ILQL has them."""
+        """(trunk, values, values_at, action_values_at) of decoding: the online trunk, `guidance`, `guidance_at` and
+        `action_value_at`; ``target``: only ILQL has them."""
         if networks == "target":
             raise LMRLError(f"decoding.value_networks: target decodes with ILQL's target networks; "
                             f"{type(self).__name__} has none (use online)")
-        return self.trunk, self.guidance, self.guidance_at
+        return self.trunk, self.guidance, self.guidance_at, self.action_value_at
 
     def log_stats(self, name: str, x: torch.Tensor, batch_size: int) -> None:
         """Mean, min and max of a per-action-step quantity."""

@@ -39,8 +39,8 @@ class Decoding:
             and target Q heads, with V read on the target trunk: the original's re-ranker and the default of its
             `ILQLInference.generate`). Only ILQL has targets.
         candidate_value: how the re-ranking kinds read a value-based module's guidance over a candidate's tokens:
-            ``sum`` (every token's, the sequence-level form of token-by-token guidance) or ``last`` (the last
-            token's only: the value of the action as a whole, Q(s, a), rather than a sum that also counts the values
+            ``sum`` (every token's, the sequence-level form of token-by-token guidance) or ``last`` (Q at the last
+            token only: the value of the action as a whole, Q(s, a), rather than a sum that also counts the values
             of its prefixes, which average over every action sharing them).
     """
 

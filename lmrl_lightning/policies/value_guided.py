@@ -26,12 +26,15 @@ class ValueGuidance:
         trunk: the causal LM whose last hidden state the values read (run beside the policy, with its own KV cache).
         values: hidden states [..., d] -> the value of every next token, [..., V].
         values_at: (hidden [..., d], tokens [...]) -> the value of the given next tokens only, [...].
+        action_values_at: (hidden, tokens) -> Q of the given next tokens, without any baseline V(s) that `values`
+            subtracts (ILQL): re-ranking's value of a whole candidate at its last token (`candidate_value: last`).
         beta: weight of the values against the policy's log-probabilities.
     """
 
     trunk: torch.nn.Module
     values: Callable[[torch.Tensor], torch.Tensor]
     values_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    action_values_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     beta: float
 
 
@@ -74,9 +77,10 @@ class ValueGuidedPolicy(LMPolicy):
 class ValueRerankPolicy(RerankPolicy):
     """Re-ranks candidates (fixed, or per state) by the sum over their tokens of log pi_beta, plus beta times the
     value of the candidate: `candidate_value` ``sum``: the sum over its tokens of values_at(h_trunk) (the
-    sequence-level form of token-by-token guidance); ``last``: values_at at its last token only, the value of the
-    whole action once it is written, so that the candidate is scored by log pi_beta(a|s) + beta * Q(s, a) (MC) or
-    beta * (Q(s, a) - V(s_last)) (ILQL), the spec's policy with the action as one step."""
+    sequence-level form of token-by-token guidance); ``last``: Q at its last token only (`action_values_at`), the value
+    of the whole action once it is written: log pi_beta(a|s) + beta * Q(s, a), the spec's policy with the action as
+    one step (for ILQL the same ranking and softmax as beta * (Q(s, a) - V(s)): V(s) is shared by every candidate of
+    a state)."""
 
     def __init__(
         self, model, tokenizer, candidates: Candidates, temperature=1.0, carry_cache=True, *, guidance: ValueGuidance,
@@ -97,7 +101,8 @@ class ValueRerankPolicy(RerankPolicy):
 
     def token_scores(self, features, tokens, ends):
         logits, hidden = features
-        values = self.guidance.values_at(hidden, tokens)
         if self.candidate_value == "last":
-            values = values * ends
+            values = self.guidance.action_values_at(hidden, tokens) * ends
+        else:
+            values = self.guidance.values_at(hidden, tokens)
         return token_logprobs(logits, tokens) + self.guidance.beta * values
