@@ -31,6 +31,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 quiet_libraries()
 
 from _scores import add_row, final_episodes, fit_row, rewritten_config  # noqa: E402
+from lmrl_lightning.callbacks import RolloutEvaluation  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
 
@@ -55,6 +56,11 @@ def benchmark_config(name: str, out: Path, args) -> Path:
         steps = ("max_steps: 8000", f"max_steps: {args.steps}") if name == "BC" else \
             ("max_steps: 2000", f"max_steps: {args.value_steps}")
         replacements += [steps, ("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every")]
+    if name in ("MC", "ILQL") and args.candidate_value:
+        replacements.append(("            kind: rerank_greedy",
+                             f"            kind: rerank_greedy\n            candidate_value: {args.candidate_value}"))
+    if name in ("MC", "ILQL") and args.betas:
+        replacements.append(("betas: [1, 4, 16, 64]", f"betas: [{args.betas}]"))
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
@@ -62,6 +68,9 @@ def run_row(name: str, config: Path) -> dict:
     """Fit one algorithm from its config; its evaluation summary, guess quality and (MC, ILQL) beta sweep."""
     cli, row = fit_row(name, config)
     _, paper_score, paper_return = ALGORITHMS[name]
+    if name in ("MC", "ILQL"):
+        evaluation = next(c for c in cli.trainer.callbacks if type(c) is RolloutEvaluation)
+        row["candidate_value"] = evaluation.decoding.candidate_value
     row.update(**guess_quality(final_episodes(cli)), paper_normalised=paper_score, paper_return=paper_return)
     print(f"{name}: score {row['normalised_score']:.1f} (paper {paper_score}), return {row['mean_return']:.3f} "
           f"(paper {paper_return}), success {row['success_rate']:.3f}, {row['seconds']:.0f} s", flush=True)
@@ -73,7 +82,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| algorithm | normalised | return | success | paper normalised | paper return | legal / consistent guesses "
              "| steps | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = r["algorithm"] + (f" (beta {r['beta']:g})" if "beta" in r else "")
+        reading = ", last token" if r.get("candidate_value") == "last" else ""
+        name = r["algorithm"] + (f" (beta {r['beta']:g}{reading})" if "beta" in r else "")
         lines.append(f"| {name} | {r['normalised_score']:.1f} | {r['mean_return']:.2f} | {r['success_rate']:.3f} "
                      f"| {r['paper_normalised']} | {r['paper_return']} | {r['legal_guess_rate']:.2f} / "
                      f"{r['consistent_guess_rate']:.2f} | {r['optimizer_steps']} | {r['seconds']:.0f} |")
@@ -87,6 +97,9 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None, help="an existing `lmrl data wordle` directory (default: OUT/data)")
     p.add_argument("--steps", type=int, default=8000, help="BC steps")
     p.add_argument("--value-steps", type=int, default=2000, help="%%BC, MC and ILQL steps (from BC)")
+    p.add_argument("--candidate-value", choices=["sum", "last"], default=None,
+                   help="MC/ILQL: how re-ranking reads the values over a word's tokens (default: the config's)")
+    p.add_argument("--betas", default=None, help="MC/ILQL: the BetaSweep's grid, comma-separated (default: the config's)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--eval-episodes", type=int, default=400, help="evaluation games (every answer once)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
