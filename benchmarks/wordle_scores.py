@@ -59,6 +59,8 @@ def benchmark_config(name: str, out: Path, args) -> Path:
     if name in ("MC", "ILQL") and args.candidate_value:
         replacements.append(("            kind: rerank_greedy",
                              f"            kind: rerank_greedy\n            candidate_value: {args.candidate_value}"))
+    if name in ("%BC", "MC", "ILQL") and args.value_decay:
+        replacements.append(("      warmup_steps: 50", f"      warmup_steps: 50\n      decay: {args.value_decay}"))
     if name in ("MC", "ILQL") and args.betas:
         replacements.append(("betas: [1, 4, 16, 64]", f"betas: [{args.betas}]"))
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
@@ -100,6 +102,8 @@ def main(argv=None) -> None:
     p.add_argument("--candidate-value", choices=["sum", "last"], default=None,
                    help="MC/ILQL: how re-ranking reads the values over a word's tokens (default: the config's)")
     p.add_argument("--betas", default=None, help="MC/ILQL: the BetaSweep's grid, comma-separated (default: the config's)")
+    p.add_argument("--value-decay", choices=["none", "cosine"], default=None,
+                   help="%%BC/MC/ILQL: the learning rate after the warm-up (default: the config's, constant)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--eval-episodes", type=int, default=400, help="evaluation games (every answer once)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
