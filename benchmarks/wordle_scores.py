@@ -57,12 +57,11 @@ def benchmark_config(name: str, out: Path, args) -> Path:
             ("max_steps: 2000", f"max_steps: {args.value_steps}")
         replacements += [steps, ("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every")]
     if name in ("MC", "ILQL") and args.candidate_value:
-        replacements.append(("            kind: rerank_greedy",
-                             f"            kind: rerank_greedy\n            candidate_value: {args.candidate_value}"))
+        replacements.append(("candidate_value: last", f"candidate_value: {args.candidate_value}"))
     if name in ("%BC", "MC", "ILQL") and args.value_decay:
         replacements.append(("      warmup_steps: 50", f"      warmup_steps: 50\n      decay: {args.value_decay}"))
     if name in ("MC", "ILQL") and args.betas:
-        replacements.append(("betas: [1, 4, 16, 64]", f"betas: [{args.betas}]"))
+        replacements.append(("betas: [0, 1, 4, 16]", f"betas: [{args.betas}]"))
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
