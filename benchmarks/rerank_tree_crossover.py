@@ -43,7 +43,7 @@ def build_model(preset: str, vocab: int, positions: int):
 
 def timed(model, prompts, sets, tree: bool) -> float:
     features = lambda *args: rerank.lm_features(model, *args)  # noqa: E731
-    scores = lambda f, tokens: rerank.token_logprobs(f[0], tokens)  # noqa: E731
+    scores = lambda f, tokens, _ends: rerank.token_logprobs(f[0], tokens)  # noqa: E731
     start = time.perf_counter()
     with torch.inference_mode():
         rerank.state_candidate_scores(features, scores, 0, prompts, sets, "cpu", None, tree=tree)

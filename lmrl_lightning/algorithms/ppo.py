@@ -452,7 +452,7 @@ class PPO(OnlineModule):
             hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
             prompts = decision_prompts(ids, choice, prompt_budget(model, [c for cs in sets for c in cs]))
             scores = state_candidate_scores(lambda *args: lm_features(model, *args),
-                                            lambda features, tokens: token_logprobs(features[0], tokens),
+                                            lambda features, tokens, _ends: token_logprobs(features[0], tokens),
                                             pad, prompts, sets, ids.device)
         if not scores:
             return hidden, hidden.new_zeros((0, len(self.candidate_ids or [])))
