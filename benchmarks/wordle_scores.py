@@ -60,6 +60,8 @@ def benchmark_config(name: str, out: Path, args) -> Path:
         replacements.append(("candidate_value: last", f"candidate_value: {args.candidate_value}"))
     if name in ("%BC", "MC", "ILQL") and args.value_decay:
         replacements.append(("      warmup_steps: 50", f"      warmup_steps: 50\n      decay: {args.value_decay}"))
+    if name == "ILQL" and args.forced_targets:
+        replacements.append(("      polyak: 0.01", f"      forced_targets: {args.forced_targets}\n      polyak: 0.01"))
     if name in ("MC", "ILQL") and args.betas:
         replacements.append(("betas: [0, 1, 4, 16]", f"betas: [{args.betas}]"))
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
@@ -72,6 +74,8 @@ def run_row(name: str, config: Path) -> dict:
     if name in ("MC", "ILQL"):
         evaluation = next(c for c in cli.trainer.callbacks if type(c) is RolloutEvaluation)
         row["candidate_value"] = evaluation.decoding.candidate_value
+    if name == "ILQL":
+        row["forced_targets"] = cli.model.value.forced_targets
     row.update(**guess_quality(final_episodes(cli)), paper_normalised=paper_score, paper_return=paper_return)
     print(f"{name}: score {row['normalised_score']:.1f} (paper {paper_score}), return {row['mean_return']:.3f} "
           f"(paper {paper_return}), success {row['success_rate']:.3f}, {row['seconds']:.0f} s", flush=True)
@@ -83,7 +87,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| algorithm | normalised | return | success | paper normalised | paper return | legal / consistent guesses "
              "| steps | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        reading = ", last token" if r.get("candidate_value") == "last" else ""
+        reading = (", last token" if r.get("candidate_value") == "last" else "") + \
+            (", online forced targets" if r.get("forced_targets") == "online" else "")
         name = r["algorithm"] + (f" (beta {r['beta']:g}{reading})" if "beta" in r else "")
         lines.append(f"| {name} | {r['normalised_score']:.1f} | {r['mean_return']:.2f} | {r['success_rate']:.3f} "
                      f"| {r['paper_normalised']} | {r['paper_return']} | {r['legal_guess_rate']:.2f} / "
@@ -103,6 +108,8 @@ def main(argv=None) -> None:
     p.add_argument("--betas", default=None, help="MC/ILQL: the BetaSweep's grid, comma-separated (default: the config's)")
     p.add_argument("--value-decay", choices=["none", "cosine"], default=None,
                    help="%%BC/MC/ILQL: the learning rate after the warm-up (default: the config's, constant)")
+    p.add_argument("--forced-targets", choices=["target", "online"], default=None,
+                   help="ILQL: V's targets after a word prefix the data continues one way (default: the config's, target)")
     p.add_argument("--rounds", type=int, default=20, help="PPO and online %%BC rounds")
     p.add_argument("--eval-episodes", type=int, default=400, help="evaluation games (every answer once)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
