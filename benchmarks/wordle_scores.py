@@ -55,7 +55,8 @@ def benchmark_config(name: str, out: Path, args) -> Path:
     else:
         steps = ("max_steps: 8000", f"max_steps: {args.steps}") if name == "BC" else \
             ("max_steps: 2000", f"max_steps: {args.value_steps}")
-        replacements += [steps, ("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every")]
+        replacements.append(steps)
+    replacements.append(("episodes: 400       # every", f"episodes: {args.eval_episodes}       # every"))
     if name in ("MC", "ILQL") and args.candidate_value:
         replacements.append(("candidate_value: last", f"candidate_value: {args.candidate_value}"))
     if name in ("%BC", "MC", "ILQL") and args.value_decay:
