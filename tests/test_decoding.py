@@ -560,6 +560,41 @@ def test_chunk_candidates_in_one_pass_give_the_gathered_caches_gradients(tokeniz
         torch.testing.assert_close(grad, grads_ref[name], atol=1e-5, rtol=1e-3, msg=name)
 
 
+def test_gathered_candidate_groups_are_recomputed_in_backward_with_the_same_gradients(tokenizer_dir, monkeypatch):
+    """PPO's update on many candidates (Wordle: 400 answers a decision) scores them in groups of MAX_CANDIDATE_ROWS
+    gathered caches; under autograd each group is recomputed in backward rather than kept (its forward runs twice),
+    and scores and gradients equal those of one group kept whole."""
+    torch.manual_seed(5)
+    module = BC(BackboneConfig("tiny-rope", tokenizer=tokenizer_dir, max_positions=N_POSITIONS))
+    model, tok = module.model.eval(), module.tokenizer
+    moves = [tok.encode(m) for m in MOVES]
+    rows = [prompt_ids(tok, h, 0) for h in HISTORIES[:3]]
+    ids, mask, choice = decision_chunks(rows, tok.pad_token_id, [(0, 7), (0, len(rows[0]) - 2), (2, 12)])
+    sets = [moves, moves, moves[:3]]  # 11 pairs
+    monkeypatch.setattr(rerank, "MAX_TREE_TOKENS", 0)
+    forward, candidate_passes = rerank.forward_with_cache, []
+
+    def counted(network, cache, **inputs):
+        candidate_passes.append(cache is not None)
+        return forward(network, cache, **inputs)
+
+    monkeypatch.setattr(rerank, "forward_with_cache", counted)
+
+    def run(group_rows: int):
+        model.zero_grad()
+        candidate_passes.clear()
+        monkeypatch.setattr(rerank, "MAX_CANDIDATE_ROWS", group_rows)
+        hidden, scores = rerank.chunk_candidate_logprobs(model, tok.pad_token_id, ids, mask, choice, sets)
+        (scores * torch.linspace(-1, 1, len(scores))).sum().backward()
+        return scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(candidate_passes)
+
+    (scores, grads, passes), (scores_whole, grads_whole, passes_whole) = run(4), run(64)
+    assert (passes, passes_whole) == (2 * 3, 1)  # three groups of at most 4 pairs, each run again in backward
+    torch.testing.assert_close(scores, scores_whole, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_whole[name], atol=1e-5, rtol=1e-3, msg=name)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "tiny-rope"])
 def test_per_state_candidates_side_by_side_score_as_one_row_per_candidate(tokenizer_dir, preset, monkeypatch):
     """Per-state candidates (a chess position's legal moves, Text-Nav's admissible commands): prompts whose set fits

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
 from lmrl_lightning.data.tokenize import TurnTokenizer
@@ -289,8 +290,8 @@ def chunk_candidate_logprobs(
     first = first_token_logprobs(model, hidden, rows, steps, pair, cand[:, 0])
     context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
     layers = [(layer.keys, layer.values) for layer in cache.layers]
-    rest = []
-    for start in range(0, len(pair), MAX_CANDIDATE_ROWS):
+
+    def group_logprobs(start: int) -> torch.Tensor:
         part = slice(start, start + MAX_CANDIDATE_ROWS)
         gather, group_steps = rows[pair[part]], steps[pair[part]]
         kept = int(group_steps.max()) + 1  # the cache after the group's latest context is masked out: leave it
@@ -300,7 +301,16 @@ def chunk_candidate_logprobs(
             model, group_cache, input_ids=cand[part], position_ids=positions,
             attention_mask=torch.cat([context[pair[part], :kept], cand_mask[part]], dim=1),
         )
-        rest.append((token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1))
+        return (token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1)
+
+    # Under autograd each group's gathered caches and activations would stay alive until backward (PPO on Wordle's
+    # 400 answers: 57k pairs a minibatch, beyond 23 GiB): each group is recomputed in backward instead, so one
+    # group's worth is alive at a time, for one more forward pass over the candidates.
+    starts = range(0, len(pair), MAX_CANDIDATE_ROWS)
+    if torch.is_grad_enabled() and len(starts) > 1:
+        rest = [checkpoint(group_logprobs, start, use_reentrant=False) for start in starts]
+    else:
+        rest = [group_logprobs(start) for start in starts]
     return hidden, first + torch.cat(rest)
 
 
