@@ -179,15 +179,18 @@ def right_pad(rows: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Ten
 def _continuation_scores(features: FeatureFn, token_scores, last, caches, prompt_mask, last_position, cand, cand_mask):
     """Summed token scores of candidate rows `cand` [R, L] run on the prompts' caches (already one row per
     candidate row, as are `last`: the prompts' last-position features, `prompt_mask` and `last_position`)."""
-    full_mask = torch.cat([prompt_mask, cand_mask], dim=1)
-    cand_positions = last_position + 1 + torch.arange(cand.shape[1], device=cand.device)
-    after, _ = features(cand, full_mask, cand_positions, caches, False)
-    # The prompt's last position scores the first candidate token; candidate position k scores token k + 1.
+    # The prompt's last position scores the first candidate token; candidate position k scores token k + 1, so the
+    # last column scores nothing and is not run.
     lengths = cand_mask.sum(1, keepdim=True)
-    first = token_scores(last, cand[:, :1], lengths == 1)
+    first = token_scores(last, cand[:, :1], lengths == 1).sum(-1)
+    if cand.shape[1] == 1:
+        return first
+    full_mask = torch.cat([prompt_mask, cand_mask[:, :-1]], dim=1)
+    cand_positions = last_position + 1 + torch.arange(cand.shape[1] - 1, device=cand.device)
+    after, _ = features(cand[:, :-1], full_mask, cand_positions, caches, False)
     token_index = torch.arange(1, cand.shape[1], device=cand.device)
-    rest = token_scores(tuple(f[:, :-1] for f in after), cand[:, 1:], token_index == lengths - 1) * cand_mask[:, 1:]
-    return first.sum(-1) + rest.sum(-1)
+    rest = token_scores(after, cand[:, 1:], token_index == lengths - 1) * cand_mask[:, 1:]
+    return first + rest.sum(-1)
 
 
 def state_candidate_scores(
@@ -291,17 +294,21 @@ def chunk_candidate_logprobs(
     context = attention_mask[rows] * (torch.arange(width, device=device) <= steps[:, None])
     layers = [(layer.keys, layer.values) for layer in cache.layers]
 
+    if cand.shape[1] == 1:
+        return hidden, first
+
     def group_logprobs(start: int) -> torch.Tensor:
         part = slice(start, start + MAX_CANDIDATE_ROWS)
         gather, group_steps = rows[pair[part]], steps[pair[part]]
         kept = int(group_steps.max()) + 1  # the cache after the group's latest context is masked out: leave it
         group_cache = DynamicCache(ddp_cache_data=[(k[gather, :, :kept], v[gather, :, :kept]) for k, v in layers])
-        positions = group_steps[:, None] + 1 + torch.arange(cand.shape[1], device=device)
+        # Candidate position k scores token k + 1: the last column scores nothing and is not run.
+        positions = group_steps[:, None] + 1 + torch.arange(cand.shape[1] - 1, device=device)
         after, _ = forward_with_cache(
-            model, group_cache, input_ids=cand[part], position_ids=positions,
-            attention_mask=torch.cat([context[pair[part], :kept], cand_mask[part]], dim=1),
+            model, group_cache, input_ids=cand[part, :-1], position_ids=positions,
+            attention_mask=torch.cat([context[pair[part], :kept], cand_mask[part, :-1]], dim=1),
         )
-        return (token_logprobs(after.logits[:, :-1], cand[part, 1:]) * cand_mask[part, 1:]).sum(-1)
+        return (token_logprobs(after.logits, cand[part, 1:]) * cand_mask[part, 1:]).sum(-1)
 
     # Under autograd each group's gathered caches and activations would stay alive until backward (PPO on Wordle's
     # 400 answers: 57k pairs a minibatch, beyond 23 GiB): each group is recomputed in backward instead, so one
