@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 import yaml
 from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lmrl_lightning.algorithms.base import LMRLModule
@@ -103,6 +104,8 @@ def run_fit(args: Sequence[str], model_args: Sequence[str]) -> LMRLCLI:
         raise LMRLError(f"fit: {summarise_parse_error(str(e))} ({FIT_HELP})") from None
     except LMRLError:
         raise
+    except MisconfigurationException as e:  # Lightning refusing a combination of trainer settings: bad input too
+        raise LMRLError(f"fit: trainer: {e}") from None
     except Exception as e:
         cause = find_lmrl_error(e)
         if cause is None:

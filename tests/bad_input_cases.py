@@ -381,6 +381,9 @@ def cases() -> list[Case]:
         C("fit-weight-decay-negative", "fit", fit_with("--model.optim.weight_decay", "-0.1"), ("weight_decay",)),
         C("fit-max-length-0", "fit", fit_with("--data.max_length", "0"), ("max_length",)),
         C("fit-top-fraction-2", "fit", fit_with("--data.filter", "top_fraction", "--data.top_fraction", "2"), ("top_fraction",)),
+        # Lightning refuses the combination when it builds the Trainer (was a traceback)
+        C("fit-progress-bar-off-with-bar-callback", "fit",
+          fit_with("--trainer.callbacks", "lightning.pytorch.callbacks.TQDMProgressBar"), ("trainer", "enable_progress_bar")),
         C("fit-missing-tokenizer", "fit", lambda fx, d: fit_argv(fx, d, tokenizer=d / "no_tokenizer"),
           ("no_tokenizer",)),
         C("fit-empty-tokenizer-dir", "fit",

@@ -6,7 +6,7 @@ The catalogue runs in-process through `lmrl_lightning.cli.main` (a subprocess co
 exception escaping `main` counts as a traceback; a few cases also run as real subprocesses, where what matters is
 the stderr a person sees. benchmarks/bad_inputs.py runs every case as a subprocess.
 
-Every case is clean today (benchmarks/results/bad_inputs.json: 148 of 148); the heavy ones (a 20 MB line, 10**12
+Every case is clean today (benchmarks/results/bad_inputs.json: 149 of 149); the heavy ones (a 20 MB line, 10**12
 episodes) are marked slow because a regression would run the whole command.
 """
 from __future__ import annotations
