@@ -178,7 +178,8 @@ def benchmark_config(task: str, name: str, out: Path, data: Path, args) -> Path:
     key = CONFIG_STEPS[name].split(":")[0]
     replacements = [(f"runs/{task}_", f"{out}/{task}_"), ("save_dir: runs", f"save_dir: {out}"),
                     (f"data/{task}", str(data)), (CONFIG_STEPS[name], f"{key}: {steps} "),
-                    (f"episodes: {default_episodes} ", f"episodes: {args.eval_episodes or default_episodes} ")]
+                    (f"episodes: {default_episodes} ", f"episodes: {args.eval_episodes or default_episodes} "),
+                    ("seed_everything: 0", f"seed_everything: {args.seed}")]
     return rewritten_config(f"{task}_{suffix}", out, replacements)
 
 
@@ -193,7 +194,7 @@ def scores(args) -> None:
         paper = questions.PAPER_NORMALISATION[task]
         for name in args.algorithms.split(","):
             resume = continued_bc(out / f"{task}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-            _, row = fit_row(name, benchmark_config(task, name, out, data, args), resume_from=resume)
+            _, row = fit_row(name, benchmark_config(task, name, out, data, args), args.seed, resume_from=resume)
             paper_score, paper_return = ALGORITHMS[name][1][task]
             row.update(task=task, paper_normalised=paper_score, paper_return=paper_return,
                        paper_constants_score=round(paper(row["mean_return"]), 1))
@@ -230,6 +231,8 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="every algorithm a few steps on a small dataset, end to end")
     p.add_argument("--throughput", action="store_true", help="measure oracle and generation rates only")
     p.add_argument("--generation-episodes", type=int, default=5000, help="conversations timed for the generation rate")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the runs' seed_everything; the other algorithms still start from the BC checkpoint in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/questions_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "questions_scores.json"))
