@@ -180,6 +180,8 @@ def benchmark_config(task: str, name: str, out: Path, data: Path, args) -> Path:
                     (f"data/{task}", str(data)), (CONFIG_STEPS[name], f"{key}: {steps} "),
                     (f"episodes: {default_episodes} ", f"episodes: {args.eval_episodes or default_episodes} "),
                     ("seed_everything: 0", f"seed_everything: {args.seed}")]
+    if name in ("PPO", "online %BC"):  # the rounds' games, sampling and minibatch order have their own seed
+        replacements.append(("      episodes_per_round:", f"      seed: {args.seed}\n      episodes_per_round:"))
     return rewritten_config(f"{task}_{suffix}", out, replacements)
 
 
@@ -232,7 +234,7 @@ def main(argv=None) -> None:
     p.add_argument("--throughput", action="store_true", help="measure oracle and generation rates only")
     p.add_argument("--generation-episodes", type=int, default=5000, help="conversations timed for the generation rate")
     p.add_argument("--seed", type=int, default=0,
-                   help="the runs' seed_everything; the other algorithms still start from the BC checkpoint in --out")
+                   help="seed_everything, and PPO's / online %%BC's rollouts.seed; both start from the BC checkpoint in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/questions_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "questions_scores.json"))
