@@ -1,5 +1,5 @@
 """Chess and Chess Endgames scores: BC, %BC, MC Returns, ILQL, PPO and online %BC trained from the example configs
-(`examples/configs/endgames_*.yaml`; `chess_bc.yaml` for full games), each evaluated twice on the paper's protocol
+(`examples/configs/endgames_*.yaml` and `chess_*.yaml`), each evaluated twice on the paper's protocol
 (Endgames: the 645 fixed positions, one game each; chess: games from the initial position):
 
 - `sample`: free generation token by token, the paper's decoding (a model trained from scratch writes illegal
@@ -51,8 +51,15 @@ ENDGAMES = {
     "PPO": ("endgames_ppo", 77.5, 0.814),
     "online %BC": ("endgames_online_filtered_bc", 36.2, 0.148),
 }
-# Full games (spec §2.4, Tables 2 and 4): BC only has a config so far.
-CHESS = {"BC": ("chess_bc", 47.2, -22.3)}
+# Full games (spec §2.4, Tables 2 and 4).
+CHESS = {
+    "BC": ("chess_bc", 47.2, -22.3),
+    "%BC": ("chess_filtered_bc", 42.9, -56.5),
+    "MC": ("chess_mc_returns", 46.5, -28.2),
+    "ILQL": ("chess_ilql", 47.3, -21.4),
+    "PPO": ("chess_ppo", 48.0, -16.0),
+    "online %BC": ("chess_online_filtered_bc", 47.2, -22.3),
+}
 ALGORITHMS = {"endgames": ENDGAMES, "chess": CHESS}
 DECODINGS = ("sample", "rerank")
 BC_STEPS = {"endgames": 3000, "chess": 4000}

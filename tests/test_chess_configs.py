@@ -1,6 +1,6 @@
 """The chess example configs run as written through `lmrl fit`, a few steps each on a handful of generated games,
-with data and checkpoint paths pointed at a temporary directory and the evaluation callbacks left out: chess BC,
-and the six Endgames algorithms (BC and %BC from scratch / BC, MC, ILQL, PPO and online %BC from the BC
+with data and checkpoint paths pointed at a temporary directory and the evaluation callbacks left out: the six
+algorithms of full-game chess and of Endgames (BC from scratch; %BC, MC, ILQL, PPO and online %BC from the BC
 checkpoint). Online rounds play 4 games capped at 3 moves (an untrained model mostly writes illegal moves)."""
 from __future__ import annotations
 
@@ -29,28 +29,21 @@ def generated(tmp_path: Path, task: str, games: int) -> Path:
 
 
 @pytest.mark.slow
-def test_chess_bc_config_trains(tmp_path):
-    data = generated(tmp_path, "chess", 2)
-    checkpoints, _ = fit(tmp_path, "chess_bc", "--data.data_path", str(data / "train.jsonl"),
-                         "--model.backbone.tokenizer", str(data / "tokenizer"), "--trainer.max_steps", "2")
-    assert len(checkpoints) == 1
-
-
-@pytest.mark.slow
-def test_every_endgames_config_trains(tmp_path):
-    data = generated(tmp_path, "endgames", 8)
+@pytest.mark.parametrize("task, games", [("chess", 4), ("endgames", 8)])
+def test_every_chess_config_trains(tmp_path, task, games):
+    data = generated(tmp_path, task, games)
     offline = ["--data.data_path", str(data / "train.jsonl"), "--trainer.max_steps", "2"]
-    (bc,), _ = fit(tmp_path, "endgames_bc", *offline, "--model.backbone.tokenizer", str(data / "tokenizer"))
-    for config in ("endgames_filtered_bc", "endgames_mc_returns", "endgames_ilql"):
+    (bc,), _ = fit(tmp_path, f"{task}_bc", *offline, "--model.backbone.tokenizer", str(data / "tokenizer"))
+    for config in (f"{task}_filtered_bc", f"{task}_mc_returns", f"{task}_ilql"):
         checkpoints, _ = fit(tmp_path, config, *offline, "--model.init_from", str(bc))
         assert len(checkpoints) == 1
     online = ["--model.init_from", str(bc), "--model.rollouts.episodes_per_round", "4",
               "--model.rollouts.batch_size", "4", "--model.rollouts.env_options", '{"max_moves": 2}',
               "--trainer.max_epochs", "1"]
-    for config in ("endgames_ppo", "endgames_online_filtered_bc"):
+    for config in (f"{task}_ppo", f"{task}_online_filtered_bc"):
         checkpoints, module = fit(tmp_path, config, *online)
         (round_stats,) = module.round_history
         assert round_stats["episodes"] == 4 and round_stats["mean_length"] <= 3
         # Online %BC keeps the won games only: a 2-move game of an untrained model is rarely won, and a round that
         # keeps nothing takes no step (so writes no checkpoint).
-        assert len(checkpoints) == 1 or config == "endgames_online_filtered_bc"
+        assert len(checkpoints) == 1 or config == f"{task}_online_filtered_bc"
