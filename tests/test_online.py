@@ -245,6 +245,27 @@ def test_ppo_step_accounting_and_frozen_reference(bc_ckpt):
     assert not torch.equal(module.model.transformer.wte.weight, module.reference.transformer.wte.weight)
 
 
+def test_value_lr_trains_the_value_head_at_its_own_rate(bc_ckpt):
+    """`ppo.value_lr` puts exactly the value head's parameters in groups of their own at that rate; one round (4 steps) then
+    moves the head's bias by several times more than the policy's 1e-3 can (Adam: at most about the rate a step)."""
+    moved = {}
+    for value_lr in (None, 0.05):
+        L.seed_everything(0)
+        module = ppo(bc_ckpt, value_lr=value_lr)
+        groups = module.configure_optimizers()["optimizer"].param_groups
+        head = {id(p) for p in module.value_head.parameters()}
+        in_groups = [id(p) for g in groups for p in g["params"]]
+        assert sorted(in_groups) == sorted(id(p) for p in module.parameters() if p.requires_grad)
+        for g in groups:
+            assert all(g["lr"] == ((value_lr or 1e-3) if id(p) in head else 1e-3) for p in g["params"])
+        bias = module.value_head.out.bias.detach().clone()
+        L.Trainer(max_epochs=1, enable_checkpointing=False, **QUIET).fit(module)
+        moved[value_lr] = (module.value_head.out.bias.detach() - bias).abs().item()
+    assert moved[None] <= 4 * 1e-3 * 1.01 and moved[0.05] > 5 * moved[None]
+    with pytest.raises(LMRLError, match="model.ppo.value_lr"):
+        ppo(bc_ckpt, value_lr=0.0)
+
+
 # ---- resume -----------------------------------------------------------------------------------------------------
 def test_resume_after_round_k_replays_round_k_plus_one(bc_ckpt, tmp_path):
     """Stopping after round 2 and resuming from its checkpoint gives the same round-3 statistics and weights as an

@@ -9,7 +9,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import ClassVar, Mapping, Optional, Sequence, Union
+from typing import ClassVar, Iterable, Mapping, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -24,6 +24,16 @@ from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
 from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import Optimisation, settings_as_dicts
 from lmrl_lightning.algorithms.distinct import run_distinct
+
+
+def decay_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, **options) -> list[dict]:
+    """Two AdamW groups of the trainable parameters: weight decay on matrices, none on biases and norms; `options`
+    (e.g. ``lr``) go into both."""
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "ln" in name or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay, **options}, {"params": no_decay, "weight_decay": 0.0, **options}]
 
 
 class LMRLModule(L.LightningModule):
@@ -119,16 +129,13 @@ class LMRLModule(L.LightningModule):
         return None
 
     # ---- optimisation -----------------------------------------------------------------------------------------
+    def optimizer_groups(self) -> list[dict]:
+        """AdamW's parameter groups (every trainable parameter, at `optim.lr`); a module that trains some of its
+        parameters at a rate of their own overrides it (PPO's `value_lr`)."""
+        return decay_groups(self.named_parameters(), self.optim.weight_decay)
+
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "ln" in name or "norm" in name else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=self.optim.betas)
+        optimizer = torch.optim.AdamW(self.optimizer_groups(), lr=self.optim.lr, betas=self.optim.betas)
         total = None
         if self.optim.decay != "none":
             total = self.trainer.estimated_stepping_batches

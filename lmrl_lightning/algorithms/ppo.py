@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence, TypedDict, TypeVar
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from lmrl_lightning.algorithms.base import decay_groups
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
 from lmrl_lightning.validation import as_settings
@@ -405,6 +406,16 @@ class PPO(OnlineModule):
         self.turn_tokens = TurnTokenizer(self.tokenizer)
         fixed = self.task_spec.candidate_actions if self.reranked and not self.per_state else None
         self.candidate_ids = [self.turn_tokens(c) for c in fixed] if fixed else None
+
+    def optimizer_groups(self) -> list[dict]:
+        """The base's groups, with the value head in groups of its own at `ppo.value_lr` when one is set."""
+        if self.ppo.value_lr is None:
+            return super().optimizer_groups()
+        head = {id(p) for p in self.value_head.parameters()}
+        named = list(self.named_parameters())
+        return (decay_groups([(n, p) for n, p in named if id(p) not in head], self.optim.weight_decay)
+                + decay_groups([(n, p) for n, p in named if id(p) in head], self.optim.weight_decay,
+                               lr=self.ppo.value_lr))
 
     # ---- log-probabilities of the actions ---------------------------------------------------------------------
     @staticmethod

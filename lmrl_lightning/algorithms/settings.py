@@ -195,6 +195,9 @@ class PPOSettings:
         value_bias: initial output of the value head (paper: -1 maze, -4.1 Wordle and the dialogue tasks).
         whiten_advantages: whiten advantages over the round, all ranks together (paper: yes).
         grad_clip: global gradient-norm clip (None: no clipping, as the paper).
+        value_lr: the value head's own learning rate (None: `optim.lr`, as the paper). A linear head under Adam moves
+            its output by roughly lr x the hidden size per step: at a policy's 1e-4 and a few steps a round it cannot
+            follow returns of tens (the dialogue tasks), and the advantages stay noise.
     """
 
     gamma: float = 0.99
@@ -208,6 +211,7 @@ class PPOSettings:
     value_bias: float = 0.0
     whiten_advantages: bool = True
     grad_clip: Optional[float] = None
+    value_lr: Optional[float] = None
 
     def __post_init__(self) -> None:
         for field in ("gamma", "lam"):
@@ -217,7 +221,7 @@ class PPOSettings:
         for field in ("value_coef", "kl_coef"):
             check_number(f"model.ppo.{field}", getattr(self, field), low=0)
         check_number("model.ppo.value_bias", self.value_bias)
-        for field in ("kl_target", "kl_horizon", "grad_clip"):
+        for field in ("kl_target", "kl_horizon", "grad_clip", "value_lr"):
             if getattr(self, field) is not None:
                 check_number(f"model.ppo.{field}", getattr(self, field), low=0, low_open=True)
         if (self.kl_target is None) != (self.kl_horizon is None):
