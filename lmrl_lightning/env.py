@@ -16,10 +16,15 @@ END_OF_TURN = "\n"
 
 @dataclass(frozen=True)
 class Text:
-    """One segment of an interaction: an agent action (`is_action=True`) or an environment observation."""
+    """One segment of an interaction: an agent action (`is_action=True`) or an environment observation.
+
+    `token_ids`: the tokens a language-model policy sampled for this action where they are not the text's own
+    encoding (a model can write " Paris" as " Par" + "is"); None: the text's encoding. Prompts and training chunks
+    use them, so an update scores the tokens that were sampled. Not part of equality: the text is the action."""
 
     text: str
     is_action: bool
+    token_ids: Optional[tuple[int, ...]] = field(default=None, compare=False)
 
 
 TextHistory = tuple[Text, ...]
@@ -130,6 +135,7 @@ class Turn:
     text: str
     is_action: bool
     reward: float = 0.0
+    token_ids: Optional[tuple[int, ...]] = None  # as `Text.token_ids`; not written to dataset files
 
 
 @dataclass

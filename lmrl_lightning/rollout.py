@@ -46,7 +46,7 @@ class _Slot:
     @classmethod
     def start(cls, env: TextEnv, spec: EvalEpisode) -> "_Slot":
         history = env.reset(seed=spec.seed, options=spec.options)
-        return cls(spec, env, history, [Turn(t.text, t.is_action) for t in history])
+        return cls(spec, env, history, [Turn(t.text, t.is_action, 0.0, t.token_ids) for t in history])
 
     def record(self, post_action: TextHistory, result: tuple[TextHistory, float, bool], max_turns: int) -> bool:
         """Record the policy's action (the last text of `post_action`) and the env's `result` of it; True when the
@@ -54,9 +54,9 @@ class _Slot:
         action = post_action[-1]
         new_history, reward, done = result
         self.n_actions += 1
-        self.turns.append(Turn(action.text, True, float(reward)))
+        self.turns.append(Turn(action.text, True, float(reward), action.token_ids))
         if new_history:
-            self.turns.append(Turn(new_history[-1].text, new_history[-1].is_action))
+            self.turns.append(Turn(new_history[-1].text, new_history[-1].is_action, 0.0, new_history[-1].token_ids))
         self.history, self.done = new_history, bool(done)
         return self.done or self.n_actions >= max_turns
 

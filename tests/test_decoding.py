@@ -15,7 +15,7 @@ from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, trai
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.policies import rerank
 from lmrl_lightning.policies.rerank import RerankPolicy, candidate_logprobs
-from lmrl_lightning.policies.sampling import LMPolicy, left_pad, row_uniform, sample_from_logits, unique_rows
+from lmrl_lightning.policies.sampling import LMPolicy, encode_histories, left_pad, row_uniform, sample_from_logits, unique_rows
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
 from lmrl_lightning.tasks.maze.env import describe_fo, optimal_moves
 
@@ -244,6 +244,25 @@ def test_sampled_cached_decoding_equals_uncached_sampling(request, model, temper
 
         ids = uncached_decode(module.model, tok, prompt_ids(tok, history, max_new_tokens), choose, max_new_tokens)
         assert result == history + (Text(action_text(tok, ids), True),)
+
+
+def test_sampled_turns_keep_their_non_canonical_tokens_for_the_next_prompt(random_module):
+    """A turn whose sampled tokens spell its text but are not the text's encoding carries them (`Text.token_ids`),
+    and the next turn's prompt is built from them; a turn whose tokens are the encoding (or whose text was cut and
+    completed) carries none. The random model writes both kinds."""
+    tok = random_module.tokenizer
+    policy = LMPolicy(random_module.model, tok, max_new_tokens=16)
+    histories = HISTORIES * 4
+    out = policy.act(histories, seeds=list(range(len(histories))))
+    carried = [h[-1] for h in out if h[-1].token_ids is not None]
+    assert carried and len(carried) < len(out)
+    for action in carried:
+        assert tok.decode(list(action.token_ids), skip_special_tokens=True) == action.text
+        assert list(action.token_ids) != tok.encode(action.text, add_special_tokens=False)
+    history = next(h for h in out if h[-1].token_ids is not None) + (Text("ok\n", False),)
+    (prompt,) = encode_histories([history], policy.tokenize, 10_000)
+    ends_with = list(history[-2].token_ids) + tok.encode("ok\n", add_special_tokens=False)
+    assert prompt[-len(ends_with):] == ends_with
 
 
 # Sampled turns of the random model (long, varied) and sampled re-ranking by the taught one (the random one puts

@@ -420,3 +420,15 @@ def test_collate_padding_even_when_pad_is_an_action_token(enc):
     n = len(short.input_ids)
     assert not batch["action_mask"][0, n - 1 :].any()
     assert batch["attention_mask"][0].sum().item() == n
+
+
+def test_an_action_with_sampled_tokens_is_chunked_as_sampled(tok, enc):
+    """`Turn.token_ids` (an online rollout's non-canonical tokens) replace the text's encoding in the chunk, so an
+    update scores the tokens the policy sampled; other turns keep their encoding."""
+    text = "move up\n"
+    spelled = tuple(i for ch in text for i in tok.encode(ch, add_special_tokens=False))
+    assert tok.decode(list(spelled)) == text and list(spelled) != enc(text)
+    episode = Episode([Turn("start\n", False), Turn(text, True, 1.0, spelled)], True, {})
+    (chunk,) = episode_to_chunks(episode, enc)
+    assert chunk.input_ids == enc("start\n") + list(spelled)
+    assert chunk.is_action == [False] * len(enc("start\n")) + [True] * len(spelled)

@@ -52,7 +52,8 @@ class TokenChunk:
 
 
 class TurnTokenizer:
-    """Tokenises turn texts one at a time, with a cache: task texts repeat a lot (maze observations)."""
+    """Tokenises turn texts one at a time, with a cache: task texts repeat a lot (maze observations). Where a
+    turn carries the tokens a policy sampled (`Text.token_ids`), callers use those instead."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -107,7 +108,7 @@ def episode_to_chunks(
     before it (the environment's view), then the action. Chunks longer than max_length raise a
     `DatasetError` naming the episode's file and line, or are left-truncated with overflow='truncate'.
     """
-    turn_ids = [tokenize(t.text) for t in episode.turns]
+    turn_ids = [list(t.token_ids) if t.token_ids is not None else tokenize(t.text) for t in episode.turns]
     if window is None:
         chunks = [_whole_episode_chunk(episode, turn_ids, max_length, overflow)]
     elif window < 1:

@@ -80,10 +80,11 @@ def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
 def encode_histories(
     histories: Sequence[TextHistory], tokenize: TurnTokenizer, max_tokens: int
 ) -> list[list[int]]:
-    """Tokenise each history turn by turn (as in training) and keep its last `max_tokens` tokens."""
+    """Tokenise each history turn by turn (as in training; an action's sampled tokens where it carries them) and
+    keep its last `max_tokens` tokens."""
     out = []
     for h in histories:
-        ids = [i for t in h for i in tokenize(t.text)]
+        ids = [i for t in h for i in (t.token_ids if t.token_ids is not None else tokenize(t.text))]
         out.append(ids[-max_tokens:] if max_tokens > 0 else [])
     return out
 
@@ -239,7 +240,7 @@ class LMPolicy(BatchedTextPolicy):
         self.logit_bias = torch.zeros(vocab)
         self.logit_bias[sorted(banned)] = float("-inf")
         self.logit_bias[len(tokenizer):] = float("-inf")
-        self._action_texts: dict[tuple[int, ...], str] = {}
+        self._action_texts: dict[tuple[int, ...], tuple[str, Optional[tuple[int, ...]]]] = {}
 
     def modules(self) -> list:
         """The networks this policy runs (put in eval mode while it decodes)."""
@@ -340,19 +341,29 @@ class LMPolicy(BatchedTextPolicy):
         seeds = list(seeds) if seeds is not None else list(range(len(histories)))
         prompts = encode_histories([histories[i] for i in live], self.tokenize, self.max_prompt_tokens)
         for i, ids in zip(live, self.generate(prompts, [seeds[i] for i in live])):
-            results[i] = histories[i] + (Text(self.action_text(ids), True),)
+            results[i] = histories[i] + (Text(self.action_text(ids), True, self.sampled_tokens(ids)),)
         return results
 
     def action_text(self, ids: list[int]) -> str:
         """The action a generated turn stands for: its text up to the first newline, which a turn cut at
         `max_new_tokens` gets appended."""
         # Policies repeat their turns ("move left\n" thousands of times a rollout): decode each distinct one once.
+        return self._decoded(ids)[0]
+
+    def sampled_tokens(self, ids: list[int]) -> Optional[tuple[int, ...]]:
+        """`ids` when they spell exactly their action text but are not its encoding (a non-canonical
+        tokenisation), else None: a turn cut at `max_new_tokens` (its newline appended) or at a newline inside it
+        keeps its text's encoding."""
+        return self._decoded(ids)[1]
+
+    def _decoded(self, ids: list[int]) -> tuple[str, Optional[tuple[int, ...]]]:
         key = tuple(ids)
-        action = self._action_texts.get(key)
-        if action is None:
+        decoded = self._action_texts.get(key)
+        if decoded is None:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             action = text if text.endswith(END_OF_TURN) else text.split(END_OF_TURN, 1)[0] + END_OF_TURN
+            sampled = key if text == action and list(ids) != self.tokenize(action) else None
             if len(self._action_texts) >= ACTION_TEXT_CACHE_SIZE:  # a random model's turns rarely repeat
                 self._action_texts.clear()
-            self._action_texts[key] = action
-        return action
+            decoded = self._action_texts[key] = (action, sampled)
+        return decoded
