@@ -86,7 +86,7 @@ def test_every_example_config_of_every_registered_task_fits_the_grid(tmp_path):
     for i, cell in enumerate(cells):
         assert set(cell.depends_on) <= {"bc"}
         assert all(k in [c.key for c in cells[:i]] for k in cell.dependency_keys())
-    assert "chess: no example config for filtered_bc, mc_returns, ilql, ppo, online_filtered_bc" in notes
+    assert not [n for n in notes if n.startswith("chess:")]  # all six have configs
 
 
 @pytest.mark.parametrize("line, message", [
