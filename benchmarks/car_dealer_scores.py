@@ -193,7 +193,7 @@ def update_results(path: Path, **parts) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algorithms", default=None, help="comma-separated from " + ", ".join(ALGORITHMS))
+    p.add_argument("--algorithms", default=None, help="comma-separated from " + ", ".join(ALGORITHMS).replace("%", "%%"))
     p.add_argument("--speed", action="store_true", help="buyer replies/s and the data generation rate")
     p.add_argument("--sellers", action="store_true", help="the scripted sellers on the evaluation protocol")
     p.add_argument("--smoke", action="store_true",

@@ -1,15 +1,17 @@
 """The score benchmarks' shared results file (`benchmarks/_scores.py`): rows from several processes merge under a
 lock, a rerun replaces its own row only, and a file written before any row (the Car Dealer's scripted sellers)
-takes its first row."""
+takes its first row; every benchmark script's `--help` works."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
 import _scores  # noqa: E402
 
 ORDER = {"task": ["a", "b"], "algorithm": ["BC", "MC"]}
@@ -39,3 +41,13 @@ def test_continuing_bc_needs_its_checkpoint(tmp_path):
         _scores.continued_bc(last, True, "BC")
     last.write_bytes(b"")
     assert _scores.continued_bc(last, True, "BC") == last
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py")
+                                          if not p.stem.startswith("_") and "def main(argv" in p.read_text()))
+def test_every_benchmark_prints_its_help(script, capsys):
+    """`--help` formats every option's help (a bare % in one, e.g. "%BC", made argparse raise instead)."""
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
