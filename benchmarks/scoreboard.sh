@@ -19,6 +19,6 @@ exec "${LMRL:-lmrl}" report \
   $R/questions_scores_twenty_questions_ppo_sampled_tokens.json $R/questions_scores.json \
   $R/questions_scores_guess_city_ppo_sampled_tokens_seed0.json $R/questions_scores_guess_city_ppo_sampled_tokens_seed1.json \
   $R/questions_scores_guess_city_ppo_sampled_tokens_seed2.json \
-  $R/questions_scores_guess_city_online_onlineBC_seed1.json $R/questions_scores_guess_city_online_onlineBC_seed2.json $R/car_dealer_scores_online.json $R/car_dealer_scores.json \
+  $R/questions_scores_guess_city_online_onlineBC_seed1.json $R/questions_scores_guess_city_online_onlineBC_seed2.json $R/car_dealer_scores_online.json $R/car_dealer_scores.json $R/car_dealer_scores_sampled_tokens.json \
   $R/textnav_scores.json \
   --out $R/report "$@"
