@@ -59,7 +59,8 @@ def measure(path: str, episodes: int, max_scored: int) -> dict:
     differing = []
     for prompt, generated, text in turns:
         canonical = encode.encode(text, add_special_tokens=False)
-        if encode.decode(generated, skip_special_tokens=True).startswith(text) and generated[:len(canonical)] != canonical:
+        spelled = encode.decode(generated, skip_special_tokens=True).startswith(text)
+        if spelled and generated[:len(canonical)] != canonical:
             differing.append((prompt, generated, canonical, text))
     gaps = []
     with eval_mode(module.model):
@@ -67,7 +68,8 @@ def measure(path: str, episodes: int, max_scored: int) -> dict:
             # the sampled tokens up to the turn's end, as many as decode to the action text
             n = next(k for k in range(1, len(generated) + 1)
                      if encode.decode(generated[:k], skip_special_tokens=True).startswith(text))
-            gaps.append(sequence_logp(module.model, prompt, generated[:n]) - sequence_logp(module.model, prompt, canonical))
+            sampled_logp = sequence_logp(module.model, prompt, generated[:n])
+            gaps.append(sampled_logp - sequence_logp(module.model, prompt, canonical))
     row = {"checkpoint": path, "task": task, "algorithm": meta.get("algorithm"), "turns": len(turns),
            "turns_retokenised_differently": len(differing),
            "share_differing": round(len(differing) / max(len(turns), 1), 4)}

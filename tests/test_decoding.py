@@ -15,7 +15,9 @@ from lmrl_lightning.models.tokenizer import end_of_turn_id, save_tokenizer, trai
 from lmrl_lightning.policies import Decoding
 from lmrl_lightning.policies import rerank
 from lmrl_lightning.policies.rerank import RerankPolicy, candidate_logprobs
-from lmrl_lightning.policies.sampling import LMPolicy, encode_histories, left_pad, row_uniform, sample_from_logits, unique_rows
+from lmrl_lightning.policies.sampling import (
+    LMPolicy, encode_histories, left_pad, row_uniform, sample_from_logits, unique_rows,
+)
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
 from lmrl_lightning.tasks.maze.env import describe_fo, optimal_moves
 

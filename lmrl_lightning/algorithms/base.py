@@ -26,14 +26,17 @@ from lmrl_lightning.algorithms.settings import Optimisation, settings_as_dicts
 from lmrl_lightning.algorithms.distinct import run_distinct
 
 
-def decay_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, **options) -> list[dict]:
+def decay_groups(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, **options
+) -> list[dict]:
     """Two AdamW groups of the trainable parameters: weight decay on matrices, none on biases and norms; `options`
     (e.g. ``lr``) go into both."""
     decay, no_decay = [], []
     for name, p in named_parameters:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "ln" in name or "norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, **options}, {"params": no_decay, "weight_decay": 0.0, **options}]
+    return [{"params": decay, "weight_decay": weight_decay, **options},
+            {"params": no_decay, "weight_decay": 0.0, **options}]
 
 
 class LMRLModule(L.LightningModule):
