@@ -46,7 +46,7 @@ class _Slot:
     @classmethod
     def start(cls, env: TextEnv, spec: EvalEpisode) -> "_Slot":
         history = env.reset(seed=spec.seed, options=spec.options)
-        return cls(spec, env, history, [Turn(t.text, t.is_action, 0.0, t.token_ids) for t in history])
+        return cls(spec, env, history, [Turn(t.text, t.is_action) for t in history])
 
     def record(self, post_action: TextHistory, result: tuple[TextHistory, float, bool], max_turns: int) -> bool:
         """Record the policy's action (the last text of `post_action`) and the env's `result` of it; True when the
@@ -56,7 +56,7 @@ class _Slot:
         self.n_actions += 1
         self.turns.append(Turn(action.text, True, float(reward), action.token_ids))
         if new_history:
-            self.turns.append(Turn(new_history[-1].text, new_history[-1].is_action, 0.0, new_history[-1].token_ids))
+            self.turns.append(Turn(new_history[-1].text, new_history[-1].is_action))
         self.history, self.done = new_history, bool(done)
         return self.done or self.n_actions >= max_turns
 

@@ -52,8 +52,7 @@ class TokenChunk:
 
 
 class TurnTokenizer:
-    """Tokenises turn texts one at a time, with a cache: task texts repeat a lot (maze observations). Where a
-    turn carries the tokens a policy sampled (`Text.token_ids`), callers use those instead."""
+    """Tokenises turn texts one at a time, with a cache: task texts repeat a lot (maze observations)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -65,6 +64,11 @@ class TurnTokenizer:
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             self._cache[text] = ids
         return ids
+
+    def segment(self, segment) -> list[int]:
+        """The tokens of a history segment or recorded turn (`Text`, `Turn`): those a policy sampled for it where it
+        carries them (`token_ids`), else its text's encoding."""
+        return list(segment.token_ids) if segment.token_ids is not None else self(segment.text)
 
 
 def _flatten(episode: Episode, turn_ids: Sequence[list[int]], lo: int, hi: int):
@@ -108,7 +112,7 @@ def episode_to_chunks(
     before it (the environment's view), then the action. Chunks longer than max_length raise a
     `DatasetError` naming the episode's file and line, or are left-truncated with overflow='truncate'.
     """
-    turn_ids = [list(t.token_ids) if t.token_ids is not None else tokenize(t.text) for t in episode.turns]
+    turn_ids = [tokenize.segment(t) for t in episode.turns]
     if window is None:
         chunks = [_whole_episode_chunk(episode, turn_ids, max_length, overflow)]
     elif window < 1:

@@ -84,7 +84,7 @@ def encode_histories(
     keep its last `max_tokens` tokens."""
     out = []
     for h in histories:
-        ids = [i for t in h for i in (t.token_ids if t.token_ids is not None else tokenize(t.text))]
+        ids = [i for t in h for i in tokenize.segment(t)]
         out.append(ids[-max_tokens:] if max_tokens > 0 else [])
     return out
 
