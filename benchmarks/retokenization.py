@@ -22,6 +22,7 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 
 from lmrl_lightning.algorithms.base import load_module  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module  # noqa: E402
+from lmrl_lightning.policies.rerank import candidate_logprobs  # noqa: E402
 from lmrl_lightning.policies.sampling import LMPolicy, eval_mode  # noqa: E402
 
 
@@ -43,14 +44,6 @@ def recorded_turns(module, task: str, episodes: int) -> list[tuple[list[int], li
     return turns
 
 
-@torch.no_grad()
-def sequence_logp(model, prompt: list[int], continuation: list[int]) -> float:
-    """Sum of log p(continuation | prompt) under `model`."""
-    ids = torch.tensor([prompt + continuation])
-    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-    return float(torch.log_softmax(logits, -1).gather(-1, torch.tensor(continuation)[:, None]).sum())
-
-
 def measure(path: str, episodes: int, max_scored: int) -> dict:
     module, meta = load_module(path)
     task = meta["task"]
@@ -63,13 +56,14 @@ def measure(path: str, episodes: int, max_scored: int) -> dict:
         if spelled and generated[:len(canonical)] != canonical:
             differing.append((prompt, generated, canonical, text))
     gaps = []
-    with eval_mode(module.model):
+    with eval_mode(module.model), torch.no_grad():
         for prompt, generated, canonical, text in differing[:max_scored]:
             # the sampled tokens up to the turn's end, as many as decode to the action text
             n = next(k for k in range(1, len(generated) + 1)
                      if encode.decode(generated[:k], skip_special_tokens=True).startswith(text))
-            sampled_logp = sequence_logp(module.model, prompt, generated[:n])
-            gaps.append(sampled_logp - sequence_logp(module.model, prompt, canonical))
+            sampled, encoded = candidate_logprobs(module.model, encode.pad_token_id, [prompt],
+                                                  [generated[:n], canonical])[0].tolist()
+            gaps.append(sampled - encoded)
     row = {"checkpoint": path, "task": task, "algorithm": meta.get("algorithm"), "turns": len(turns),
            "turns_retokenised_differently": len(differing),
            "share_differing": round(len(differing) / max(len(turns), 1), 4)}
