@@ -18,6 +18,7 @@ from lmrl_lightning.policies.rerank import RerankPolicy, candidate_logprobs
 from lmrl_lightning.policies.sampling import (
     LMPolicy, encode_histories, left_pad, row_uniform, sample_from_logits, unique_rows,
 )
+from lmrl_lightning.policies.turn_cache import common_prefix_length
 from lmrl_lightning.tasks.maze import MOVES, START_POSITIONS
 from lmrl_lightning.tasks.maze.env import describe_fo, optimal_moves
 
@@ -414,6 +415,36 @@ def test_histories_continue_from_the_last_turns_cache_and_act_the_same(request, 
     assert play_turns(carried, 3, seeds) == play_turns(fresh, 3, seeds)
     assert sum(carried_tokens) < sum(fresh_tokens)
 
+
+
+@pytest.mark.parametrize("decoding", ["sample", "rerank", "per-state"])
+def test_new_observations_continue_from_the_opening_they_share_with_the_last_call(taught_module, decoding,
+                                                                                  monkeypatch):
+    """A fully observed task's prompt is a new observation each turn, extending nothing the last call ran; it
+    still shares its opening ("The goal is at position 1 0, 1 0. Your current position is at position ...") with
+    the last call's sequences, and sometimes all but its last token (another episode's observation a turn
+    earlier). Those tokens come from the carried cache, and every row acts as without it."""
+    module = taught_module
+    if decoding == "per-state":
+        carried, fresh = (RerankPolicy(module.model, module.tokenizer, per_state_moves, 1.0, carry)
+                          for carry in (True, False))
+    else:
+        carried, fresh = (module.policy(Decoding(decoding, carry_cache=carry), MOVES) for carry in (True, False))
+    first = [(observation(START_POSITIONS[i]),) for i in (0, 5, 9)]
+    then = [(observation(START_POSITIONS[i]),) for i in (5, 12, 20, 24)]  # one seen last call, three new
+    seeds = [3, 5, 7, 11]
+    counted = {}
+    for name, policy in (("carried", carried), ("fresh", fresh)):
+        policy.act(first, seeds=seeds[:3])
+        counted[name] = tokens_run(policy, monkeypatch)
+        counted[name + " acts"] = policy.act(then, seeds=seeds)
+    opening = common_prefix_length(*(prompt_ids(module.tokenizer, h, 0) for h in first[:2]))
+    assert opening >= 10
+    shared = [carried.turn_cache.longest_prefix(prompt_ids(module.tokenizer, h, 0))[0] for h in then]
+    assert shared[0] == len(prompt_ids(module.tokenizer, then[0], 0)) - 1  # seen whole: all but its last token
+    assert all(n >= opening for n in shared)
+    assert counted["carried acts"] == counted["fresh acts"]
+    assert sum(counted["carried"]) < sum(counted["fresh"])
 
 def test_the_carried_cache_is_dropped_when_the_weights_change(random_module):
     """After an in-place change of the weights (an optimiser step), a history extending the last call's runs whole

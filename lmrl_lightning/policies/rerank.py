@@ -149,7 +149,7 @@ def _prompt_pass(features: FeatureFn, pad_id: int, prompts, device, turn_cache: 
     )
     if turn_cache is not None:
         rows = torch.arange(len(prompts), device=device)
-        turn_cache.keep(caches, rows, mask.bool(), prompts, [len(p) for p in prompts])
+        turn_cache.keep(caches, rows, mask.bool(), prompts)
     return last, caches, mask, last_position
 
 

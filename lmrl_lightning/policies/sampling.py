@@ -307,9 +307,7 @@ class LMPolicy(BatchedTextPolicy):
         prompt_rows = live.rows[rows].tolist()
         fed = tokens[live.rows[rows], :step].tolist()
         sequences = [prompts[r] + f for r, f in zip(prompt_rows, fed)]
-        self.turn_cache.keep(
-            self.caches(state), rows, live.mask[rows].bool(), sequences, [len(prompts[r]) for r in prompt_rows]
-        )
+        self.turn_cache.keep(self.caches(state), rows, live.mask[rows].bool(), sequences)
 
     def _prefill(
         self, prompts: Sequence[list[int]], seeds: Sequence[int], device: torch.device

@@ -3,9 +3,12 @@
 A multi-turn history mostly grows: this turn's prompt is the last prompt, the turn the policy wrote and the env's
 reply. Re-running the whole prompt every turn makes a rollout's cost grow with the square of its length (the
 prefill dominates a rollout's profile). `TurnCache` keeps, for every sequence a decoding call ran, the keys and
-values of its tokens, and the next call starts each prompt from the longest kept sequence that is a prefix of it,
-running only the rest. A history whose window has started to slide (its first tokens dropped) matches nothing and
-is run whole, as before.
+values of its tokens, and the next call starts each prompt from the longest prefix it shares with any kept
+sequence, running only the rest. That covers a history that extends its own last turn, and also prompts that only
+begin alike: a fully observed task's next prompt is a new observation whose opening words every episode's
+observations share (the maze's "The goal is at position ... Your current position is at position"), or the very
+observation another episode saw a turn earlier. A history whose window has started to slide (its first tokens
+dropped) shares little and runs nearly whole.
 
 Kept rows are valid only for the weights that computed them: the cache is emptied whenever any parameter of the
 policy's networks is replaced or changed in place (an optimiser step, `load_state_dict`, a move to another device),
@@ -13,6 +16,7 @@ which `weights_version` detects through the tensors' storage and version counter
 """
 from __future__ import annotations
 
+import bisect
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
@@ -22,9 +26,6 @@ from transformers import DynamicCache
 
 # One row's keys and values: per cache of the state, per layer, (keys [heads, length, d], values [heads, length, d]).
 RowKV = list[list[tuple[torch.Tensor, torch.Tensor]]]
-# A kept sequence is indexed by its length and its last tokens, so that finding a prompt's prefix costs a few dict
-# lookups (one per distinct kept length) before the one full comparison.
-TAIL = 8
 
 
 def weights_version(modules: Sequence[torch.nn.Module]) -> tuple:
@@ -44,8 +45,14 @@ def carried(turn_cache: Optional["TurnCache"], modules: Sequence[torch.nn.Module
     turn_cache.end()
 
 
-def _key(ids: Sequence[int], length: int) -> tuple:
-    return length, tuple(ids[max(0, length - TAIL):length])
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many first tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class _KeptRow:
@@ -72,29 +79,35 @@ class TurnCache:
     A call `begin`s (dropping everything if the weights changed), finds its prompts' prefixes (`longest_prefix`)
     and gathers their keys and values (`past`), `keep`s each row it ran (prompt plus the tokens it fed), and `end`s:
     the rows it kept replace the previous call's, so the memory held is at most one call's caches.
+
+    The kept sequences are held sorted: the one sharing the longest prefix with a prompt is next to the prompt's
+    place in that order (a sequence between them shares at least as much), so a lookup is one bisection and two
+    comparisons, and keeping a call's rows costs one sort, not work per token.
     """
 
     def __init__(self) -> None:
-        self._index: dict[tuple, list[tuple[tuple[int, ...], _KeptRow]]] = {}
-        self._lengths: list[int] = []
-        self._kept: dict[tuple[int, ...], tuple[int, _KeptRow]] = {}
+        self._sorted: list[tuple[int, ...]] = []
+        self._rows: list[_KeptRow] = []
+        self._kept: dict[tuple[int, ...], _KeptRow] = {}
         self._version: Optional[tuple] = None
 
     def begin(self, version: tuple) -> None:
         if version != self._version:
-            self._index, self._lengths = {}, []
+            self._sorted, self._rows = [], []
         self._version, self._kept = version, {}
 
     def longest_prefix(self, prompt: Sequence[int]) -> tuple[int, Optional[RowKV]]:
-        """The longest kept sequence that is a proper prefix of `prompt` (at least one token left to run): its
-        length and its rows, or (0, None)."""
-        for length in self._lengths:
-            if length >= len(prompt):
-                continue
-            for ids, kept in self._index.get(_key(prompt, length), ()):
-                if ids[:length] == tuple(prompt[:length]):
-                    return length, kept.kv()
-        return 0, None
+        """The longest prefix of `prompt` that a kept sequence begins with, leaving at least one token of `prompt`
+        to run: its length and that sequence's rows, or (0, None)."""
+        key = tuple(prompt)
+        at = bisect.bisect_left(self._sorted, key)
+        best, row = 0, None
+        for i in (at - 1, at):
+            if 0 <= i < len(self._sorted):
+                n = min(common_prefix_length(self._sorted[i], key), len(key) - 1)
+                if n > best:
+                    best, row = n, self._rows[i]
+        return (best, row.kv()) if row is not None else (0, None)
 
     def past(self, found: Sequence[tuple[int, RowKV]], device) -> list[DynamicCache]:
         """Caches (one per cache of the decoding state) holding the keys and values of the `found` prefixes
@@ -113,24 +126,20 @@ class TurnCache:
         return caches
 
     def keep(self, caches: Sequence[DynamicCache], rows: torch.Tensor, columns: torch.Tensor,
-             sequences: Sequence[list[int]], prompt_lengths: Sequence[int]) -> None:
+             sequences: Sequence[list[int]]) -> None:
         """Keep the rows `rows` of the decoding state's `caches`, whose real tokens are the True `columns`
-        ([len(rows), width]) and are `sequences` (prompt then fed tokens); each is found again by its whole length
-        and by its prompt's. The rows are copied out of `caches` in one operation a layer (the decoder goes on
+        ([len(rows), width]) and are `sequences` (prompt then fed tokens); each is found again by any prefix of
+        it. The rows are copied out of `caches` in one operation a layer (the decoder goes on
         growing and reordering its caches); each row's real columns are cut out when a prompt continues it."""
         layers = [[(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
                   for cache in caches]
-        for i, (ids, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
+        for i, ids in enumerate(sequences):
             key = tuple(ids)
-            if key not in self._kept:
-                self._kept[key] = (prompt_length, _KeptRow(layers, i, columns[i]))
+            if key and key not in self._kept:
+                self._kept[key] = _KeptRow(layers, i, columns[i])
 
     def end(self) -> None:
         """This call's rows replace the previous call's."""
-        index: dict[tuple, list] = {}
-        for ids, (prompt_length, kept) in self._kept.items():
-            for length in {len(ids), prompt_length}:
-                if length > 0:
-                    index.setdefault(_key(ids, length), []).append((ids, kept))
-        self._index, self._kept = index, {}
-        self._lengths = sorted({length for length, _ in index}, reverse=True)
+        self._sorted = sorted(self._kept)
+        self._rows = [self._kept[ids] for ids in self._sorted]
+        self._kept = {}
