@@ -201,6 +201,13 @@ def test_unique_rows_and_inverse():
     assert inverse == [0, 1, 0, 2, 1]
 
 
+def test_common_prefix_length_counts_the_shared_first_tokens():
+    cases = [((), (1,), 0), ((1, 2, 3), (1, 2, 3), 3), ((1, 2, 3), (1, 2), 2), ((1, 2, 3), (1, 5, 3), 1),
+             ((4, 2), (1, 2), 0), ((1, 1, 1, 1, 2), (1, 1, 1, 1, 1, 1), 4)]
+    for a, b, n in cases:
+        assert common_prefix_length(a, b) == common_prefix_length(b, a) == n
+
+
 def test_left_pad_positions_count_real_tokens_only():
     ids, mask, positions = left_pad([[5, 6, 7], [8], []], pad_id=0, device="cpu")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
