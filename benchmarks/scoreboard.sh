@@ -16,7 +16,8 @@ exec "${LMRL:-lmrl}" report \
   $R/maze_online_fo.json $R/maze_online_po_online_filtered_bc.json \
   $R/maze_online_po_ppo_rope_seed0.json $R/maze_online_po_ppo_rope_seed1.json $R/maze_online_po_ppo_rope_seed2.json \
   $R/wordle_scores.json $R/wordle_scores_last_token.json $R/endgames_scores_online_bc.json $R/endgames_scores.json $R/chess_scores.json $R/questions_scores_twenty_questions_online.json \
-  $R/questions_scores_twenty_questions_ppo_sampled_tokens.json \
+  $R/questions_scores_twenty_questions_ppo_sampled_tokens.json $R/questions_scores_twenty_questions_ppo_no_trunk_grad.json \
+  $R/questions_scores_twenty_questions_ppo_no_trunk_grad_seed1.json $R/questions_scores_twenty_questions_ppo_no_trunk_grad_seed2.json \
   $R/questions_scores_twenty_questions_online_bc_sampled_tokens.json $R/questions_scores.json \
   $R/questions_scores_guess_city_ppo_sampled_tokens_seed0.json $R/questions_scores_guess_city_ppo_sampled_tokens_seed1.json \
   $R/questions_scores_guess_city_ppo_sampled_tokens_seed2.json \

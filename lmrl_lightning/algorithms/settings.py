@@ -198,6 +198,10 @@ class PPOSettings:
         value_lr: the value head's own learning rate (None: `optim.lr`, as the paper). A linear head under Adam moves
             its output by roughly lr x the hidden size per step: at a policy's 1e-4 and a few steps a round it cannot
             follow returns of tens (the dialogue tasks), and the advantages stay noise.
+        value_trunk_grad: the value loss trains the shared trunk too (paper: yes). False reads the value head off
+            the trunk's hidden states without differentiating them, so that the value head's early errors (returns
+            of tens against its initial bias) cannot move the policy's features; only the policy loss (and the BC
+            term) trains the trunk.
     """
 
     gamma: float = 0.99
@@ -212,6 +216,7 @@ class PPOSettings:
     whiten_advantages: bool = True
     grad_clip: Optional[float] = None
     value_lr: Optional[float] = None
+    value_trunk_grad: bool = True
 
     def __post_init__(self) -> None:
         for field in ("gamma", "lam"):
