@@ -1,11 +1,10 @@
 """How often a sampled turn's tokens differ from the tokens its text encodes to (a round trip through the text).
 
-Online rollouts keep an action as text; PPO's update and its KL re-encode that text. Where the policy sampled a
-non-canonical tokenisation (e.g. " city" as " c" + "ity"), the tokens scored are not the tokens sampled: their
-log-probabilities under the policy can be far lower than the sampled ones', which distorts the ratio and the KL.
-This plays a checkpoint's evaluation episodes with free sampling, records every generated turn, and reports the
-share of turns whose re-encoded tokens differ, and the policy's log-probability of the sampled tokens against the
-re-encoded ones on those turns.
+A model can sample an action in other pieces than its text's encoding (e.g. " city" as " c" + "ity"). Online updates
+used to re-encode the text and so scored tokens nobody sampled, whose log-probabilities under the policy can be far
+lower than the sampled ones', distorting the ratio and the KL; turns now carry such tokens (`Text.token_ids`, from
+`LMPolicy.sampled_tokens`). This plays a checkpoint's evaluation episodes with free sampling and reports the share of
+turns sampled that way, and the policy's log-probability of the sampled tokens against the encoding's on them.
 
 Run:  python benchmarks/retokenization.py CKPT [CKPT ...] --episodes 64 --threads 1
 """
@@ -14,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -26,14 +26,15 @@ from lmrl_lightning.policies.rerank import candidate_logprobs  # noqa: E402
 from lmrl_lightning.policies.sampling import LMPolicy, eval_mode  # noqa: E402
 
 
-def recorded_turns(module, task: str, episodes: int) -> list[tuple[list[int], list[int], str]]:
-    """(prompt ids, generated ids, action text) of every turn of `episodes` sampled evaluation games."""
+def recorded_turns(module, task: str, episodes: int) -> list[tuple[list[int], str, Optional[tuple[int, ...]]]]:
+    """(prompt ids, action text, the sampled tokens where they are not the text's encoding: `LMPolicy.sampled_tokens`)
+    of every turn of `episodes` sampled evaluation games."""
     turns = []
     generate = LMPolicy.generate
 
     def recording(self, prompts, seeds):
         outputs = generate(self, prompts, seeds)
-        turns.extend((list(p), list(o), self.action_text(o)) for p, o in zip(prompts, outputs))
+        turns.extend((list(p), self.action_text(o), self.sampled_tokens(o)) for p, o in zip(prompts, outputs))
         return outputs
 
     LMPolicy.generate = recording
@@ -49,21 +50,13 @@ def measure(path: str, episodes: int, max_scored: int) -> dict:
     task = meta["task"]
     turns = recorded_turns(module, task, episodes)
     encode = module.tokenizer
-    differing = []
-    for prompt, generated, text in turns:
-        canonical = encode.encode(text, add_special_tokens=False)
-        spelled = encode.decode(generated, skip_special_tokens=True).startswith(text)
-        if spelled and generated[:len(canonical)] != canonical:
-            differing.append((prompt, generated, canonical, text))
+    differing = [(prompt, list(sampled), encode.encode(text, add_special_tokens=False), text)
+                 for prompt, text, sampled in turns if sampled is not None]
     gaps = []
     with eval_mode(module.model), torch.no_grad():
-        for prompt, generated, canonical, text in differing[:max_scored]:
-            # the sampled tokens up to the turn's end, as many as decode to the action text
-            n = next(k for k in range(1, len(generated) + 1)
-                     if encode.decode(generated[:k], skip_special_tokens=True).startswith(text))
-            sampled, encoded = candidate_logprobs(module.model, encode.pad_token_id, [prompt],
-                                                  [generated[:n], canonical])[0].tolist()
-            gaps.append(sampled - encoded)
+        for prompt, sampled, canonical, text in differing[:max_scored]:
+            scores = candidate_logprobs(module.model, encode.pad_token_id, [prompt], [sampled, canonical])[0]
+            gaps.append(float(scores[0] - scores[1]))
     row = {"checkpoint": path, "task": task, "algorithm": meta.get("algorithm"), "turns": len(turns),
            "turns_retokenised_differently": len(differing),
            "share_differing": round(len(differing) / max(len(turns), 1), 4)}
@@ -71,7 +64,7 @@ def measure(path: str, episodes: int, max_scored: int) -> dict:
         gaps_t = torch.tensor(gaps)
         row.update(scored=len(gaps), logp_sampled_minus_canonical_mean=round(float(gaps_t.mean()), 3),
                    logp_sampled_minus_canonical_max=round(float(gaps_t.max()), 3),
-                   examples=[{"text": t, "sampled": encode.convert_ids_to_tokens(g[:len(c) + 2]),
+                   examples=[{"text": t, "sampled": encode.convert_ids_to_tokens(g),
                               "canonical": encode.convert_ids_to_tokens(c)} for _, g, c, t in differing[:3]])
     print(row, flush=True)
     return row

@@ -45,6 +45,12 @@ def check_int(field: str, value, low: int = 1) -> None:
         raise LMRLError(f"{field} must be an integer >= {low}, got {value!r}")
 
 
+def check_bool(field: str, value) -> None:
+    """`value` is true or false (not a string or a number that reads as one)."""
+    if not isinstance(value, bool):
+        raise LMRLError(f"{field}: expected true or false, got {value!r}")
+
+
 def check_choice(field: str, value, choices) -> None:
     if value not in choices:
         raise LMRLError(f"{field} must be one of {', '.join(map(str, choices))}, got {value!r}")

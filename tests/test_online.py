@@ -209,13 +209,11 @@ def test_round_advantages_skip_environment_tokens_and_end_at_zero(bc_ckpt):
 @pytest.mark.parametrize("value_trunk_grad", [True, False])
 def test_the_value_loss_trains_the_trunk_only_when_asked(bc_ckpt, value_trunk_grad):
     """The value loss of a round's batch reaches the value head either way, and the trunk (the policy's features)
-    only with `value_trunk_grad` (the paper's shared trunk); the values themselves are the same. (The head starts
-    with zero weights, which pass no gradient back; it is given some, as after a few steps.)"""
-    module, same = (ppo(bc_ckpt, value_trunk_grad=flag, updates=Updates(8, epochs=1))
-                    for flag in (value_trunk_grad, True))
-    weight = 0.1 * torch.randn(module.value_head.out.weight.shape, generator=torch.Generator().manual_seed(0))
-    for m in (module, same):
-        m.value_head.out.weight.data.copy_(weight)
+    only with `value_trunk_grad` (the paper's shared trunk). (The head starts with zero weights, which pass no
+    gradient back; it is given some, as after a few steps.)"""
+    module = ppo(bc_ckpt, value_trunk_grad=value_trunk_grad, updates=Updates(8, epochs=1))
+    module.value_head.out.weight.data.copy_(
+        0.1 * torch.randn(module.value_head.out.weight.shape, generator=torch.Generator().manual_seed(0)))
     episode = Episode([Turn(PROMPT, False), Turn(GOOD, True, 1.0), Turn(PROMPT, False), Turn(BAD, True, -1.0)], True)
     (batch,) = module.prepare_round([episode], torch.Generator().manual_seed(0))
     _, _, values = module.forward_rows(batch)
@@ -224,13 +222,13 @@ def test_the_value_loss_trains_the_trunk_only_when_asked(bc_ckpt, value_trunk_gr
     trunk_grads = [p.grad for p in module.model.parameters() if p.requires_grad]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.value_head.parameters())
     assert any(g is not None and g.abs().sum() > 0 for g in trunk_grads) == value_trunk_grad
-    with torch.no_grad():
-        assert torch.allclose(values, same.forward_rows(batch)[2])
 
 
 def test_bad_configs_are_one_line_errors(bc_ckpt):
     with pytest.raises(LMRLError, match="model.ppo.kl_target and model.ppo.kl_horizon"):
         ppo(bc_ckpt, kl_target=0.1)
+    with pytest.raises(LMRLError, match="model.ppo.value_trunk_grad: expected true or false, got 'no'"):
+        ppo(bc_ckpt, value_trunk_grad="no")
     with pytest.raises(LMRLError, match="model.bc.data must name a JSONL file"):
         PPO(init_from=bc_ckpt, rollouts=ROLLOUTS, bc={"data": "", "weight": 1.0})
     with pytest.raises(LMRLError, match="model.filter.mode must be one of success, top_fraction, got 'none'"):

@@ -495,7 +495,8 @@ class PPO(OnlineModule):
             with eval_mode(self.model):
                 hidden, logits = self.candidate_pass(self.model, batch)
             logp = logits.gather(-1, batch["choice"][batch["choice"] >= 0][:, None]).squeeze(-1)
-        return logp, logits, self.value_head(hidden if self.ppo.value_trunk_grad else hidden.detach()).squeeze(-1).float()
+        value_input = hidden if self.ppo.value_trunk_grad else hidden.detach()
+        return logp, logits, self.value_head(value_input).squeeze(-1).float()
 
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The frozen reference's log-prob of each taken action at the policy positions [M]."""

@@ -19,7 +19,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.evaluation import check_play_settings
 from lmrl_lightning.models.heads import HeadKind
 from lmrl_lightning.policies.decoding import Decoding
-from lmrl_lightning.validation import check_choice, check_int, check_number
+from lmrl_lightning.validation import check_bool, check_choice, check_int, check_number
 
 DiscountPer = Literal["token", "turn"]
 HEAD_KINDS = ("mlp", "linear", "tied")
@@ -221,6 +221,8 @@ class PPOSettings:
     def __post_init__(self) -> None:
         for field in ("gamma", "lam"):
             check_number(f"model.ppo.{field}", getattr(self, field), low=0, high=1)
+        for field in ("whiten_advantages", "value_trunk_grad"):
+            check_bool(f"model.ppo.{field}", getattr(self, field))
         for field in ("clip", "clip_value"):
             check_number(f"model.ppo.{field}", getattr(self, field), low=0, low_open=True)
         for field in ("value_coef", "kl_coef"):

@@ -9,7 +9,7 @@ from lmrl_lightning.errors import LMRLError
 from lmrl_lightning.policies.rerank import RerankPolicy
 from lmrl_lightning.policies.sampling import LMPolicy
 from lmrl_lightning.policies.value_guided import ValueGuidance, ValueGuidedPolicy, ValueRerankPolicy
-from lmrl_lightning.validation import as_settings, check_choice, check_int, check_number
+from lmrl_lightning.validation import as_settings, check_bool, check_choice, check_int, check_number
 
 DecodingKind = Literal["sample", "greedy", "rerank", "rerank_greedy"]
 DECODING_KINDS: tuple[str, ...] = ("sample", "greedy", "rerank", "rerank_greedy")
@@ -58,8 +58,7 @@ class Decoding:
         if self.beta is not None:
             check_number("decoding.beta", self.beta, low=0)
         check_int("decoding.max_new_tokens", self.max_new_tokens)
-        if not isinstance(self.carry_cache, bool):
-            raise LMRLError(f"decoding.carry_cache: expected true or false, got {self.carry_cache!r}")
+        check_bool("decoding.carry_cache", self.carry_cache)
         check_choice("decoding.value_networks", self.value_networks, VALUE_NETWORKS)
         check_choice("decoding.candidate_value", self.candidate_value, CANDIDATE_VALUES)
         if self.candidate_value != "sum" and not self.reranks:

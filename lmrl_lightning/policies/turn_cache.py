@@ -59,9 +59,9 @@ def common_prefix_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 
 
 class _KeptRow:
-    """One kept row, cut out of its call's caches only when a later prompt continues it: most kept rows are never
-    continued (a fully observed task's next prompt is a new observation), and cutting every row's real columns out
-    layer by layer was a tenth of a maze rollout."""
+    """One kept row, cut out of its call's caches only when a later prompt continues it: a call keeps every row it
+    ran, a lookup continues one of the two next to the prompt in sorted order, and cutting every row's real columns
+    out layer by layer was a tenth of a maze rollout."""
 
     __slots__ = ("_layers", "_index", "_columns", "_kv")
 
