@@ -143,10 +143,12 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     suffix = ALGORITHMS[name][0]
     replacements = [("runs/textnav_", f"{out}/textnav_"), ("save_dir: runs", f"save_dir: {out}"),
                     (f"data/textnav_{variant}", str(data)),
-                    ("episodes: 1800 ", f"episodes: {args.eval_episodes} ")]
-    if name in ("PPO", "online %BC"):
+                    ("episodes: 1800 ", f"episodes: {args.eval_episodes} "),
+                    ("seed_everything: 0", f"seed_everything: {args.seed}")]
+    if name in ("PPO", "online %BC"):  # the rounds' games, sampling and minibatch order have their own seed
         replacements += [("max_epochs: 20 ", f"max_epochs: {args.rounds} "),
-                         ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} ")]
+                         ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} "),
+                         ("      episodes_per_round:", f"      seed: {args.seed}\n      episodes_per_round:")]
     else:
         steps = args.steps if name == "BC" else args.value_steps
         replacements.append((f"max_steps: {CONFIG_STEPS[name]}", f"max_steps: {steps}"))
@@ -159,8 +161,8 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     return rewritten_config(f"textnav_{variant}_{suffix}", out, replacements)
 
 
-def run_row(name: str, variant: str, config: Path, resume_from: Optional[Path] = None) -> dict:
-    _, row = fit_row(name, config, resume_from=resume_from)
+def run_row(name: str, variant: str, config: Path, seed: int, resume_from: Optional[Path] = None) -> dict:
+    _, row = fit_row(name, config, seed, resume_from=resume_from)
     paper_score, paper_return = ALGORITHMS[name][1][variant]
     row.update(variant=variant, paper_normalised=paper_score, paper_return=paper_return)
     print(f"{variant.upper()} {name}: score {row['normalised_score']:.1f} (paper {paper_score}), return "
@@ -190,7 +192,7 @@ def scores(args) -> None:
                   f"{stats['mean_length']['ours']:.1f} commands", flush=True)
         for name in args.algorithms.split(","):
             resume = continued_bc(out / f"textnav_{variant}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-            row = run_row(name, variant, benchmark_config(name, variant, out, data, args), resume)
+            row = run_row(name, variant, benchmark_config(name, variant, out, data, args), args.seed, resume)
             payload = {"benchmark": "textnav_scores", "machine": machine_info(), "config": vars(args)}
             add_row(results, row, payload, order={"variant": list(VARIANTS), "algorithm": list(ALGORITHMS)})
     print(markdown_table(json.loads(results.read_text())["rows"]))
@@ -220,7 +222,9 @@ def main(argv=None) -> None:
     p.add_argument("--decay", default="none", choices=["none", "cosine"],
                    help="learning rate after the warm-up (the configs': constant; cosine: to 0 at the last step)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (the config's seed_everything; PPO/online %%BC rounds) and the throughput's "
+                        "games; the dataset is always drawn with seed 0")
     p.add_argument("--out", default="runs/textnav_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "textnav_scores.json"))
     p.add_argument("--table", action="store_true", help="print the results file's rows as a Markdown table and stop")

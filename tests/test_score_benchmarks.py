@@ -3,6 +3,7 @@ lock, a rerun replaces its own row only, and a file written before any row (the 
 takes its first row; every benchmark script's `--help` works."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import sys
@@ -51,3 +52,17 @@ def test_every_benchmark_prints_its_help(script, capsys):
     with pytest.raises(SystemExit) as e:
         module.main(["--help"])
     assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, suffix", [("BC", "bc"), ("PPO", "ppo")])
+def test_textnav_scores_seed_reaches_the_configs_it_runs(tmp_path, name, suffix):
+    """`--seed` seeds training (and an online method's rounds), not only the throughput games: a seed the rewritten
+    config ignored would make three "seeds" one run three times."""
+    textnav_scores = importlib.import_module("textnav_scores")
+    args = argparse.Namespace(
+        eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay="none", max_length=1536, seed=7)
+    config = textnav_scores.benchmark_config(name, "po", tmp_path, tmp_path / "data", args)
+    assert config.name == f"textnav_po_{suffix}.yaml"
+    text = config.read_text()
+    assert "seed_everything: 7" in text
+    assert ("      seed: 7\n" in text) == (name == "PPO")
