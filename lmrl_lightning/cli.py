@@ -126,6 +126,7 @@ def _print_final_evaluations(trainer) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from lmrl_lightning.algorithms.base import load_module
     from lmrl_lightning.atomic import atomic_write_json
+    from lmrl_lightning.data.jsonl import write_episodes
     from lmrl_lightning.policies import Decoding
     from lmrl_lightning.registry import get_task
     from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module, summarise
@@ -157,6 +158,8 @@ def _eval(args: argparse.Namespace) -> None:
             "task": task.name, "variant": variant, "checkpoint": args.checkpoint, **vars(summary),
             "returns": [e.total_reward for e in episodes],
         })
+    if args.episodes_out:
+        write_episodes(args.episodes_out, episodes)
 
 
 def _env_options(text: Optional[str]) -> Optional[dict]:
@@ -356,6 +359,9 @@ def _add_eval_command(sub) -> None:
                    help="the task env's keyword arguments, e.g. '{\"oracle_model\": \"models/oracle\"}' (a "
                         "language-model oracle or buyer); options that change rewards break the normalised score")
     p.add_argument("--out", default=None, help="write the summary and returns as JSON")
+    p.add_argument("--episodes-out", default=None, metavar="FILE",
+                   help="write every evaluation episode (texts, rewards) as JSON lines in the dataset format, to read "
+                        "what the policy did")
     _add_trust_flags(p)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmrl_lightning.cli import main
+from lmrl_lightning.data.jsonl import read_episodes
 from lmrl_lightning.registry import task_names
 from lmrl_lightning.tasks import maze
 from lmrl_lightning.tasks.maze import MazeEnv
@@ -155,8 +156,9 @@ def test_data_fit_eval_round_trip(capsys, monkeypatch, data_dir, checkpoint, tmp
     5-step model never reaches the goal, and full 100-step episodes would take most of a minute."""
     assert (data_dir / "train.jsonl").is_file() and (data_dir / "tokenizer" / "tokenizer.json").is_file()
     monkeypatch.setattr(maze.TASK, "make_env", lambda variant: MazeEnv(variant, max_steps=5))
-    out = tmp_path / "eval.json"
-    assert main(["eval", str(checkpoint), "--episodes", "25", "--out", str(out)]) == 0
+    out, episodes_out = tmp_path / "eval.json", tmp_path / "episodes.jsonl"
+    assert main(["eval", str(checkpoint), "--episodes", "25", "--out", str(out), "--episodes-out",
+                 str(episodes_out)]) == 0
     stdout = capsys.readouterr().out
     assert "> move " in stdout  # the transcript's first action
     summary = json.loads(stdout[stdout.index("\n{") + 1:])
@@ -168,6 +170,10 @@ def test_data_fit_eval_round_trip(capsys, monkeypatch, data_dir, checkpoint, tmp
     written = json.loads(out.read_text())
     assert len(written["returns"]) == 25
     assert sum(written["returns"]) / 25 == pytest.approx(summary["mean_return"])
+    episodes = read_episodes(episodes_out)  # the dataset reader's checks pass: the same format
+    assert [e.total_reward for e in episodes] == written["returns"]
+    # 5 moves, then the failure step
+    assert all(e.num_actions == 6 and e.turns[1].text.startswith("move ") for e in episodes)
 
 
 def test_play_reads_moves_from_stdin(capsys, monkeypatch):
