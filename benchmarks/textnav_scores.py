@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 
 quiet_libraries()
 
-from _scores import add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
+from _scores import CONFIGS, add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import PerEpisodePolicy, Text  # noqa: E402
 from lmrl_lightning.registry import EvalEpisode  # noqa: E402
@@ -152,8 +153,10 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     else:
         steps = args.steps if name == "BC" else args.value_steps
         replacements.append((f"max_steps: {CONFIG_STEPS[name]}", f"max_steps: {steps}"))
-    if args.decay != "none":
-        replacements.append(("      warmup_steps:", f"      decay: {args.decay}\n      warmup_steps:"))
+    if args.decay is not None:
+        stated = re.search(r"^      decay: \w+", (CONFIGS / f"textnav_{variant}_{suffix}.yaml").read_text(), re.M)
+        replacements.append((stated.group(0), f"      decay: {args.decay}") if stated else
+                            ("      warmup_steps:", f"      decay: {args.decay}\n      warmup_steps:"))
     if args.max_length != 1536:
         replacements.append(("max_length: 1536", f"max_length: {args.max_length}"))
         if name == "BC":
@@ -219,8 +222,9 @@ def main(argv=None) -> None:
     p.add_argument("--single-steps", type=int, default=1000, help="throughput: steps of the single env")
     p.add_argument("--batch-episodes", type=int, default=256, help="throughput: episodes of the batched rollout")
     p.add_argument("--batch-size", type=int, default=64, help="throughput: envs stepped together")
-    p.add_argument("--decay", default="none", choices=["none", "cosine"],
-                   help="learning rate after the warm-up (the configs': constant; cosine: to 0 at the last step)")
+    p.add_argument("--decay", default=None, choices=["none", "cosine"],
+                   help="learning rate after the warm-up: constant (none) or to 0 at the last step (cosine); default: "
+                        "the config's (PO BC cosine, the others constant)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed (the config's seed_everything; PPO/online %%BC rounds) and the throughput's "

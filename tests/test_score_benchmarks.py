@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -60,9 +61,22 @@ def test_textnav_scores_seed_reaches_the_configs_it_runs(tmp_path, name, suffix)
     config ignored would make three "seeds" one run three times."""
     textnav_scores = importlib.import_module("textnav_scores")
     args = argparse.Namespace(
-        eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay="none", max_length=1536, seed=7)
+        eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay=None, max_length=1536, seed=7)
     config = textnav_scores.benchmark_config(name, "po", tmp_path, tmp_path / "data", args)
     assert config.name == f"textnav_po_{suffix}.yaml"
     text = config.read_text()
     assert "seed_everything: 7" in text
     assert ("      seed: 7\n" in text) == (name == "PPO")
+
+
+@pytest.mark.parametrize("variant, decay, expected", [
+    ("po", None, "cosine"), ("po", "none", "none"), ("fo", None, None), ("fo", "cosine", "cosine")])
+def test_textnav_scores_decay_is_the_configs_unless_given(tmp_path, variant, decay, expected):
+    """`--decay` left out keeps the BC config's schedule (PO: cosine); given, it replaces a stated one or is added
+    where the config has none, never written twice."""
+    textnav_scores = importlib.import_module("textnav_scores")
+    args = argparse.Namespace(
+        eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay=decay, max_length=1536, seed=0)
+    text = textnav_scores.benchmark_config("BC", variant, tmp_path, tmp_path / "data", args).read_text()
+    assert yaml.safe_load(text)["model"]["init_args"]["optim"].get("decay") == expected
+    assert text.count("      decay:") == (expected is not None)  # YAML would silently keep the last of two
