@@ -31,6 +31,15 @@ def rewritten_config(name: str, out: Path, replacements: Sequence[tuple[str, str
     return path
 
 
+def seed_replacements(seed: int, online: bool) -> list[tuple[str, str]]:
+    """`rewritten_config` replacements that give a config the benchmark's `--seed`: `seed_everything` and, for an
+    online method (PPO, online %BC), its rounds' own seed (their games, sampling and minibatch order)."""
+    replacements = [("seed_everything: 0", f"seed_everything: {seed}")]
+    if online:
+        replacements.append(("      episodes_per_round:", f"      seed: {seed}\n      episodes_per_round:"))
+    return replacements
+
+
 def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] = None) -> tuple[Any, dict[str, Any]]:
     """Fit `config` (continuing `resume_from`'s exact training state when given: `--ckpt_path`); the CLI (trainer,
     model, callbacks) and the row's common fields: the final evaluation's summary, the beta sweep (MC, ILQL) and the

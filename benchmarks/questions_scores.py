@@ -33,7 +33,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries, write_json  # no
 
 quiet_libraries()
 
-from _scores import add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, continued_bc, fit_row, rewritten_config, seed_replacements  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
@@ -179,9 +179,7 @@ def benchmark_config(task: str, name: str, out: Path, data: Path, args) -> Path:
     replacements = [(f"runs/{task}_", f"{out}/{task}_"), ("save_dir: runs", f"save_dir: {out}"),
                     (f"data/{task}", str(data)), (CONFIG_STEPS[name], f"{key}: {steps} "),
                     (f"episodes: {default_episodes} ", f"episodes: {args.eval_episodes or default_episodes} "),
-                    ("seed_everything: 0", f"seed_everything: {args.seed}")]
-    if name in ("PPO", "online %BC"):  # the rounds' games, sampling and minibatch order have their own seed
-        replacements.append(("      episodes_per_round:", f"      seed: {args.seed}\n      episodes_per_round:"))
+                    *seed_replacements(args.seed, online=name in ("PPO", "online %BC"))]
     return rewritten_config(f"{task}_{suffix}", out, replacements)
 
 

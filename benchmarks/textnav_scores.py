@@ -41,7 +41,7 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 
 quiet_libraries()
 
-from _scores import CONFIGS, add_row, continued_bc, fit_row, rewritten_config  # noqa: E402
+from _scores import CONFIGS, add_row, continued_bc, fit_row, rewritten_config, seed_replacements  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import PerEpisodePolicy, Text  # noqa: E402
 from lmrl_lightning.registry import EvalEpisode  # noqa: E402
@@ -145,11 +145,10 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     replacements = [("runs/textnav_", f"{out}/textnav_"), ("save_dir: runs", f"save_dir: {out}"),
                     (f"data/textnav_{variant}", str(data)),
                     ("episodes: 1800 ", f"episodes: {args.eval_episodes} "),
-                    ("seed_everything: 0", f"seed_everything: {args.seed}")]
-    if name in ("PPO", "online %BC"):  # the rounds' games, sampling and minibatch order have their own seed
+                    *seed_replacements(args.seed, online=name in ("PPO", "online %BC"))]
+    if name in ("PPO", "online %BC"):
         replacements += [("max_epochs: 20 ", f"max_epochs: {args.rounds} "),
-                         ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} "),
-                         ("      episodes_per_round:", f"      seed: {args.seed}\n      episodes_per_round:")]
+                         ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} ")]
     else:
         steps = args.steps if name == "BC" else args.value_steps
         replacements.append((f"max_steps: {CONFIG_STEPS[name]}", f"max_steps: {steps}"))

@@ -69,6 +69,16 @@ def test_textnav_scores_seed_reaches_the_configs_it_runs(tmp_path, name, suffix)
     assert ("      seed: 7\n" in text) == (name == "PPO")
 
 
+@pytest.mark.parametrize("name, online", [("BC", False), ("PPO", True), ("online %BC", True)])
+def test_questions_scores_seed_reaches_the_configs_it_runs(tmp_path, name, online):
+    """The same for `questions_scores.py`, which shares the replacements (`_scores.seed_replacements`)."""
+    questions_scores = importlib.import_module("questions_scores")
+    args = argparse.Namespace(rounds=2, steps=3, value_steps=3, eval_episodes=None, seed=5)
+    text = questions_scores.benchmark_config("twenty_questions", name, tmp_path, tmp_path / "data", args).read_text()
+    assert "seed_everything: 5" in text
+    assert ("      seed: 5\n" in text) == online
+
+
 @pytest.mark.parametrize("variant, decay, expected", [
     ("po", None, "cosine"), ("po", "none", "none"), ("fo", None, None), ("fo", "cosine", "cosine")])
 def test_textnav_scores_decay_is_the_configs_unless_given(tmp_path, variant, decay, expected):
