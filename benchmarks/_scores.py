@@ -3,6 +3,7 @@ the same LightningCLI as `lmrl fit` with this benchmark's paths, read its evalua
 results file that several processes may write in turn."""
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import time
@@ -40,12 +41,31 @@ def seed_replacements(seed: int, online: bool) -> list[tuple[str, str]]:
     return replacements
 
 
-def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] = None) -> tuple[Any, dict[str, Any]]:
-    """Fit `config` (continuing `resume_from`'s exact training state when given: `--ckpt_path`); the CLI (trainer,
-    model, callbacks) and the row's common fields: the final evaluation's summary, the beta sweep (MC, ILQL) and the
-    online rounds' mean returns. `seconds` is this process's time only."""
+def add_setting_argument(parser: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` (repeatable): one of the config's settings changed for every run of this invocation, as
+    `lmrl fit -c CONFIG --KEY=VALUE` would, e.g. `--set model.init_args.ppo.value_trunk_grad=false`; the rows record
+    it, so a trial setting needs no edited example config."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+                        help="a config setting for every run, e.g. model.init_args.ppo.value_trunk_grad=false")
+
+
+def _setting(text: str) -> str:
+    key, sep, _ = text.partition("=")
+    if not sep or not key or key.startswith("-") or " " in key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a dotted config key, "
+                                         "e.g. model.init_args.ppo.value_trunk_grad=false")
+    return text
+
+
+def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] = None,
+            settings: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+    """Fit `config` with `settings` (`KEY=VALUE`, see `add_setting_argument`) over it, continuing `resume_from`'s
+    exact training state when given (`--ckpt_path`); the CLI (trainer, model, callbacks) and the row's common
+    fields: the final evaluation's summary, the settings, the beta sweep (MC, ILQL) and the online rounds' mean
+    returns. `seconds` is this process's time only."""
     start = time.time()
-    cli = _fit(["-c", str(config)] + (["--ckpt_path", str(resume_from)] if resume_from else []))
+    cli = _fit(["-c", str(config), *(f"--{s}" for s in settings)]
+               + (["--ckpt_path", str(resume_from)] if resume_from else []))
     seconds = time.time() - start
     callbacks = cli.trainer.callbacks
     evaluation = next(c for c in callbacks if type(c) is RolloutEvaluation)
@@ -56,6 +76,8 @@ def fit_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] 
                            "optimizer_steps": cli.trainer.global_step, "seconds": round(seconds, 1), **vars(summary)}
     if resume_from:
         row["continued_from"] = str(resume_from)
+    if settings:
+        row["settings"] = list(settings)
     sweep = next((c for c in callbacks if isinstance(c, BetaSweep)), None)
     if sweep is not None:
         row["beta"] = sweep.chosen

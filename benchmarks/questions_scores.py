@@ -33,7 +33,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries, write_json  # no
 
 quiet_libraries()
 
-from _scores import add_row, continued_bc, fit_row, rewritten_config, seed_replacements  # noqa: E402
+from _scores import add_row, add_setting_argument, continued_bc, fit_row, rewritten_config, seed_replacements  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
@@ -194,7 +194,8 @@ def scores(args) -> None:
         paper = questions.PAPER_NORMALISATION[task]
         for name in args.algorithms.split(","):
             resume = continued_bc(out / f"{task}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-            _, row = fit_row(name, benchmark_config(task, name, out, data, args), args.seed, resume_from=resume)
+            _, row = fit_row(name, benchmark_config(task, name, out, data, args), args.seed, resume_from=resume,
+                             settings=args.settings)
             paper_score, paper_return = ALGORITHMS[name][1][task]
             row.update(task=task, paper_normalised=paper_score, paper_return=paper_return,
                        paper_constants_score=round(paper(row["mean_return"]), 1))
@@ -233,6 +234,7 @@ def main(argv=None) -> None:
     p.add_argument("--generation-episodes", type=int, default=5000, help="conversations timed for the generation rate")
     p.add_argument("--seed", type=int, default=0,
                    help="seed_everything, and PPO's / online %%BC's rollouts.seed; both start from the BC checkpoint in --out")
+    add_setting_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/questions_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "questions_scores.json"))

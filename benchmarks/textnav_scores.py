@@ -41,7 +41,8 @@ from _common import RESULTS_DIR, command_line, machine_info, quiet_libraries, wr
 
 quiet_libraries()
 
-from _scores import CONFIGS, add_row, continued_bc, fit_row, rewritten_config, seed_replacements  # noqa: E402
+from _scores import (CONFIGS, add_row, add_setting_argument, continued_bc, fit_row, rewritten_config,  # noqa: E402
+                     seed_replacements)
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import PerEpisodePolicy, Text  # noqa: E402
 from lmrl_lightning.registry import EvalEpisode  # noqa: E402
@@ -163,8 +164,9 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
     return rewritten_config(f"textnav_{variant}_{suffix}", out, replacements)
 
 
-def run_row(name: str, variant: str, config: Path, seed: int, resume_from: Optional[Path] = None) -> dict:
-    _, row = fit_row(name, config, seed, resume_from=resume_from)
+def run_row(name: str, variant: str, config: Path, seed: int, resume_from: Optional[Path] = None,
+            settings: tuple[str, ...] = ()) -> dict:
+    _, row = fit_row(name, config, seed, resume_from=resume_from, settings=settings)
     paper_score, paper_return = ALGORITHMS[name][1][variant]
     row.update(variant=variant, paper_normalised=paper_score, paper_return=paper_return)
     print(f"{variant.upper()} {name}: score {row['normalised_score']:.1f} (paper {paper_score}), return "
@@ -194,7 +196,8 @@ def scores(args) -> None:
                   f"{stats['mean_length']['ours']:.1f} commands", flush=True)
         for name in args.algorithms.split(","):
             resume = continued_bc(out / f"textnav_{variant}_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-            row = run_row(name, variant, benchmark_config(name, variant, out, data, args), args.seed, resume)
+            row = run_row(name, variant, benchmark_config(name, variant, out, data, args), args.seed, resume,
+                          args.settings)
             payload = {"benchmark": "textnav_scores", "machine": machine_info(), "config": vars(args)}
             add_row(results, row, payload, order={"variant": list(VARIANTS), "algorithm": list(ALGORITHMS)})
     print(markdown_table(json.loads(results.read_text())["rows"]))
@@ -224,6 +227,7 @@ def main(argv=None) -> None:
     p.add_argument("--decay", default=None, choices=["none", "cosine"],
                    help="learning rate after the warm-up: constant (none) or to 0 at the last step (cosine); default: "
                         "the config's (PO BC cosine, the others constant)")
+    add_setting_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0,
                    help="training seed (the config's seed_everything; PPO/online %%BC rounds) and the throughput's "

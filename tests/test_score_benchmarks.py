@@ -90,3 +90,35 @@ def test_textnav_scores_decay_is_the_configs_unless_given(tmp_path, variant, dec
     text = textnav_scores.benchmark_config("BC", variant, tmp_path, tmp_path / "data", args).read_text()
     assert yaml.safe_load(text)["model"]["init_args"]["optim"].get("decay") == expected
     assert text.count("      decay:") == (expected is not None)  # YAML would silently keep the last of two
+
+
+def test_settings_reach_the_fit_after_the_config(tmp_path, monkeypatch):
+    """`--set KEY=VALUE` becomes `--KEY=VALUE` after `-c CONFIG` (so it wins over the config, as on `lmrl fit`'s
+    command line) and before `--ckpt_path`."""
+    seen = []
+
+    def record(args):
+        seen.append(args)
+        raise KeyboardInterrupt  # stop before training: only the command line is under test
+
+    monkeypatch.setattr(_scores, "_fit", record)
+    with pytest.raises(KeyboardInterrupt):
+        _scores.fit_row("PPO", tmp_path / "ppo.yaml", settings=["model.ppo.value_trunk_grad=false"],
+                        resume_from=tmp_path / "last.ckpt")
+    assert seen == [["-c", str(tmp_path / "ppo.yaml"), "--model.ppo.value_trunk_grad=false",
+                     "--ckpt_path", str(tmp_path / "last.ckpt")]]
+
+
+@pytest.mark.parametrize("script", ["questions_scores", "textnav_scores"])
+@pytest.mark.parametrize("setting", ["value_trunk_grad", "=false", "", "model lr=1"])
+def test_a_setting_that_is_not_key_value_stops_before_any_work(script, setting, capsys):
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(script).main(["--set", setting])
+    assert e.value.code == 2 and "is not KEY=VALUE with a dotted config key" in capsys.readouterr().err
+
+
+def test_settings_parse_into_a_list():
+    parser = argparse.ArgumentParser()
+    _scores.add_setting_argument(parser)
+    assert parser.parse_args([]).settings == []
+    assert parser.parse_args(["--set", "a.b=1", "--set", "c=x=y"]).settings == ["a.b=1", "c=x=y"]
