@@ -147,6 +147,8 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
                     (f"data/textnav_{variant}", str(data)),
                     ("episodes: 1800 ", f"episodes: {args.eval_episodes} "),
                     *seed_replacements(args.seed, online=name in ("PPO", "online %BC"))]
+    if name == "ILQL":  # its beta sweep plays no more episodes than the evaluation
+        replacements.append(("episodes: 200 ", f"episodes: {min(200, args.eval_episodes)} "))
     if name in ("PPO", "online %BC"):
         replacements += [("max_epochs: 20 ", f"max_epochs: {args.rounds} "),
                          ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} ")]

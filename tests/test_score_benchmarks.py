@@ -122,3 +122,19 @@ def test_settings_parse_into_a_list():
     _scores.add_setting_argument(parser)
     assert parser.parse_args([]).settings == []
     assert parser.parse_args(["--set", "a.b=1", "--set", "c=x=y"]).settings == ["a.b=1", "c=x=y"]
+
+
+@pytest.mark.parametrize("variant", ["fo", "po"])
+def test_textnav_ilql_sweeps_beta_on_other_sampling_within_the_evaluations_size(tmp_path, variant):
+    """The ILQL configs choose their decoding beta on held-out sampling (policy seed 1) before the reported
+    evaluation (seed 0); the benchmark's smaller evaluations shrink the sweep too."""
+    textnav_scores = importlib.import_module("textnav_scores")
+    args = argparse.Namespace(
+        eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay=None, max_length=1536, seed=0)
+    config = yaml.safe_load(textnav_scores.benchmark_config("ILQL", variant, tmp_path, tmp_path / "data", args)
+                            .read_text())
+    sweep, evaluation = [c["init_args"] for c in config["trainer"]["callbacks"]
+                         if c["class_path"].rsplit(".", 1)[1] in ("BetaSweep", "RolloutEvaluation")]
+    assert sweep["protocol"]["policy_seed"] == 1 and evaluation["protocol"].get("policy_seed", 0) == 0
+    assert sweep["protocol"]["episodes"] == evaluation["protocol"]["episodes"] == 8
+    assert sweep["protocol"]["variant"] == evaluation["protocol"]["variant"] == variant
