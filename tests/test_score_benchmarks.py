@@ -79,15 +79,16 @@ def test_questions_scores_seed_reaches_the_configs_it_runs(tmp_path, name, onlin
     assert ("      seed: 5\n" in text) == online
 
 
-@pytest.mark.parametrize("variant, decay, expected", [
-    ("po", None, "cosine"), ("po", "none", "none"), ("fo", None, None), ("fo", "cosine", "cosine")])
-def test_textnav_scores_decay_is_the_configs_unless_given(tmp_path, variant, decay, expected):
-    """`--decay` left out keeps the BC config's schedule (PO: cosine); given, it replaces a stated one or is added
-    where the config has none, never written twice."""
+@pytest.mark.parametrize("name, variant, decay, expected", [
+    ("BC", "po", None, "cosine"), ("BC", "po", "none", "none"), ("BC", "fo", None, "cosine"),
+    ("%BC", "fo", None, None), ("%BC", "fo", "cosine", "cosine")])
+def test_textnav_scores_decay_is_the_configs_unless_given(tmp_path, name, variant, decay, expected):
+    """`--decay` left out keeps the config's schedule (BC: cosine; %BC: none stated); given, it replaces a stated
+    one or is added where the config has none, never written twice."""
     textnav_scores = importlib.import_module("textnav_scores")
     args = argparse.Namespace(
         eval_episodes=8, rounds=2, episodes_per_round=8, steps=3, value_steps=3, decay=decay, max_length=1536, seed=0)
-    text = textnav_scores.benchmark_config("BC", variant, tmp_path, tmp_path / "data", args).read_text()
+    text = textnav_scores.benchmark_config(name, variant, tmp_path, tmp_path / "data", args).read_text()
     assert yaml.safe_load(text)["model"]["init_args"]["optim"].get("decay") == expected
     assert text.count("      decay:") == (expected is not None)  # YAML would silently keep the last of two
 
