@@ -23,5 +23,5 @@ exec "${LMRL:-lmrl}" report \
   $R/questions_scores_guess_city_ppo_sampled_tokens_seed2.json \
   $R/questions_scores_guess_city_online_onlineBC_seed1.json $R/questions_scores_guess_city_online_onlineBC_seed2.json $R/car_dealer_scores_online.json $R/car_dealer_scores.json $R/car_dealer_scores_sampled_tokens.json \
   $R/textnav_scores.json $R/textnav_scores_po_sampled_tokens.json $R/textnav_scores_po_bc_cosine.json \
-  $R/textnav_scores_po_bc_cosine_seed1.json $R/textnav_scores_po_bc_cosine_seed2.json \
+  $R/textnav_scores_po_bc_cosine_seed1.json $R/textnav_scores_po_bc_cosine_seed2.json $R/textnav_scores_fo_bc_cosine.json \
   --out $R/report "$@"
