@@ -43,17 +43,17 @@ def seed_replacements(seed: int, online: bool) -> list[tuple[str, str]]:
 
 def add_setting_argument(parser: argparse.ArgumentParser) -> None:
     """`--set KEY=VALUE` (repeatable): one of the config's settings changed for every run of this invocation, as
-    `lmrl fit -c CONFIG --KEY=VALUE` would, e.g. `--set model.init_args.ppo.value_trunk_grad=false`; the rows record
+    `lmrl fit -c CONFIG --KEY=VALUE` would, e.g. `--set model.ppo.value_trunk_grad=false`; the rows record
     it, so a trial setting needs no edited example config."""
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", type=_setting,
-                        help="a config setting for every run, e.g. model.init_args.ppo.value_trunk_grad=false")
+                        help="a config setting for every run, e.g. model.ppo.value_trunk_grad=false")
 
 
 def _setting(text: str) -> str:
     key, sep, _ = text.partition("=")
     if not sep or not key or key.startswith("-") or " " in key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a dotted config key, "
-                                         "e.g. model.init_args.ppo.value_trunk_grad=false")
+                                         "e.g. model.ppo.value_trunk_grad=false")
     return text
 
 

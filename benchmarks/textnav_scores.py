@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -143,13 +143,14 @@ def throughput(args) -> None:
 def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Path:
     """The example config with this benchmark's paths, steps and evaluation size."""
     suffix = ALGORITHMS[name][0]
+    online = name in ("PPO", "online %BC")
     replacements = [("runs/textnav_", f"{out}/textnav_"), ("save_dir: runs", f"save_dir: {out}"),
                     (f"data/textnav_{variant}", str(data)),
                     ("episodes: 1800 ", f"episodes: {args.eval_episodes} "),
-                    *seed_replacements(args.seed, online=name in ("PPO", "online %BC"))]
+                    *seed_replacements(args.seed, online=online)]
     if name == "ILQL":  # its beta sweep plays no more episodes than the evaluation
         replacements.append(("episodes: 200 ", f"episodes: {min(200, args.eval_episodes)} "))
-    if name in ("PPO", "online %BC"):
+    if online:
         replacements += [("max_epochs: 20 ", f"max_epochs: {args.rounds} "),
                          ("episodes_per_round: 64 ", f"episodes_per_round: {args.episodes_per_round} ")]
     else:
@@ -167,7 +168,7 @@ def benchmark_config(name: str, variant: str, out: Path, data: Path, args) -> Pa
 
 
 def run_row(name: str, variant: str, config: Path, seed: int, resume_from: Optional[Path] = None,
-            settings: tuple[str, ...] = ()) -> dict:
+            settings: Sequence[str] = ()) -> dict:
     _, row = fit_row(name, config, seed, resume_from=resume_from, settings=settings)
     paper_score, paper_return = ALGORITHMS[name][1][variant]
     row.update(variant=variant, paper_normalised=paper_score, paper_return=paper_return)
