@@ -5,7 +5,7 @@ import dataclasses
 import glob
 import os
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import lightning as L
 import torch
@@ -98,18 +98,30 @@ class BetaSweep(RolloutEvaluation):
     beta only weighs the value guidance when decoding, so it can be chosen after training. Each beta of `betas` is
     evaluated with `protocol` (fewer episodes than the report's do, e.g. the maze's 100 = 25 starts x 4; give it a
     `policy_seed` other than the reported evaluation's, e.g. 1, so the choice is not fitted to the reported
-    episodes). The best normalised score's beta becomes the module's `decoding_beta` (a buffer: every checkpoint
-    saved afterwards carries it), and every checkpoint file the run's `ModelCheckpoint` callbacks already wrote
-    (best, top k, last) is rewritten with it, its weights unchanged. Put this callback before the
-    `RolloutEvaluation` that reports the final score: callbacks run in list order. Scores per beta are logged
-    under `beta_sweep/beta_<b>/`; `results` holds (beta, summary).
+    episodes). When the best score sits at an end of the grid, the grid grows past that end (`next_beta`), one
+    beta at a time while the new end scores best, at most `extend` betas per end: an edge value says only that the
+    best lies somewhere beyond. The best normalised score's beta (the first evaluated among equal scores) becomes
+    the module's `decoding_beta` (a buffer: every checkpoint saved afterwards carries it), and every checkpoint file
+    the run's `ModelCheckpoint` callbacks already wrote (best, top k, last) is rewritten with it, its weights
+    unchanged. Put this callback before the `RolloutEvaluation` that reports the final score: callbacks run in list
+    order. Scores per beta are logged under `beta_sweep/beta_<b>/`; `results` holds (beta, summary) in the order
+    evaluated.
+
+    Args:
+        protocol: the sweep's evaluation (see above).
+        betas: the grid (any order; 0 is BC's own policy).
+        extend: how many betas the grid may grow by at each end (0: the grid as given).
     """
 
-    def __init__(self, protocol: EvaluationProtocol, betas: Sequence[float]):
+    def __init__(self, protocol: EvaluationProtocol, betas: Sequence[float], extend: int = 2):
         super().__init__(protocol, every_n_epochs=0, n_transcripts=0)
         if not betas:
             raise LMRLError("BetaSweep needs at least one beta")
-        self.betas = [float(b) for b in betas]
+        if any(float(b) < 0 for b in betas):
+            raise LMRLError(f"BetaSweep's betas must be >= 0, got {list(betas)}")
+        check_int("extend", extend, low=0)
+        self.betas = list(dict.fromkeys(float(b) for b in betas))
+        self.extend = extend
         self.chosen: Optional[float] = None
         self._fit_started = 0.0
 
@@ -122,11 +134,8 @@ class BetaSweep(RolloutEvaluation):
     def on_train_end(self, trainer, pl_module) -> None:
         if not isinstance(pl_module, ValueModule):
             raise LMRLError(f"BetaSweep needs a value-guided module (MC, ILQL), not {type(pl_module).__name__}")
-        self.results = [
-            (beta, self.evaluate(trainer, pl_module, f"beta_sweep/beta_{beta:g}/", self.decoding_with(beta)))
-            for beta in self.betas
-        ]
-        self.chosen = max(self.results, key=lambda r: r[1].normalised_score)[0]
+        self.chosen = self.sweep(lambda beta: self.evaluate(
+            trainer, pl_module, f"beta_sweep/beta_{beta:g}/", self.decoding_with(beta)))
         pl_module.decoding_beta.fill_(self.chosen)
         # The files were written before the sweep: give each the chosen beta, so that none decodes with another.
         if trainer.is_global_zero:
@@ -134,8 +143,46 @@ class BetaSweep(RolloutEvaluation):
                 set_decoding_beta(trainer, path, self.chosen)
         trainer.strategy.barrier()
 
+    def sweep(self, evaluate: Callable[[float], RolloutSummary]) -> float:
+        """Evaluate every beta of the grid with `evaluate`, grow the grid past an end that scores best (see the
+        class), set `results` and return the best beta."""
+        summaries = {beta: evaluate(beta) for beta in self.betas}
+        for end in ("high", "low"):
+            for _ in range(self.extend):
+                beta = next_beta({b: s.normalised_score for b, s in summaries.items()}, end)
+                if beta is None or beta in summaries:
+                    break
+                summaries[beta] = evaluate(beta)
+        self.results = list(summaries.items())
+        return max(summaries, key=lambda b: summaries[b].normalised_score)
+
     def decoding_with(self, beta: float) -> Decoding:
         return dataclasses.replace(self.decoding, beta=beta)
+
+
+def next_beta(scores: dict[float, float], end: str) -> Optional[float]:
+    """The beta to try past the `end` ("high" or "low") of a swept grid whose best score (`scores`: beta -> score,
+    the first among equals) sits at that end, else None.
+
+    The grid grows geometrically by the ratio of its two betas nearest that end (x4 where that ratio is undefined):
+    1, 4, 16 grows to 64, and 4, 16 shrinks to 1. 0 (no guidance) is an end of its own: below the smallest positive
+    beta the grid stops at 0 when 0 was swept, and a best of 0 grows nothing downward."""
+    best = max(scores, key=scores.get)
+    grid = sorted(scores)
+    positive = [b for b in grid if b > 0]
+    if end == "high":
+        if best != grid[-1]:
+            return None
+        if best == 0:
+            return 1.0
+        ratio = positive[-1] / positive[-2] if len(positive) >= 2 else 4.0
+        return positive[-1] * ratio
+    if end == "low":
+        if best == 0 or best != positive[0] or 0.0 in scores:
+            return None
+        ratio = positive[1] / positive[0] if len(positive) >= 2 else 4.0
+        return positive[0] / ratio
+    raise ValueError(f"end must be 'high' or 'low', not {end!r}")
 
 
 def written_checkpoints(trainer: L.Trainer, since: float) -> list[str]:

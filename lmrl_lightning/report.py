@@ -158,11 +158,12 @@ class CellResult:
 
     @property
     def beta_on_edge(self) -> bool:
-        """The chosen decoding beta is the smallest or largest of its sweep (the best may lie outside it)."""
+        """The chosen decoding beta is the largest of its sweep or its smallest above 0 (the best may lie outside
+        it; 0, no guidance, has nothing below it)."""
         if self.beta is None or len(self.beta_sweep) < 2:
             return False
         betas = sorted(float(b) for b in self.beta_sweep)
-        return self.beta in (betas[0], betas[-1])
+        return self.beta == betas[-1] or 0 < self.beta == betas[0]
 
 
 @dataclass

@@ -4,6 +4,7 @@ benchmark file read through the compatibility path, PNG plots (bars, heat map, l
 logs), one-line errors; and the paper numbers of the report's data table against each other and the registry."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def test_benchmark_rows_take_task_variant_and_seed_from_their_file(tmp_path):
     results = load_results([path])
     assert sorted(results.cells) == [("maze", "po", "bc", 3), ("maze", "po", "ilql", 3)]
     assert results.cells[("maze", "po", "ilql", 3)].beta_on_edge
+    at_zero = dataclasses.replace(results.cells[("maze", "po", "ilql", 3)], beta=0.0, beta_sweep={"0": 70, "1": 60})
+    assert not at_zero.beta_on_edge  # no guidance has no beta below it
     other = tmp_path / "throughput.json"
     other.write_text(json.dumps({"benchmark": "speed", "results": {"steps_per_s": 3}}))
     assert load_results([other]).sources == [f"{other}: skipped (no result rows)"]

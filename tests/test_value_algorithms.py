@@ -907,7 +907,8 @@ def test_beta_sweep_picks_the_best_beta_and_every_checkpoint_carries_it(assets, 
     in the hyper-parameters (a resumed run is the same run)."""
     module = ILQL(init_from=assets["ckpt"], optim=Optimisation(lr=1e-2), beta=8.0)
     perturb_(module.q1, module.q2, module.v, std=3.0)
-    sweep = BetaSweep(EvaluationProtocol("maze", "fo", episodes=25, batch_size=64, policy_seed=1), [0.0, 50.0])
+    sweep = BetaSweep(EvaluationProtocol("maze", "fo", episodes=25, batch_size=64, policy_seed=1), [0.0, 50.0],
+                      extend=0)
     data = EpisodeDataModule(str(assets["root"] / "maze.jsonl"), window=1, batch_size=4, val_fraction=0.0)
     checkpoints = ModelCheckpoint(dirpath=str(tmp_path), filename="ilql-{step}", save_top_k=-1,
                                   every_n_train_steps=1, save_last=True)
@@ -928,6 +929,45 @@ def test_beta_sweep_picks_the_best_beta_and_every_checkpoint_carries_it(assets, 
         assert loaded.policy(Decoding("rerank"), ["a\n"]).guidance.beta == sweep.chosen
     first, last = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("ilql-step=1.ckpt", "last.ckpt"))
     assert any(not torch.equal(first[k], last[k]) for k in first if k != "decoding_beta")  # not overwritten
+
+
+@pytest.mark.parametrize("grid, curve, evaluated, chosen", [
+    # the best inside the grid: nothing added
+    ([1, 4, 16], lambda b: -abs(b - 4), [1, 4, 16], 4),
+    # best at the top: x4 (the grid's last ratio) until the new end stops improving
+    ([1, 4, 16], lambda b: -abs(b - 64), [1, 4, 16, 64, 256], 64),
+    # still best at the top after `extend` (2) additions: stops there
+    ([1, 4, 16], lambda b: b, [1, 4, 16, 64, 256], 256),
+    # best at the smallest positive beta without 0 in the grid: shrinks by the grid's first ratio
+    ([4, 8, 16], lambda b: -b, [4, 8, 16, 2, 1], 1),
+    # 0 swept and best: no guidance wins, nothing added; 0 swept, best at the smallest positive: nothing below it
+    ([0, 1, 4], lambda b: -b, [0, 1, 4], 0),
+    ([0, 1, 4], lambda b: -abs(b - 1), [0, 1, 4], 1),
+    # a single positive beta grows by x4 either way; equal scores keep the beta evaluated first
+    ([8], lambda b: 1.0, [8, 32, 2], 8),
+    ([0], lambda b: b, [0, 1, 4], 4),
+])
+def test_beta_sweep_grows_the_grid_past_an_end_that_scores_best(grid, curve, evaluated, chosen):
+    """A best score on the grid's edge says only that the best beta lies beyond it (issue 20): the sweep adds betas
+    past that end geometrically until the new end no longer scores best, at most `extend` per end."""
+    sweep = BetaSweep(EvaluationProtocol("maze", "fo", episodes=25, batch_size=64, policy_seed=1), grid, extend=2)
+    calls = []
+
+    def evaluate(beta):
+        calls.append(beta)
+        return types.SimpleNamespace(normalised_score=curve(beta))
+
+    assert sweep.sweep(evaluate) == chosen
+    assert calls == [float(b) for b in evaluated]
+    assert [b for b, _ in sweep.results] == calls
+
+
+def test_beta_sweep_rejects_negative_betas_and_extensions():
+    protocol = EvaluationProtocol("maze", "fo", episodes=25, batch_size=64, policy_seed=1)
+    with pytest.raises(LMRLError, match="betas must be >= 0"):
+        BetaSweep(protocol, [1, -4])
+    with pytest.raises(LMRLError, match="extend"):
+        BetaSweep(protocol, [1, 4], extend=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------
