@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -38,7 +38,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from _scores import add_row, continued_bc, final_episodes, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, add_setting_argument, continued_bc, final_episodes, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_task, summarise  # noqa: E402
@@ -160,8 +160,8 @@ def benchmark_config(name: str, out: Path, data: Path, args) -> Path:
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
-def run_row(name: str, config: Path, resume_from: Optional[Path] = None) -> dict:
-    cli, row = fit_row(name, config, resume_from=resume_from)
+def run_row(name: str, config: Path, resume_from: Optional[Path] = None, settings: Sequence[str] = ()) -> dict:
+    cli, row = fit_row(name, config, resume_from=resume_from, settings=settings)
     row.update(outcome_metrics(final_episodes(cli)), paper_normalised=ALGORITHMS[name][1],
                data_average_return=DATASET_AVERAGE_RETURN, expert_return=EXPERT_RETURN)
     print(f"{name}: score {row['normalised_score']:.1f} (paper {row['paper_normalised']}), return "
@@ -218,6 +218,7 @@ def main(argv=None) -> None:
     p.add_argument("--results", default=None, help="default: benchmarks/results/car_dealer_scores.json "
                                                    "(car_dealer_smoke.json with --smoke)")
     p.add_argument("--table", action="store_true", help="print the results file as a Markdown table and stop")
+    add_setting_argument(p)
     args = p.parse_args(argv)
     if args.smoke:
         args.episodes, args.steps, args.value_steps, args.rounds = 200, 5, 5, 1
@@ -244,7 +245,7 @@ def main(argv=None) -> None:
               f"mean return {stats['mean_return']['ours']:.3f}", flush=True)
     for name in args.algorithms.split(","):
         resume = continued_bc(out / "car_dealer_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-        row = run_row(name, benchmark_config(name, out, data, args), resume)
+        row = run_row(name, benchmark_config(name, out, data, args), resume, args.settings)
         payload = {"benchmark": "car_dealer_scores", "machine": machine_info(), "config": vars(args)}
         if results.is_file():
             payload.update({k: v for k, v in json.loads(results.read_text()).items() if k in ("speed", "sellers")})

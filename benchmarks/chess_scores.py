@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -34,7 +34,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from _scores import add_row, final_episodes, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, add_setting_argument, final_episodes, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_module, summarise  # noqa: E402
 from lmrl_lightning.policies.decoding import Decoding  # noqa: E402
@@ -92,11 +92,11 @@ def chess_row(row: dict, episodes: list, paper: tuple) -> dict:
 
 
 def run_algorithm(task: str, name: str, config: Path, eval_episodes: int,
-                  rollout_decoding: Optional[str] = None) -> list[dict]:
+                  rollout_decoding: Optional[str] = None, settings: Sequence[str] = ()) -> list[dict]:
     """Fit one algorithm; its rows: the config's evaluation (free sampling), then legal-move re-ranking. Online
     algorithms' rows say how their rollouts decoded (`rollout_decoding`, None: the config's)."""
     paper = ALGORITHMS[task][name]
-    cli, row = fit_row(name, config)
+    cli, row = fit_row(name, config, settings=settings)
     if name in ("PPO", "online %BC"):
         row["rollout_decoding"] = rollout_decoding or "sample"
     rows = [chess_row({**row, "decoding": "sample"}, final_episodes(cli), paper)]
@@ -147,6 +147,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="working directory (default: runs/<task>_scores)")
     p.add_argument("--results", default=None, help="default: benchmarks/results/<task>_scores.json")
     p.add_argument("--table", action="store_true", help="print the results file's rows as a Markdown table and stop")
+    add_setting_argument(p)
     args = p.parse_args(argv)
     args.eval_episodes = args.eval_episodes or EVAL_GAMES[args.task]
     results = Path(args.results or RESULTS_DIR / f"{args.task}_scores.json")
@@ -172,7 +173,7 @@ def main(argv=None) -> None:
     try:
         for name in (args.algorithms or ",".join(ALGORITHMS[args.task])).split(","):
             for row in run_algorithm(args.task, name, benchmark_config(args.task, name, out, args),
-                                     args.eval_episodes, args.rollout_decoding):
+                                     args.eval_episodes, args.rollout_decoding, args.settings):
                 add_row(results, row, payload, order={"algorithm": list(ALGORITHMS[args.task]),
                                                            "decoding": DECODINGS})
     finally:

@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -30,7 +31,7 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from _scores import add_row, final_episodes, fit_row, rewritten_config  # noqa: E402
+from _scores import add_row, add_setting_argument, final_episodes, fit_row, rewritten_config  # noqa: E402
 from lmrl_lightning.callbacks import RolloutEvaluation  # noqa: E402
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.tasks.wordle.env import guess_quality  # noqa: E402
@@ -68,9 +69,9 @@ def benchmark_config(name: str, out: Path, args) -> Path:
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
-def run_row(name: str, config: Path) -> dict:
+def run_row(name: str, config: Path, settings: Sequence[str] = ()) -> dict:
     """Fit one algorithm from its config; its evaluation summary, guess quality and (MC, ILQL) beta sweep."""
-    cli, row = fit_row(name, config)
+    cli, row = fit_row(name, config, settings=settings)
     _, paper_score, paper_return = ALGORITHMS[name]
     if name in ("MC", "ILQL"):
         evaluation = next(c for c in cli.trainer.callbacks if type(c) is RolloutEvaluation)
@@ -117,6 +118,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/wordle_scores")
     p.add_argument("--results", default=str(RESULTS_DIR / "wordle_scores.json"))
     p.add_argument("--table", action="store_true", help="print the results file's rows as a Markdown table and stop")
+    add_setting_argument(p)
     args = p.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(Path(args.results).read_text())["rows"]))
@@ -131,7 +133,7 @@ def main(argv=None) -> None:
         print(f"dataset: {args.episodes} games, success {stats['success_rate']['ours']:.3f}, "
               f"mean return {stats['mean_return']['ours']:.2f}", flush=True)
     for name in args.algorithms.split(","):
-        row = run_row(name, benchmark_config(name, out, args))
+        row = run_row(name, benchmark_config(name, out, args), args.settings)
         payload = {"benchmark": "wordle_scores", "machine": machine_info(), "config": vars(args)}
         add_row(Path(args.results), row, payload, order={"algorithm": list(ALGORITHMS)})
     print(f"results: {args.results}")

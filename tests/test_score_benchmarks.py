@@ -110,7 +110,33 @@ def test_settings_reach_the_fit_after_the_config(tmp_path, monkeypatch):
                      "--ckpt_path", str(tmp_path / "last.ckpt")]]
 
 
-@pytest.mark.parametrize("script", ["questions_scores", "textnav_scores"])
+@pytest.mark.parametrize("script, argv", [
+    ("car_dealer_scores", ["--algorithms", "BC"]),
+    ("chess_scores", ["--algorithms", "BC"]),
+    ("wordle_scores", ["--algorithms", "BC"]),
+])
+def test_each_score_benchmark_passes_its_settings_to_the_fit(script, argv, tmp_path, monkeypatch):
+    """The per-task benchmarks that gained `--set` hand it to `fit_row` (questions and Text-Nav: tested above
+    through `fit_row` and their own tests)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")  # an existing dataset: nothing is generated
+    (data / "stats.json").write_text("{}")
+    seen = []
+
+    def record(args):
+        seen.append(args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_scores, "_fit", record)
+    with pytest.raises(KeyboardInterrupt):
+        importlib.import_module(script).main([*argv, "--data", str(data), "--out", str(tmp_path / "out"),
+                                              "--results", str(tmp_path / "r.json"), "--set", "model.optim.decay=cosine"])
+    assert seen[0][-1] == "--model.optim.decay=cosine"
+
+
+@pytest.mark.parametrize("script", ["questions_scores", "textnav_scores", "car_dealer_scores", "chess_scores",
+                                    "wordle_scores"])
 @pytest.mark.parametrize("setting", ["value_trunk_grad", "=false", "", "model lr=1"])
 def test_a_setting_that_is_not_key_value_stops_before_any_work(script, setting, capsys):
     with pytest.raises(SystemExit) as e:
