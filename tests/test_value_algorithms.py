@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -730,6 +732,28 @@ def test_mc_rerank_picks_the_good_door(assets):
     counts, freq = door_frequency(module.eval().policy(Decoding("rerank"), DOORS))
     # Measured (seed 0): 1.00 (BC: 0.42).
     assert freq > 0.9, counts
+
+
+def test_value_propagation_benchmark_separates_the_bandits_good_and_bad_doors(assets, tmp_path):
+    """`benchmarks/value_propagation.py` reads Q at every action token of the data's episodes: on the bandit, MC's
+    Q after the good door is above its Q after the bad one, and every action token is counted once."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import value_propagation
+
+    L.seed_everything(0)
+    module = MCReturns(init_from=assets["ckpt"], optim=Optimisation(lr=1e-3), value=ValueLearning(gamma=0.99))
+    trainer = fit(module, assets["root"] / "bandit.jsonl", steps=100, batch_size=16, window="all")
+    trainer.save_checkpoint(tmp_path / "mc.ckpt")
+    won, lost, rule = value_propagation.split_episodes(str(assets["root"] / "bandit.jsonl"), 5)
+    assert rule.startswith("return above the median") and len(won) == len(lost) == 5
+    assert all(e.turns[-1].text == DOORS[0] for e in won) and all(e.turns[-1].text == DOORS[1] for e in lost)
+    result = value_propagation.profile(str(tmp_path / "mc.ckpt"), {"successful": won, "unsuccessful": lost},
+                                       [0, 6, 12])
+    first = result["bins"][0]
+    assert first["tokens_left"] == "0-5" and first["q_gap"] > 0.5, first
+    for group, door in (("successful", DOORS[0]), ("unsuccessful", DOORS[1])):
+        assert first[group]["action_tokens"] == 5 * len(module.tokenizer.encode(door))
+    assert value_propagation.bin_label([0, 6, 12], 11) == "6-11" and value_propagation.bin_label([0, 6], 40) == "6+"
 
 
 # ----------------------------------------------------------------------------------------------------------
