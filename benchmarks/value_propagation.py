@@ -35,6 +35,7 @@ from lmrl_lightning.data.collate import collate_chunks  # noqa: E402
 from lmrl_lightning.data.jsonl import iter_episodes  # noqa: E402
 from lmrl_lightning.data.tokenize import TurnTokenizer, episode_to_chunks  # noqa: E402
 from lmrl_lightning.env import Episode  # noqa: E402
+from lmrl_lightning.policies.rerank import model_positions  # noqa: E402
 from lmrl_lightning.registry import get_task  # noqa: E402
 
 
@@ -79,18 +80,16 @@ def profile(checkpoint: str, groups: dict[str, list[Episode]], edges: Sequence[i
     task = get_task(meta.get("task") or "maze")
     variant = meta.get("variant") or task.variants[0]
     window = task.history_window.get(variant)
-    config = module.trunk.config
-    max_length = getattr(config, "n_positions", None) or config.max_position_embeddings
+    max_length = model_positions(module.trunk)
     sums: dict[tuple[str, str], list[float]] = {}
     start = time.time()
     for group, episodes in groups.items():
         for episode in episodes:
-            q, guidance = action_token_values(module, episode, window, max_length)
-            n = len(q)
-            for k in range(n):
-                acc = sums.setdefault((group, bin_label(edges, n - 1 - k)), [0.0, 0.0, 0])
-                acc[0] += float(q[k])
-                acc[1] += float(guidance[k])
+            q, guidance = (x.tolist() for x in action_token_values(module, episode, window, max_length))
+            for k, (q_k, guidance_k) in enumerate(zip(q, guidance)):
+                acc = sums.setdefault((group, bin_label(edges, len(q) - 1 - k)), [0.0, 0.0, 0])
+                acc[0] += q_k
+                acc[1] += guidance_k
                 acc[2] += 1
     bins = [bin_label(edges, e) for e in edges]
     rows = []

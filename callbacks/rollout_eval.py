@@ -150,7 +150,7 @@ class BetaSweep(RolloutEvaluation):
         for end in ("high", "low"):
             for _ in range(self.extend):
                 beta = next_beta({b: s.normalised_score for b, s in summaries.items()}, end)
-                if beta is None or beta in summaries:
+                if beta is None:  # the best is inside the grid (or at 0)
                     break
                 summaries[beta] = evaluate(beta)
         self.results = list(summaries.items())
