@@ -38,7 +38,9 @@ from _common import RESULTS_DIR, machine_info, quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
-from _scores import add_row, add_setting_argument, continued_bc, final_episodes, fit_row, rewritten_config  # noqa: E402
+from _scores import (  # noqa: E402
+    add_row, add_setting_argument, continued_bc, final_episodes, fit_row, rewritten_config, seed_replacements,
+)
 from lmrl_lightning.data.prepare import prepare_task_data  # noqa: E402
 from lmrl_lightning.env import Text  # noqa: E402
 from lmrl_lightning.evaluation import EvaluationProtocol, evaluate_task, summarise  # noqa: E402
@@ -149,7 +151,8 @@ def speed(args) -> dict:
 def benchmark_config(name: str, out: Path, data: Path, args) -> Path:
     """The example config with this benchmark's paths, lengths and evaluation size."""
     replacements = [("runs/car_dealer_", f"{out}/car_dealer_"), ("save_dir: runs", f"save_dir: {out}"),
-                    ("data/car_dealer", str(data)), ("episodes: 256 ", f"episodes: {args.eval_episodes} ")]
+                    ("data/car_dealer", str(data)), ("episodes: 256 ", f"episodes: {args.eval_episodes} "),
+                    *seed_replacements(args.seed, online=name in ("PPO", "online %BC"))]
     if name in ("PPO", "online %BC"):
         replacements += [("max_epochs: 20 ", f"max_epochs: {args.rounds} "),
                          ("episodes_per_round: 64 ", f"episodes_per_round: {args.round_episodes} ")]
@@ -160,8 +163,9 @@ def benchmark_config(name: str, out: Path, data: Path, args) -> Path:
     return rewritten_config(ALGORITHMS[name][0], out, replacements)
 
 
-def run_row(name: str, config: Path, resume_from: Optional[Path] = None, settings: Sequence[str] = ()) -> dict:
-    cli, row = fit_row(name, config, resume_from=resume_from, settings=settings)
+def run_row(name: str, config: Path, seed: int = 0, resume_from: Optional[Path] = None,
+            settings: Sequence[str] = ()) -> dict:
+    cli, row = fit_row(name, config, seed, resume_from=resume_from, settings=settings)
     row.update(outcome_metrics(final_episodes(cli)), paper_normalised=ALGORITHMS[name][1],
                data_average_return=DATASET_AVERAGE_RETURN, expert_return=EXPERT_RETURN)
     print(f"{name}: score {row['normalised_score']:.1f} (paper {row['paper_normalised']}), return "
@@ -213,6 +217,8 @@ def main(argv=None) -> None:
     p.add_argument("--lm-batch-size", type=int, default=64)
     p.add_argument("--lm-new-tokens", type=int, default=32, help="LM buyer max new tokens (the original: 127)")
     p.add_argument("--gen-episodes", type=int, default=2000, help="conversations for the generation rate")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed_everything, and PPO's / online %%BC's rollouts.seed; both start from the BC checkpoint in --out")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/car_dealer_scores")
     p.add_argument("--results", default=None, help="default: benchmarks/results/car_dealer_scores.json "
@@ -245,7 +251,7 @@ def main(argv=None) -> None:
               f"mean return {stats['mean_return']['ours']:.3f}", flush=True)
     for name in args.algorithms.split(","):
         resume = continued_bc(out / "car_dealer_bc" / "checkpoints" / "last.ckpt", args.continue_bc, name)
-        row = run_row(name, benchmark_config(name, out, data, args), resume, args.settings)
+        row = run_row(name, benchmark_config(name, out, data, args), args.seed, resume, args.settings)
         payload = {"benchmark": "car_dealer_scores", "machine": machine_info(), "config": vars(args)}
         if results.is_file():
             payload.update({k: v for k, v in json.loads(results.read_text()).items() if k in ("speed", "sellers")})

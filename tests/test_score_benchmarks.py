@@ -79,6 +79,17 @@ def test_questions_scores_seed_reaches_the_configs_it_runs(tmp_path, name, onlin
     assert ("      seed: 5\n" in text) == online
 
 
+@pytest.mark.parametrize("name, online", [("BC", False), ("MC", False), ("PPO", True), ("online %BC", True)])
+def test_car_dealer_scores_seed_reaches_the_configs_it_runs(tmp_path, name, online):
+    """The same for `car_dealer_scores.py`, whose online rows also change their round size."""
+    car_dealer_scores = importlib.import_module("car_dealer_scores")
+    args = argparse.Namespace(rounds=2, round_episodes=8, steps=3, value_steps=3, eval_episodes=16, seed=3)
+    text = car_dealer_scores.benchmark_config(name, tmp_path, tmp_path / "data", args).read_text()
+    assert "seed_everything: 3" in text
+    assert ("      seed: 3\n" in text) == online
+    assert ("episodes_per_round: 8 " in text) == online
+
+
 @pytest.mark.parametrize("name, variant, decay, expected", [
     ("BC", "po", None, "cosine"), ("BC", "po", "none", "none"), ("BC", "fo", None, "cosine"),
     ("%BC", "fo", None, None), ("%BC", "fo", "cosine", "cosine")])
