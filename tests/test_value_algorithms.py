@@ -1037,6 +1037,88 @@ def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, ma
         torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("cls, preset", [(BC, "tiny"), (BC, "tiny-rope"), (MCReturns, "tiny"), (ILQL, "tiny")])
+def test_short_rows_packed_together_give_the_same_loss_and_gradients(assets, enc, maze_episode, cls, preset,
+                                                                     monkeypatch):
+    """A batch of chunks of very different lengths (whole episodes, windows of one text) runs with its short rows
+    packed side by side, each at its own positions and seeing its own tokens only: the loss and every gradient equal
+    the padded batch's (GPT-2 and Llama blocks), on fewer rows."""
+    from lmrl_lightning.algorithms import packing
+
+    torch.manual_seed(0)
+    if cls is BC:
+        module = BC(BackboneConfig(preset, tokenizer=str(assets["root"] / "tok")))
+    else:
+        value = (ILQLValueLearning if cls is ILQL else ValueLearning)(gamma=0.9, cql_weight=0.1)
+        module = cls(init_from=assets["ckpt"], value=value)
+        perturb_(*[m for name, m in module.named_children() if name.startswith(("q", "v", "target_q"))], seed=1)
+    whole = episode_to_chunks(maze_episode, enc, window=None)
+    short = episode_to_chunks(maze_episode, enc, window=1)
+    batch = collate_chunks(whole + short[:3] + whole + short[-4:], module.tokenizer.pad_token_id)
+    rows = []
+    hook = lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0])  # noqa: E731
+    handles = [m.base_model.register_forward_pre_hook(hook, with_kwargs=True)
+               for m in (module.model, getattr(module, "trunk", None)) if m is not None]
+    results = []
+    for packed in (True, False):
+        if not packed:
+            monkeypatch.setattr(packing, "packed_hidden", lambda *args: None)
+        rows.clear()
+        module.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, max(rows)))
+    for h in handles:
+        h.remove()
+    (loss, grads, packed_rows), (all_loss, all_grads, all_rows) = results
+    assert all_rows == 8 and packed_rows < all_rows  # the two whole episodes' rows hold the short ones too
+    torch.testing.assert_close(loss, all_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == all_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_ppo_token_logprobs_are_the_same_packed(assets, enc, maze_episode, monkeypatch):
+    """PPO's free-text update scores its chunks packed too: the same log-probs and hidden states at real tokens."""
+    from lmrl_lightning.algorithms import packing
+    from lmrl_lightning.algorithms.ppo import PPO
+
+    torch.manual_seed(0)
+    model = BC(BackboneConfig("tiny-rope", tokenizer=str(assets["root"] / "tok"))).model
+    whole = episode_to_chunks(maze_episode, enc, window=None)
+    short = episode_to_chunks(maze_episode, enc, window=1)
+    batch = collate_chunks(whole + short[:5], model.config.pad_token_id or 0)
+    lengths, width = batch["attention_mask"].sum(1).tolist(), batch["input_ids"].shape[1]
+    assert len(packing.first_fit_decreasing(lengths, width)) < len(lengths)  # the short chunks share a row
+    packed = PPO.action_logprobs(model, batch)
+    monkeypatch.setattr(packing, "packed_hidden", lambda *args: None)
+    padded = PPO.action_logprobs(model, batch)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(packed[0][real], padded[0][real], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed[2], padded[2], rtol=1e-4, atol=1e-5)
+
+
+def test_only_gpt2_and_llama_blocks_under_sdpa_run_packed(assets):
+    """A custom 4D mask replaces the model's own: not for eager attention (it would add the booleans as numbers) nor
+    for families whose masks carry more than causality (sliding windows, ALiBi)."""
+    from types import SimpleNamespace
+
+    from lmrl_lightning.algorithms.packing import packs
+
+    for preset in ("tiny", "tiny-rope"):
+        assert packs(BC(BackboneConfig(preset, tokenizer=str(assets["root"] / "tok"))).model)
+    assert not packs(SimpleNamespace(config=SimpleNamespace(model_type="llama", _attn_implementation="eager")))
+    assert not packs(SimpleNamespace(config=SimpleNamespace(model_type="mistral", _attn_implementation="sdpa")))
+
+
+def test_first_fit_decreasing_fills_the_longest_rows_first():
+    from lmrl_lightning.algorithms.packing import first_fit_decreasing
+
+    assert first_fit_decreasing([10, 3, 7, 2, 10, 5], 10) == [[0], [4], [2, 1], [5, 3]]
+    assert first_fit_decreasing([4, 4], 4) == [[0], [1]]  # nothing fits beside a full row
+
+
 def test_rows_run_each_when_dropout_is_on(assets):
     """With dropout active, copies of a row would share one dropout mask: every row runs."""
     from lmrl_lightning.algorithms.distinct import run_distinct

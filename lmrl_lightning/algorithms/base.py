@@ -23,7 +23,7 @@ from lmrl_lightning.models.lora import POLICY_ADAPTER, AdapterView, add_lora, co
 from lmrl_lightning.policies import Decoding, ValueGuidance, build_policy
 from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import Optimisation, settings_as_dicts
-from lmrl_lightning.algorithms.distinct import run_distinct
+from lmrl_lightning.algorithms.packing import batch_hidden
 
 
 def decay_groups(
@@ -152,12 +152,10 @@ class LMRLModule(L.LightningModule):
         """Next-token logits at action positions only, [N, V] (position t predicts token t+1).
 
         Only these rows go through the output projection: with a 50k-token vocabulary the projection of every
-        position costs more than the transformer on short contexts. Repeated rows run once (`run_distinct`).
+        position costs more than the transformer on short contexts. Repeated rows run once, short rows packed
+        together (`batch_hidden`).
         """
-        hidden = run_distinct(
-            lambda ids, mask: self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state,
-            self.model, input_ids, attention_mask,
-        )
+        hidden = batch_hidden(self.model, input_ids, attention_mask)
         return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])
 
     # ---- checkpoints ------------------------------------------------------------------------------------------

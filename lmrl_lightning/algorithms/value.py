@@ -24,7 +24,7 @@ from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import DiscountPer, ValueLearning
 from lmrl_lightning.policies import ValueGuidance
 from lmrl_lightning.validation import check_number
-from lmrl_lightning.algorithms.distinct import run_distinct
+from lmrl_lightning.algorithms.packing import batch_hidden
 
 
 # ---- targets ------------------------------------------------------------------------------------------------------
@@ -135,11 +135,9 @@ class ValueModule(LMRLModule):
         return self.trunk.get_output_embeddings().weight
 
     def hidden(self, trunk, input_ids, attention_mask) -> torch.Tensor:
-        """Last hidden state of `trunk` at every position, [B, T, d]; repeated rows run once (`run_distinct`)."""
-        return run_distinct(
-            lambda ids, mask: trunk.base_model(input_ids=ids, attention_mask=mask).last_hidden_state,
-            trunk, input_ids, attention_mask,
-        )
+        """Last hidden state of `trunk` at every position, [B, T, d]; repeated rows run once, short rows packed together
+        (`batch_hidden`)."""
+        return batch_hidden(trunk, input_ids, attention_mask)
 
     def next_state_hidden(self, trunk, batch) -> torch.Tensor:
         """`trunk`'s last hidden state at the last real token of each next-chunk state, [B, d]."""
