@@ -121,6 +121,16 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def paired_steps(repeats: list[dict], before: str, after: str) -> dict:
+    """Summary of two arms' training steps timed alternately (`repeats`: per repeat, each arm's `s_per_step` and
+    `first_loss`): each arm's median seconds per step, the median of the per-repeat ratios before / after, and both
+    arms' first loss (the same function: they must agree)."""
+    return {f"{before}_s_per_step": median(r[before]["s_per_step"] for r in repeats),
+            f"{after}_s_per_step": median(r[after]["s_per_step"] for r in repeats),
+            "speedup": median(r[before]["s_per_step"] / r[after]["s_per_step"] for r in repeats),
+            "first_loss": {arm: repeats[0][arm]["first_loss"] for arm in (before, after)}, "repeats": repeats}
+
+
 def quiet_libraries() -> None:
     """Silence the usual start-up chatter (HF offline mode, Lightning tips) so the tables stay readable."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

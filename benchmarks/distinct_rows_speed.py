@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, median,
+    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, paired_steps,
     quiet_libraries, write_json,
 )
 
@@ -117,12 +117,7 @@ def main(argv=None) -> dict:
             row = {
                 "arm": arm, "batch_size": args.batch_size,
                 "mean_distinct_rows": sum(per_batch) / len(per_batch),
-                "every_row_s_per_step": median(r["every_row"]["s_per_step"] for r in repeats),
-                "distinct_s_per_step": median(r["distinct"]["s_per_step"] for r in repeats),
-                "speedup": median(r["every_row"]["s_per_step"] / r["distinct"]["s_per_step"] for r in repeats),
-                "first_loss": {"every_row": repeats[0]["every_row"]["first_loss"],
-                               "distinct": repeats[0]["distinct"]["first_loss"]},
-                "repeats": repeats,
+                **paired_steps(repeats, "every_row", "distinct"),
             }
             rows.append(row)
             print(f"{arm}: {row['mean_distinct_rows']:.1f} distinct of {args.batch_size} rows; every row "

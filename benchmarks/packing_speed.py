@@ -1,5 +1,6 @@
 """Training steps with short rows packed side by side (`lmrl_lightning/algorithms/packing.py`) against the padded
-batch, on the dialogue and text-adventure tasks' own data and batches.
+batch, on the tasks' own data and batches (Car Dealer, Twenty Questions and PO Text-Nav by default; Wordle and PO
+Maze on request).
 
 For each task: the example BC config's data settings (batch size, max length, window) and backbone (preset, max
 positions), a dataset made by `lmrl data`'s generator (`--episodes` of it, seed 0), and `--steps` fixed batches in
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, median,
+    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, paired_steps,
     quiet_libraries, write_json,
 )
 
@@ -45,7 +46,7 @@ from lmrl_lightning.models.backbone import BackboneConfig  # noqa: E402
 CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
 # Task -> (example config prefix, variant).
 TASKS = {"car_dealer": ("car_dealer", None), "twenty_questions": ("twenty_questions", None),
-         "textnav": ("textnav_po", "po")}
+         "textnav": ("textnav_po", "po"), "wordle": ("wordle", None), "maze": ("maze_po", "po")}
 
 
 def config(prefix: str, algorithm: str) -> dict:
@@ -104,7 +105,7 @@ def run(arm: str, packed: bool, prefix: str, tokenizer_dir: Path, data: list[dic
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--tasks", default="car_dealer,twenty_questions,textnav", help=f"some of {', '.join(TASKS)}")
     p.add_argument("--arms", default="BC,ILQL")
     p.add_argument("--episodes", type=int, default=1000, help="dataset episodes generated per task")
     p.add_argument("--warmup", type=int, default=2)
@@ -135,12 +136,7 @@ def main(argv=None) -> dict:
                 row = {
                     "task": task, "arm": arm, "batch_size": int(rows_before), "real_token_fraction": real,
                     "mean_packed_rows": rows_after,
-                    "padded_s_per_step": median(r["padded"]["s_per_step"] for r in repeats),
-                    "packed_s_per_step": median(r["packed"]["s_per_step"] for r in repeats),
-                    "speedup": median(r["padded"]["s_per_step"] / r["packed"]["s_per_step"] for r in repeats),
-                    "first_loss": {"padded": repeats[0]["padded"]["first_loss"],
-                                   "packed": repeats[0]["packed"]["first_loss"]},
-                    "repeats": repeats,
+                    **paired_steps(repeats, "padded", "packed"),
                 }
                 rows.append(row)
                 print(f"{task} {arm}: {real:.2f} real tokens per position, {rows_after:.1f} packed rows of "

@@ -998,29 +998,28 @@ def test_beta_sweep_rejects_negative_betas_and_extensions():
 # Repeated rows of a batch run once
 
 
-@pytest.mark.parametrize("cls", [BC, MCReturns, ILQL])
-def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, maze_episode, cls, monkeypatch):
-    """A batch whose chunks repeat (as FO-Maze batches do) runs each distinct row once; the loss and every gradient
-    equal running every row, which the test gets by turning the row matching off."""
-    from lmrl_lightning.algorithms import distinct
-
+def fresh_module(cls, assets, preset: str = "tiny"):
+    """BC from scratch, or MC/ILQL from the bandit's BC checkpoint with heads perturbed away from constants."""
     torch.manual_seed(0)
     if cls is BC:
-        module = BC(BackboneConfig("tiny", tokenizer=str(assets["root"] / "tok")))
-    else:
-        value = (ILQLValueLearning if cls is ILQL else ValueLearning)(gamma=0.9, cql_weight=0.1)
-        module = cls(init_from=assets["ckpt"], value=value)
-        perturb_(*[m for name, m in module.named_children() if name.startswith(("q", "v", "target_q"))], seed=1)
-    chunks = episode_to_chunks(maze_episode, enc, window=1)
-    batch = collate_chunks(chunks[:4] + chunks[1:3] + chunks[:2] + chunks[-1:] * 3, module.tokenizer.pad_token_id)
+        return BC(BackboneConfig(preset, tokenizer=str(assets["root"] / "tok")))
+    value = (ILQLValueLearning if cls is ILQL else ValueLearning)(gamma=0.9, cql_weight=0.1)
+    module = cls(init_from=assets["ckpt"], value=value)
+    perturb_(*[m for name, m in module.named_children() if name.startswith(("q", "v", "target_q"))], seed=1)
+    return module
+
+
+def step_with_and_without(module, batch, switch_off) -> list[tuple]:
+    """(loss, gradients, rows of each transformer call) of one training step as the library runs it, then again
+    after `switch_off()` has turned an optimisation off."""
     rows = []
     hook = lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0])  # noqa: E731
     handles = [m.base_model.register_forward_pre_hook(hook, with_kwargs=True)
                for m in (module.model, getattr(module, "trunk", None)) if m is not None]
     results = []
-    for matching in (True, False):
-        if not matching:
-            monkeypatch.setattr(distinct, "distinct_row_index", lambda key: None)
+    for on in (True, False):
+        if not on:
+            switch_off()
         rows.clear()
         module.zero_grad()
         loss = module.training_step(batch, 0)
@@ -1029,12 +1028,26 @@ def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, ma
         results.append((loss.detach(), grads, list(rows)))
     for h in handles:
         h.remove()
-    (loss, grads, distinct_rows), (all_loss, all_grads, all_rows) = results
-    assert max(distinct_rows) == 5 and max(all_rows) == 11  # 5 distinct chunks among 11 rows
-    torch.testing.assert_close(loss, all_loss, rtol=1e-5, atol=1e-6)
-    assert grads.keys() == all_grads.keys() and grads
+    (loss, grads, _), (off_loss, off_grads, _) = results
+    torch.testing.assert_close(loss, off_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == off_grads.keys() and grads
     for name in grads:
-        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(grads[name], off_grads[name], rtol=1e-4, atol=1e-6)
+    return results
+
+
+@pytest.mark.parametrize("cls", [BC, MCReturns, ILQL])
+def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, maze_episode, cls, monkeypatch):
+    """A batch whose chunks repeat (as FO-Maze batches do) runs each distinct row once; the loss and every gradient
+    equal running every row, which the test gets by turning the row matching off."""
+    from lmrl_lightning.algorithms import distinct
+
+    module = fresh_module(cls, assets)
+    chunks = episode_to_chunks(maze_episode, enc, window=1)
+    batch = collate_chunks(chunks[:4] + chunks[1:3] + chunks[:2] + chunks[-1:] * 3, module.tokenizer.pad_token_id)
+    (_, _, distinct_rows), (_, _, all_rows) = step_with_and_without(
+        module, batch, lambda: monkeypatch.setattr(distinct, "distinct_row_index", lambda key: None))
+    assert max(distinct_rows) == 5 and max(all_rows) == 11  # 5 distinct chunks among 11 rows
 
 
 @pytest.mark.parametrize("cls, preset", [(BC, "tiny"), (BC, "tiny-rope"), (MCReturns, "tiny"), (ILQL, "tiny")])
@@ -1045,38 +1058,14 @@ def test_short_rows_packed_together_give_the_same_loss_and_gradients(assets, enc
     the padded batch's (GPT-2 and Llama blocks), on fewer rows."""
     from lmrl_lightning.algorithms import packing
 
-    torch.manual_seed(0)
-    if cls is BC:
-        module = BC(BackboneConfig(preset, tokenizer=str(assets["root"] / "tok")))
-    else:
-        value = (ILQLValueLearning if cls is ILQL else ValueLearning)(gamma=0.9, cql_weight=0.1)
-        module = cls(init_from=assets["ckpt"], value=value)
-        perturb_(*[m for name, m in module.named_children() if name.startswith(("q", "v", "target_q"))], seed=1)
+    module = fresh_module(cls, assets, preset)
     whole = episode_to_chunks(maze_episode, enc, window=None)
     short = episode_to_chunks(maze_episode, enc, window=1)
     batch = collate_chunks(whole + short[:3] + whole + short[-4:], module.tokenizer.pad_token_id)
-    rows = []
-    hook = lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0])  # noqa: E731
-    handles = [m.base_model.register_forward_pre_hook(hook, with_kwargs=True)
-               for m in (module.model, getattr(module, "trunk", None)) if m is not None]
-    results = []
-    for packed in (True, False):
-        if not packed:
-            monkeypatch.setattr(packing, "packed_hidden", lambda *args: None)
-        rows.clear()
-        module.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-        results.append((loss.detach(), grads, max(rows)))
-    for h in handles:
-        h.remove()
-    (loss, grads, packed_rows), (all_loss, all_grads, all_rows) = results
-    assert all_rows == 8 and packed_rows < all_rows  # the two whole episodes' rows hold the short ones too
-    torch.testing.assert_close(loss, all_loss, rtol=1e-5, atol=1e-6)
-    assert grads.keys() == all_grads.keys() and grads
-    for name in grads:
-        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6)
+    (_, _, packed_rows), (_, _, padded_rows) = step_with_and_without(
+        module, batch, lambda: monkeypatch.setattr(packing, "packed_hidden", lambda *args: None))
+    # 8 distinct rows; the two whole episodes' rows hold the short ones too.
+    assert max(padded_rows) == 8 and max(packed_rows) < 8
 
 
 def test_ppo_token_logprobs_are_the_same_packed(assets, enc, maze_episode, monkeypatch):
