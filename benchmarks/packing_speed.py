@@ -1,15 +1,16 @@
-"""Training steps with short rows packed side by side (`lmrl_lightning/algorithms/packing.py`) against the padded
-batch, on the tasks' own data and batches (Car Dealer, Twenty Questions and PO Text-Nav by default; Wordle and PO
-Maze on request).
+"""Training steps with the padding skipped (`lmrl_lightning/algorithms/packing.py`: short rows packed side by side,
+or the padding mask dropped) against the padded, masked batch, on the tasks' own data and batches (Car Dealer, Twenty
+Questions and PO Text-Nav by default; Wordle and PO Maze on request).
 
 For each task: the example BC config's data settings (batch size, max length, window) and backbone (preset, max
 positions), a dataset made by `lmrl data`'s generator (`--episodes` of it, seed 0), and `--steps` fixed batches in
 the data module's order. Arms: BC and ILQL (the ILQL config's value settings; the trunk, its target and the frozen
-policy all run the packed batch), each a LightningModule stepped by a Trainer (forward, backward, AdamW step) on the
-same batches twice: packed (the library) and padded (the packer replaced by one that never packs: the code before
-the change). The arms alternate `--repeats` times; the ratio is the median of per-repeat ratios. The first step's
-loss of both arms is recorded (the same function: they must agree). Also: real tokens per padded position, and
-rows per batch before and after packing.
+policy all run the same way), each a LightningModule stepped by a Trainer (forward, backward, AdamW step) on the
+same batches four times: padded (the code before the change: every batch with its padding mask), unmasked (every
+batch without its mask), packed (every batch whose rows pack into fewer, the rest padded) and the library's choice
+(packed when that leaves at most `PACK_AT_MOST` of the rows, else unmasked). The four alternate `--repeats` times;
+the library's ratio to padded is the median of per-repeat ratios. The first step's loss of every arm is recorded (the
+same function: they must agree). Also: real tokens per padded position, and rows per batch before and after packing.
 
 Run:  python benchmarks/packing_speed.py      (writes benchmarks/results/packing_speed.json)
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, paired_steps,
+    RESULTS_DIR, command_line, lightning_trainer, load_average, machine_info, markdown_table, median, paired_steps,
     quiet_libraries, write_json,
 )
 
@@ -88,16 +89,31 @@ def packed_rows(batch: dict) -> int:
     return len(packing.first_fit_decreasing(lengths, batch["input_ids"].shape[1]))
 
 
-def run(arm: str, packed: bool, prefix: str, tokenizer_dir: Path, data: list[dict], warmup: int, seed: int) -> dict:
+def padded(model, ids, mask):
+    return None
+
+
+def unmasked(model, ids, mask):
+    return None if packing.right_padded_lengths(mask) is None else packing.unmasked_hidden(model, ids)
+
+
+def packed(model, ids, mask):
+    lengths = packing.right_padded_lengths(mask)
+    bins = packing.first_fit_decreasing(lengths, ids.shape[1]) if lengths is not None else None
+    return packing.packed_hidden(model, ids, lengths, bins) if bins and len(bins) < len(lengths) else None
+
+
+SHAPES = {"padded": padded, "unmasked": unmasked, "packed": packed, "library": packing.padding_skipped_hidden}
+
+
+def run(arm: str, shape: str, prefix: str, tokenizer_dir: Path, data: list[dict], warmup: int, seed: int) -> dict:
     module = build(arm, prefix, tokenizer_dir, seed)
     timer, first = StepTimer(), FirstLoss()
-    packer = packing.packed_hidden
-    if not packed:
-        packing.packed_hidden = lambda *args: None
+    packing.padding_skipped_hidden = SHAPES[shape]
     try:
         lightning_trainer(len(data), [timer, first]).fit(module, train_dataloaders=DataLoader(data, batch_size=None))
     finally:
-        packing.packed_hidden = packer
+        packing.padding_skipped_hidden = SHAPES["library"]
     timed = timer.steps[warmup:]
     return {"s_per_step": sum(s["seconds"] for s in timed) / len(timed), "first_loss": first.loss,
             "load_average": load_average()}
@@ -131,24 +147,25 @@ def main(argv=None) -> dict:
             for arm in args.arms.split(","):
                 repeats = []
                 for _ in range(args.repeats):
-                    repeats.append({name: run(arm, packed, prefix, data_dir / "tokenizer", data, args.warmup,
-                                              args.seed) for name, packed in (("padded", False), ("packed", True))})
+                    repeats.append({shape: run(arm, shape, prefix, data_dir / "tokenizer", data, args.warmup,
+                                               args.seed) for shape in SHAPES})
                 row = {
                     "task": task, "arm": arm, "batch_size": int(rows_before), "real_token_fraction": real,
                     "mean_packed_rows": rows_after,
-                    **paired_steps(repeats, "padded", "packed"),
+                    **{f"{shape}_s_per_step": median(r[shape]["s_per_step"] for r in repeats) for shape in SHAPES},
+                    **paired_steps(repeats, "padded", "library"),
+                    "first_loss": {shape: repeats[0][shape]["first_loss"] for shape in SHAPES},
                 }
                 rows.append(row)
                 print(f"{task} {arm}: {real:.2f} real tokens per position, {rows_after:.1f} packed rows of "
-                      f"{rows_before:.0f}; padded {row['padded_s_per_step'] * 1000:.0f} ms/step, packed "
-                      f"{row['packed_s_per_step'] * 1000:.0f} ms/step: {row['speedup']:.2f}x; first loss "
-                      f"{row['first_loss']['padded']:.6f} / {row['first_loss']['packed']:.6f}", flush=True)
+                      f"{rows_before:.0f}; ms/step " + ", ".join(
+                          f"{shape} {row[f'{shape}_s_per_step'] * 1000:.0f}" for shape in SHAPES)
+                      + f": {row['speedup']:.2f}x; first losses {sorted(set(row['first_loss'].values()))}", flush=True)
     table = markdown_table(
-        ["task", "arm", "real tokens / position", "rows: padded / packed", "padded ms/step", "packed ms/step",
-         "speedup (paired median)"],
+        ["task", "arm", "real tokens / position", "rows: padded / packed", *(f"{s} ms/step" for s in SHAPES),
+         "library's speedup (paired median)"],
         [[r["task"], r["arm"], f"{r['real_token_fraction']:.2f}", f"{r['batch_size']} / {r['mean_packed_rows']:.1f}",
-          f"{r['padded_s_per_step'] * 1000:.0f}", f"{r['packed_s_per_step'] * 1000:.0f}", f"{r['speedup']:.2f}x"]
-         for r in rows],
+          *(f"{r[f'{shape}_s_per_step'] * 1000:.0f}" for shape in SHAPES), f"{r['speedup']:.2f}x"] for r in rows],
     )
     print(table)
     payload = {"benchmark": "packing_speed", "command": command_line(), "machine": machine_info(),

@@ -1050,42 +1050,43 @@ def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, ma
     assert max(distinct_rows) == 5 and max(all_rows) == 11  # 5 distinct chunks among 11 rows
 
 
+def record_masks(module) -> list:
+    """The attention mask of every transformer call of `module` (None: unmasked), appended as they run."""
+    masks = []
+    for m in (module.model, getattr(module, "trunk", None)):
+        if m is not None:
+            m.base_model.register_forward_pre_hook(lambda _, args, kwargs: masks.append(kwargs.get("attention_mask")),
+                                                   with_kwargs=True)
+    return masks
+
+
 @pytest.mark.parametrize("cls, preset", [(BC, "tiny"), (BC, "tiny-rope"), (MCReturns, "tiny"), (ILQL, "tiny")])
-def test_short_rows_packed_together_give_the_same_loss_and_gradients(assets, enc, maze_episode, cls, preset,
-                                                                     monkeypatch):
+@pytest.mark.parametrize("shape", ["packed", "unmasked"])
+def test_skipping_the_padding_gives_the_same_loss_and_gradients(assets, enc, maze_episode, cls, preset, shape,
+                                                               monkeypatch):
     """A batch of chunks of very different lengths (whole episodes, windows of one text) runs with its short rows
-    packed side by side, each at its own positions and seeing its own tokens only: the loss and every gradient equal
-    the padded batch's (GPT-2 and Llama blocks), on fewer rows."""
+    packed side by side, each at its own positions and seeing its own tokens only; one whose rows are all longer
+    than half the longest runs without its padding mask (causal attention alone). Either way the loss and every
+    gradient equal the padded, masked batch's (GPT-2 and Llama blocks)."""
     from lmrl_lightning.algorithms import packing
 
     module = fresh_module(cls, assets, preset)
     whole = episode_to_chunks(maze_episode, enc, window=None)
-    short = episode_to_chunks(maze_episode, enc, window=1)
-    batch = collate_chunks(whole + short[:3] + whole + short[-4:], module.tokenizer.pad_token_id)
-    (_, _, packed_rows), (_, _, padded_rows) = step_with_and_without(
-        module, batch, lambda: monkeypatch.setattr(packing, "packed_hidden", lambda *args: None))
-    # 8 distinct rows; the two whole episodes' rows hold the short ones too.
-    assert max(padded_rows) == 8 and max(packed_rows) < 8
-
-
-def test_ppo_token_logprobs_are_the_same_packed(assets, enc, maze_episode, monkeypatch):
-    """PPO's free-text update scores its chunks packed too: the same log-probs and hidden states at real tokens."""
-    from lmrl_lightning.algorithms import packing
-    from lmrl_lightning.algorithms.ppo import PPO
-
-    torch.manual_seed(0)
-    model = BC(BackboneConfig("tiny-rope", tokenizer=str(assets["root"] / "tok"))).model
-    whole = episode_to_chunks(maze_episode, enc, window=None)
-    short = episode_to_chunks(maze_episode, enc, window=1)
-    batch = collate_chunks(whole + short[:5], model.config.pad_token_id or 0)
-    lengths, width = batch["attention_mask"].sum(1).tolist(), batch["input_ids"].shape[1]
-    assert len(packing.first_fit_decreasing(lengths, width)) < len(lengths)  # the short chunks share a row
-    packed = PPO.action_logprobs(model, batch)
-    monkeypatch.setattr(packing, "packed_hidden", lambda *args: None)
-    padded = PPO.action_logprobs(model, batch)
-    real = batch["attention_mask"].bool()
-    torch.testing.assert_close(packed[0][real], padded[0][real], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(packed[2], padded[2], rtol=1e-4, atol=1e-5)
+    if shape == "packed":
+        chunks = whole + episode_to_chunks(maze_episode, enc, window=1)[:3]
+    else:
+        chunks = episode_to_chunks(maze_episode, enc, window=16)[-4:]  # the last windows: similar lengths
+    batch = collate_chunks(chunks, module.tokenizer.pad_token_id)
+    assert not batch["attention_mask"].all()  # padded
+    masks = record_masks(module)
+    (_, _, rows), (_, _, padded_rows) = step_with_and_without(
+        module, batch, lambda: monkeypatch.setattr(packing, "padding_skipped_hidden", lambda *args: None))
+    # The batch's own call comes first (MC and ILQL then run the next states, a batch of their own).
+    if shape == "packed":
+        assert rows[0] < padded_rows[0] == len(chunks) and masks[0].dim() == 4
+    else:
+        assert rows[0] == padded_rows[0] == len(chunks) and masks[0] is None
+    assert all(m is not None and m.dim() == 2 for m in masks[len(rows):])  # the padded batch as it was
 
 
 def test_only_gpt2_and_llama_blocks_under_sdpa_run_packed(assets):
