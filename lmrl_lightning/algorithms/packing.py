@@ -9,7 +9,7 @@ batch gives it, put back in the batch's [B, T, d] layout (zeros at padding), so 
   through the transformer.
 - **No padding mask** (`unmasked_hidden`): in a right-padded row every real token's causal past is real, so causal
   attention alone gives the real tokens the masked batch's result, and PyTorch's SDPA runs its causal kernel instead
-  of reading a [B, T, T] mask (1.4x faster at 1024 tokens, forward and backward, `benchmarks/packing_speed.py`).
+  of reading a [B, T, T] mask.
 
 A batch is packed when that leaves at most `PACK_AT_MOST` of its rows (a mask costs more per row than the causal
 kernel, so saving a few rows does not pay: Text-Nav's batches of 16 pack into 15), else it runs unmasked.
