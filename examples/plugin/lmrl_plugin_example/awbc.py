@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from lmrl_lightning.algorithms.base import LMRLModule
 from lmrl_lightning.algorithms.mc_returns import returns_to_go
+from lmrl_lightning.algorithms.packing import batch_hidden
 from lmrl_lightning.validation import check_number
 
 
@@ -73,8 +74,9 @@ class AWBC(LMRLModule):
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         mask = batch["action_mask"]
-        hidden = self.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        hidden = hidden.last_hidden_state[:, :-1][mask]  # position t predicts token t+1
+        # The policy's last hidden states, repeated rows run once and the padding skipped (exact; see packing.py).
+        hidden = batch_hidden(self.model, batch["input_ids"], batch["attention_mask"])
+        hidden = hidden[:, :-1][mask]  # position t predicts token t+1
         logits = self.model.get_output_embeddings()(hidden)
         values = self.value_head(hidden).squeeze(-1).float()
         returns = returns_to_go(batch, gamma=1.0, per="turn")[mask]  # the episode's remaining return
