@@ -1051,7 +1051,7 @@ def test_repeated_rows_run_once_with_the_same_loss_and_gradients(assets, enc, ma
 
 
 def record_masks(module) -> list:
-    """The attention mask of every transformer call of `module` (None: unmasked), appended as they run."""
+    """The attention mask of every transformer call of `module`, appended as they run."""
     masks = []
     for m in (module.model, getattr(module, "trunk", None)):
         if m is not None:
@@ -1085,7 +1085,7 @@ def test_skipping_the_padding_gives_the_same_loss_and_gradients(assets, enc, maz
     if shape == "packed":
         assert rows[0] < padded_rows[0] == len(chunks) and masks[0].dim() == 4
     else:
-        assert rows[0] == padded_rows[0] == len(chunks) and masks[0] is None
+        assert rows[0] == padded_rows[0] == len(chunks) and bool(masks[0].all())  # no padding masked
     assert all(m is not None and m.dim() == 2 for m in masks[len(rows):])  # the padded batch as it was
 
 

@@ -96,8 +96,9 @@ def packed_hidden(model, input_ids: torch.Tensor, lengths: list[int], bins: list
 
 def unmasked_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
     """`model.base_model`'s last hidden state of a right-padded batch without its padding mask: causal attention
-    alone (the padding's own outputs differ and are not read)."""
-    return model.base_model(input_ids=input_ids, attention_mask=None).last_hidden_state
+    alone (the padding's own outputs differ and are not read). The mask passed is all ones, which transformers turns
+    into SDPA's causal kernel as it does no mask, without warning that the batch may be padded."""
+    return model.base_model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
 
 
 def padding_skipped_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Optional[torch.Tensor]:
