@@ -152,8 +152,8 @@ class LMRLModule(L.LightningModule):
         """Next-token logits at action positions only, [N, V] (position t predicts token t+1).
 
         Only these rows go through the output projection: with a 50k-token vocabulary the projection of every
-        position costs more than the transformer on short contexts. Repeated rows run once, short rows packed
-        together (`batch_hidden`).
+        position costs more than the transformer on short contexts. Repeated rows run once and the padding is
+        skipped (`batch_hidden`).
         """
         hidden = batch_hidden(self.model, input_ids, attention_mask)
         return self.model.get_output_embeddings()(hidden[:, :-1][action_mask])

@@ -29,8 +29,8 @@ from lmrl_lightning.algorithms.distinct import run_distinct
 from lmrl_lightning.policies.rerank import takes_tree_mask
 
 PACKED_MODEL_TYPES = ("gpt2", "llama")
-# Pack a batch when its rows go into at most this fraction of rows (measured: Car Dealer 0.56 and PO Maze 0.67 run
-# 1.3-1.5x faster packed than unmasked; Text-Nav 0.94 runs 1.3x faster unmasked than packed).
+# Pack a batch when its rows go into at most this fraction of rows (benchmarks/results/packing_speed.json: Car Dealer's
+# 0.58 and PO Maze's 0.73 ran 1.3-1.5x faster packed than unmasked; Text-Nav's 0.95 1.1-1.5x faster unmasked).
 PACK_AT_MOST = 0.85
 
 
@@ -117,13 +117,16 @@ def packs(model) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) in PACKED_MODEL_TYPES and takes_tree_mask(model)
 
 
-def batch_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """`model.base_model`'s last hidden state at every position of a training batch [B, T, d]: repeated rows run once
-    (`run_distinct`), the padding skipped where the model allows (`padding_skipped_hidden`)."""
-    def run(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden = padding_skipped_hidden(model, ids, mask)
-        if hidden is None:
-            hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return hidden
+def rows_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`model.base_model`'s last hidden state at every position of a training batch [B, T, d], every row run, the
+    padding skipped where the model allows (`padding_skipped_hidden`): for callers that match repeated rows
+    themselves (PPO's update)."""
+    hidden = padding_skipped_hidden(model, input_ids, attention_mask)
+    if hidden is None:
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return hidden
 
-    return run_distinct(run, model, input_ids, attention_mask)
+
+def batch_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """`rows_hidden` with repeated rows run once (`run_distinct`)."""
+    return run_distinct(lambda ids, mask: rows_hidden(model, ids, mask), model, input_ids, attention_mask)

@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pad_sequence
 from lmrl_lightning.algorithms.base import decay_groups
 from lmrl_lightning.algorithms.bc import bc_loss
 from lmrl_lightning.algorithms.online import OnlineModule, minibatch_plan
-from lmrl_lightning.algorithms.packing import batch_hidden
+from lmrl_lightning.algorithms.packing import rows_hidden
 from lmrl_lightning.validation import as_settings
 from lmrl_lightning.algorithms.settings import BCRegularisation, Optimisation, PPOSettings
 from lmrl_lightning.data.collate import collate_chunks
@@ -422,9 +422,10 @@ class PPO(OnlineModule):
     @staticmethod
     def action_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`model`'s last hidden states [B, T, d], and its logits [N, V] and log-probs [N] of the taken tokens at
-        the batch's action steps (only those rows go through the output projection)."""
+        the batch's action steps (only those rows go through the output projection). Its callers match repeated
+        rows themselves (`forward_actions`, `score_chunks`), so every row runs, with the padding skipped."""
         mask = batch["action_mask"]
-        hidden = batch_hidden(model, batch["input_ids"], batch["attention_mask"])
+        hidden = rows_hidden(model, batch["input_ids"], batch["attention_mask"])
         logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
         logp = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:][mask][:, None]).squeeze(-1)
         return hidden, logits, logp

@@ -135,7 +135,7 @@ class ValueModule(LMRLModule):
         return self.trunk.get_output_embeddings().weight
 
     def hidden(self, trunk, input_ids, attention_mask) -> torch.Tensor:
-        """Last hidden state of `trunk` at every position, [B, T, d]; repeated rows run once, short rows packed together
+        """Last hidden state of `trunk` at every position, [B, T, d]; repeated rows run once, the padding skipped
         (`batch_hidden`)."""
         return batch_hidden(trunk, input_ids, attention_mask)
 
